@@ -1,0 +1,135 @@
+"""Job records as kept in Redis and returned by ``GET /tokenizers/{id}`` and ``GET /runs/{id}``.
+
+Records are tolerant of unknown fields and every new field has a default, so a record written by a newer
+service still decodes in an older one during a rolling deploy.
+
+Status moves only forward: ``queued -> running -> succeeded | failed | cancelled``; ``running -> running``
+is allowed so a retried job can take over. A terminal status is never left.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({"succeeded", "failed", "cancelled"})
+
+_ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    "queued": frozenset({"queued", "running", "failed", "cancelled"}),
+    "running": frozenset({"running", "succeeded", "failed", "cancelled"}),
+    "succeeded": frozenset(),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+}
+
+
+def transition_allowed(current: JobStatus, new: JobStatus) -> bool:
+    """True when a record in ``current`` may be written with status ``new``."""
+    return new in _ALLOWED[current]
+
+
+class JobError(msgspec.Struct, frozen=True):
+    """Why a job failed. ``code`` is stable and machine-readable (``empty_corpus``, ``worker_lost``...);
+    ``message`` says what happened and what to change."""
+
+    code: str
+    message: str
+
+
+class TokenizerResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a finished tokenizer job produced. ``vocab_size`` is the size actually learned (it can be
+    below the requested size when the corpus supports no more merges)."""
+
+    vocab_size: int
+    special_tokens: list[str]
+    corpus_bytes: int
+    training_seconds: float
+    artifact_dir: str
+
+
+class TokenizerJob(msgspec.Struct, kw_only=True):
+    """A tokenizer training job."""
+
+    id: str
+    status: JobStatus
+    request: TrainTokenizerRequest
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    error: JobError | None = None
+    result: TokenizerResult | None = None
+
+
+class RunProgress(msgspec.Struct, frozen=True, kw_only=True):
+    """Latest training progress. ``train_loss`` is the mean cross-entropy (nats per token) since the last
+    report; ``tokens_per_second`` counts training tokens over the same window; times are seconds."""
+
+    step: int
+    max_steps: int
+    tokens_seen: int
+    train_loss: float
+    learning_rate: float
+    tokens_per_second: float
+    elapsed_seconds: float
+    eta_seconds: float
+
+
+class EvalPoint(msgspec.Struct, frozen=True, kw_only=True):
+    """A validation estimate during training, on ``eval_iters`` random batches (nats per token)."""
+
+    step: int
+    val_loss: float
+    val_perplexity: float
+
+
+class RunMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    """Final metrics over the whole validation split.
+
+    ``val_loss`` is the mean negative log-likelihood in nats per token; ``val_perplexity`` = exp(val_loss);
+    ``val_bits_per_byte`` = val_loss * val_tokens / val_bytes / ln 2, comparable across tokenizers.
+    """
+
+    val_loss: float
+    val_perplexity: float
+    val_bits_per_byte: float
+    val_tokens: int
+    val_bytes: int
+    train_loss: float
+    steps: int
+    tokens_seen: int
+    n_params: int
+    training_seconds: float
+
+
+class RunJob(msgspec.Struct, kw_only=True):
+    """A model training run."""
+
+    id: str
+    status: JobStatus
+    request: TrainRunRequest
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    attempts: int = 0
+    progress: RunProgress | None = None
+    last_eval: EvalPoint | None = None
+    metrics: RunMetrics | None = None
+    artifact_dir: str | None = None
+    error: JobError | None = None
+
+
+class JobAccepted(msgspec.Struct, frozen=True):
+    """Answer to a POST that enqueued a job; ``location`` is where to poll it."""
+
+    id: str
+    status: JobStatus
+    location: str

@@ -1,0 +1,55 @@
+"""Log lines: the JSON shape shared by every service's stdout and each job's ``logs.jsonl``.
+
+A line holds ``ts`` (RFC 3339, UTC, milliseconds), ``level``, ``event``, ``message``, the job id when there
+is one, and the event's own fields.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+
+import msgspec
+
+_encoder = msgspec.json.Encoder()
+
+# Attributes every LogRecord has; anything else passed through ``extra=`` is an event field.
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    """RFC 3339 UTC timestamp with millisecond precision, e.g. ``2026-11-29T13:17:26.123Z``."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def log_line(level: str, event: str, message: str, fields: dict[str, object]) -> bytes:
+    """One JSON log line (with trailing newline). ``fields`` must be JSON-encodable by msgspec."""
+    payload: dict[str, object] = {"ts": timestamp(), "level": level, "event": event, "message": message}
+    payload.update(fields)
+    return _encoder.encode(payload) + b"\n"
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a ``logging`` record as one JSON line; ``extra={"event": ..., ...}`` adds fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, object] = {"logger": record.name}
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and key != "event":
+                fields[key] = value if isinstance(value, str | int | float | bool | None) else repr(value)
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        event = getattr(record, "event", record.name)
+        line = log_line(record.levelname.lower(), str(event), record.getMessage(), fields)
+        return line.decode().rstrip("\n")
+
+
+def configure_logging(level: str) -> None:
+    """Send every log record to stdout as JSON at ``level`` (e.g. ``INFO``)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,60 @@
+"""Manifests written beside artifacts. A manifest is written last and atomically: an artifact directory
+without one is incomplete, whatever else it holds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from mt_contracts.jobs import RunMetrics
+from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
+
+
+class FileEntry(msgspec.Struct, frozen=True):
+    """One artifact file: ``path`` relative to the manifest's directory, ``size`` in bytes, hex sha256."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+class TokenizerManifest(msgspec.Struct, frozen=True, kw_only=True):
+    """``artifacts/tokenizers/<id>/manifest.json``."""
+
+    tokenizer_id: str
+    method: str
+    request: TrainTokenizerRequest
+    vocab_size: int
+    special_tokens: list[str]
+    corpus_files: list[str]
+    corpus_bytes: int
+    training_seconds: float
+    files: list[FileEntry]
+    created_at: datetime
+    versions: dict[str, str]
+
+
+class ModelManifest(msgspec.Struct, frozen=True, kw_only=True):
+    """``artifacts/models/<run_id>/manifest.json``."""
+
+    run_id: str
+    tokenizer_id: str
+    request: TrainRunRequest
+    vocab_size: int
+    metrics: RunMetrics
+    files: list[FileEntry]
+    created_at: datetime
+    versions: dict[str, str]
+
+
+class RunManifest(msgspec.Struct, frozen=True, kw_only=True):
+    """``runs/<run_id>/manifest.json``: where everything of one run lives (paths absolute)."""
+
+    run_id: str
+    tokenizer_id: str
+    spec_path: str
+    model_dir: str
+    model_manifest_path: str
+    logs_path: str
+    process_log_path: str

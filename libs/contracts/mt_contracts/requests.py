@@ -1,0 +1,74 @@
+"""HTTP request bodies. Strict: unknown fields are rejected, every number is bounded, so a typo in a
+request is a 400 naming the field rather than a silently ignored option."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from mt_contracts.ids import TOKENIZER_ID_PATTERN
+
+END_OF_TEXT = "<|endoftext|>"
+PAD = "<|pad|>"
+
+CorpusPath = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=4096,
+        description="Path of a .txt file, or a directory of them, relative to APP__CORPUS_ROOT.",
+        examples=["tinyshakespeare.txt"],
+    ),
+]
+SpecialToken = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class TrainTokenizerRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``POST /tokenizers/train``: train a byte-level BPE tokenizer on a corpus.
+
+    ``vocab_size`` counts every token: the 256 byte symbols, the learned merges and the special tokens.
+    ``<|endoftext|>`` is always the first special token (documents are separated by it in training data);
+    it is added when ``special_tokens`` does not list it.
+    """
+
+    corpus_path: CorpusPath
+    method: Literal["bpe"] = "bpe"
+    vocab_size: Annotated[int, Meta(ge=258, le=1_000_000)] = 4096
+    min_frequency: Annotated[int, Meta(ge=1, le=1_000_000)] = 2
+    special_tokens: Annotated[list[SpecialToken], Meta(max_length=256)] = msgspec.field(
+        default_factory=lambda: [END_OF_TEXT, PAD]
+    )
+
+
+class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``POST /runs/train``: train a GPT-2 language model with a finished tokenizer.
+
+    Sizes follow GPT-2's names: ``n_layer`` transformer blocks of width ``n_embd`` with ``n_head`` attention
+    heads over a context of ``block_size`` tokens. One optimiser step sees ``batch_size * block_size`` tokens.
+    The learning rate warms up linearly for ``warmup_steps``, then follows a cosine decay to
+    ``min_learning_rate`` at ``max_steps`` (Loshchilov & Hutter, SGDR, 2017). ``val_fraction`` of the corpus
+    (its tail, cut at a line boundary) is held out for validation.
+    """
+
+    tokenizer_id: Annotated[str, Meta(pattern=TOKENIZER_ID_PATTERN)]
+    corpus_path: CorpusPath
+    model: Literal["gpt2"] = "gpt2"
+    n_layer: Annotated[int, Meta(ge=1, le=48)] = 4
+    n_head: Annotated[int, Meta(ge=1, le=64)] = 4
+    n_embd: Annotated[int, Meta(ge=8, le=4096)] = 128
+    block_size: Annotated[int, Meta(ge=8, le=8192)] = 128
+    dropout: Annotated[float, Meta(ge=0.0, le=0.9)] = 0.0
+    batch_size: Annotated[int, Meta(ge=1, le=4096)] = 16
+    max_steps: Annotated[int, Meta(ge=1, le=10_000_000)] = 2000
+    learning_rate: Annotated[float, Meta(gt=0.0, le=1.0)] = 2e-3
+    min_learning_rate: Annotated[float, Meta(ge=0.0, le=1.0)] = 2e-4
+    warmup_steps: Annotated[int, Meta(ge=0, le=10_000_000)] = 100
+    weight_decay: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.1
+    grad_clip: Annotated[float, Meta(ge=0.0, le=1000.0)] = 1.0
+    eval_interval: Annotated[int, Meta(ge=1, le=10_000_000)] = 250
+    eval_iters: Annotated[int, Meta(ge=1, le=10_000)] = 20
+    val_fraction: Annotated[float, Meta(gt=0.0, le=0.5)] = 0.1
+    seed: Annotated[int, Meta(ge=0, le=2**32 - 1)] = 1337
+    threads: Annotated[int, Meta(ge=0, le=1024, description="Torch intra-op threads; 0 means all cores.")] = 0

@@ -1,0 +1,76 @@
+"""The spec handed to the training subprocess and the events it writes back, one JSON object a line.
+
+Events are a tagged union on ``event``; the worker decodes them with ``match`` and turns them into the job
+record and the run's ``logs.jsonl``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from mt_contracts.jobs import EvalPoint, RunMetrics, RunProgress
+from mt_contracts.requests import TrainRunRequest
+
+
+class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the training process needs; paths are absolute.
+
+    ``corpus_files`` are read in order; ``model_dir`` receives the final artifacts (each file written
+    atomically, ``manifest.json`` last); ``work_dir`` is scratch space owned by this run.
+    Intervals are seconds.
+    """
+
+    run_id: str
+    tokenizer_id: str
+    request: TrainRunRequest
+    tokenizer_dir: str
+    corpus_files: list[str]
+    model_dir: str
+    work_dir: str
+    heartbeat_interval: float = 5.0
+    progress_interval: float = 2.0
+
+
+class Started(msgspec.Struct, frozen=True, tag_field="event", tag="started", kw_only=True):
+    """Data is prepared and the model built; training begins. Token counts are per split."""
+
+    n_params: int
+    train_tokens: int
+    val_tokens: int
+    vocab_size: int
+    device: str
+
+
+class Heartbeat(msgspec.Struct, frozen=True, tag_field="event", tag="heartbeat", kw_only=True):
+    """The process is alive; ``phase`` is what it is doing (``preparing``, ``training``, ``saving``)."""
+
+    phase: str
+
+
+class Progress(msgspec.Struct, frozen=True, tag_field="event", tag="progress", kw_only=True):
+    """Rate-limited training progress."""
+
+    progress: RunProgress
+
+
+class Eval(msgspec.Struct, frozen=True, tag_field="event", tag="eval", kw_only=True):
+    """A periodic validation estimate."""
+
+    point: EvalPoint
+
+
+class Finished(msgspec.Struct, frozen=True, tag_field="event", tag="finished", kw_only=True):
+    """Artifacts are written and complete."""
+
+    metrics: RunMetrics
+    model_dir: str
+
+
+class Failed(msgspec.Struct, frozen=True, tag_field="event", tag="failed", kw_only=True):
+    """Training stopped on an error the user can act on."""
+
+    code: str
+    message: str
+
+
+TrainingEvent = Started | Heartbeat | Progress | Eval | Finished | Failed

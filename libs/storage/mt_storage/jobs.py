@@ -1,0 +1,118 @@
+"""Job records in Redis, one JSON value per job, with guarded status writes.
+
+Every update is an optimistic transaction (WATCH / MULTI / EXEC): read the record, apply a change, refuse
+the write when the status transition is not allowed (``mt_contracts.jobs.transition_allowed``), retry when
+another writer got there first. A late or retried writer therefore never moves a finished job backwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Generic, Protocol, TypeVar
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from mt_contracts import codec
+from mt_contracts.jobs import JobStatus, RunJob, TokenizerJob, transition_allowed
+from mt_storage import RecordNotFound, StorageError
+
+
+class JobRecord(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def status(self) -> JobStatus: ...
+
+
+R = TypeVar("R", bound=JobRecord)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class JobStore(Generic[R]):
+    """Records of one kind (``record_type``) under ``<prefix><id>`` keys.
+
+    ``retention_seconds`` bounds how long a record lives after its last write (``None`` keeps it forever).
+    """
+
+    def __init__(self, redis: Redis, record_type: type[R], prefix: str, retention_seconds: int | None = None) -> None:
+        self._redis = redis
+        self._type = record_type
+        self._prefix = prefix
+        self._retention = retention_seconds
+
+    def key(self, job_id: str) -> str:
+        return f"{self._prefix}{job_id}"
+
+    async def create(self, record: R) -> None:
+        """Store a new record.
+
+        Raises:
+            StorageError: a record with this id already exists.
+        """
+        created = await self._redis.set(self.key(record.id), codec.encode(record), nx=True, ex=self._retention)
+        if not created:
+            raise StorageError(f"job {record.id} already exists")
+
+    async def get(self, job_id: str) -> R | None:
+        """The record, or ``None`` when there is none."""
+        raw = await self._redis.get(self.key(job_id))
+        return None if raw is None else self._decode(raw)
+
+    async def update(self, job_id: str, change: Callable[[R], R]) -> R | None:
+        """Apply ``change`` to the stored record atomically.
+
+        Returns the written record, or ``None`` when the change would make a transition that is not allowed
+        (e.g. a late ``running`` write to a ``succeeded`` job), in which case nothing is written.
+
+        Raises:
+            RecordNotFound: no record has this id.
+        """
+        key = self.key(job_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        raise RecordNotFound(f"no job record {job_id}")
+                    current = self._decode(raw)
+                    updated = change(current)
+                    if not transition_allowed(current.status, updated.status):
+                        await pipe.unwatch()
+                        return None
+                    pipe.multi()
+                    pipe.set(key, codec.encode(updated), ex=self._retention)
+                    await pipe.execute()
+                    return updated
+                except WatchError:
+                    continue
+
+    def _decode(self, raw: object) -> R:
+        if not isinstance(raw, bytes | str):
+            raise StorageError(f"unexpected Redis value of type {type(raw).__name__}")
+        try:
+            return codec.decode(raw, self._type)
+        except msgspec.ValidationError as exc:
+            raise StorageError(f"stored job record does not decode: {exc}") from exc
+
+
+TOKENIZER_PREFIX = "mt:tokenizer:"
+RUN_PREFIX = "mt:run:"
+
+
+def tokenizer_jobs(redis: Redis) -> JobStore[TokenizerJob]:
+    """The store of tokenizer job records."""
+    return JobStore(redis, TokenizerJob, TOKENIZER_PREFIX)
+
+
+def run_jobs(redis: Redis) -> JobStore[RunJob]:
+    """The store of training run records."""
+    return JobStore(redis, RunJob, RUN_PREFIX)

@@ -1,0 +1,59 @@
+"""The one place that spells where each artifact lives.
+
+::
+
+    <artifacts_root>/tokenizers/<tokenizer_id>/{tokenizer.json, tokenizer_config.json,
+                                                special_tokens_map.json, manifest.json, logs.jsonl}
+    <artifacts_root>/models/<run_id>/{config.json, generation_config.json, model.safetensors,
+                                      tokenizer.json, ..., manifest.json, logs.jsonl}
+    <runs_root>/<run_id>/{spec.json, manifest.json, process.log, work/}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from mt_contracts.settings import AppSettings
+
+MANIFEST = "manifest.json"
+LOGS = "logs.jsonl"
+
+
+class Layout(msgspec.Struct, frozen=True):
+    """Absolute artifact and run roots; every path below them is derived here."""
+
+    artifacts_root: Path
+    runs_root: Path
+    corpus_root: Path
+
+    @classmethod
+    def from_settings(cls, app: AppSettings) -> Layout:
+        """Resolve the configured roots to absolute paths (relative ones against the working directory)."""
+        return cls(
+            artifacts_root=Path(app.artifacts_root).resolve(),
+            runs_root=Path(app.runs_root).resolve(),
+            corpus_root=Path(app.corpus_root).resolve(),
+        )
+
+    def tokenizer_dir(self, tokenizer_id: str) -> Path:
+        return self.artifacts_root / "tokenizers" / tokenizer_id
+
+    def model_dir(self, run_id: str) -> Path:
+        return self.artifacts_root / "models" / run_id
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_root / run_id
+
+    def run_spec(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "spec.json"
+
+    def run_manifest(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / MANIFEST
+
+    def run_process_log(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "process.log"
+
+    def run_work_dir(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "work"

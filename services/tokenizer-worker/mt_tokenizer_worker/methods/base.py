@@ -1,0 +1,83 @@
+"""The seam every tokenizer method implements, and the HF sidecar files every method writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import msgspec
+
+from mt_contracts import codec
+from mt_contracts.requests import END_OF_TEXT, PAD, TrainTokenizerRequest
+from mt_storage.files import atomic_write_bytes
+
+TOKENIZER_JSON = "tokenizer.json"
+TOKENIZER_CONFIG_JSON = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_JSON = "special_tokens_map.json"
+
+
+class TrainedTokenizer(msgspec.Struct, frozen=True, kw_only=True):
+    """What a method wrote into its output directory; ``files`` are names relative to it."""
+
+    vocab_size: int
+    special_tokens: list[str]
+    files: list[str]
+
+
+class TokenizerMethod(Protocol):
+    """Trains one kind of tokenizer from a stream of text lines and writes an HF-loadable
+    ``tokenizer.json`` (with ``tokenizer_config.json`` and ``special_tokens_map.json``) into ``out_dir``.
+
+    Raises:
+        TokenizerTrainingError: the corpus cannot produce the requested tokenizer.
+    """
+
+    name: ClassVar[str]
+
+    def train(self, lines: Iterator[str], request: TrainTokenizerRequest, out_dir: Path) -> TrainedTokenizer: ...
+
+
+class _SpecialTokensMap(msgspec.Struct, frozen=True, omit_defaults=True):
+    bos_token: str
+    eos_token: str
+    unk_token: str
+    pad_token: str | None = None
+
+
+class _TokenizerConfig(msgspec.Struct, frozen=True, omit_defaults=True):
+    tokenizer_class: str
+    bos_token: str
+    eos_token: str
+    unk_token: str
+    model_max_length: int
+    clean_up_tokenization_spaces: bool
+    add_prefix_space: bool
+    pad_token: str | None = None
+
+
+def with_end_of_text(special_tokens: list[str]) -> list[str]:
+    """``special_tokens`` with ``<|endoftext|>`` first (added when missing), order otherwise kept."""
+    return [END_OF_TEXT, *(token for token in special_tokens if token != END_OF_TEXT)]
+
+
+def write_hf_sidecars(out_dir: Path, special_tokens: list[str]) -> list[str]:
+    """Write ``tokenizer_config.json`` and ``special_tokens_map.json`` so that
+    ``transformers.AutoTokenizer.from_pretrained(out_dir)`` loads ``tokenizer.json`` as a fast tokenizer with
+    ``<|endoftext|>`` as BOS/EOS/UNK and ``<|pad|>`` as pad when present. Returns the file names written."""
+    pad = PAD if PAD in special_tokens else None
+    tokens = _SpecialTokensMap(bos_token=END_OF_TEXT, eos_token=END_OF_TEXT, unk_token=END_OF_TEXT, pad_token=pad)
+    config = _TokenizerConfig(
+        tokenizer_class="PreTrainedTokenizerFast",
+        bos_token=END_OF_TEXT,
+        eos_token=END_OF_TEXT,
+        unk_token=END_OF_TEXT,
+        pad_token=pad,
+        model_max_length=1_000_000_000,
+        # Decoding must give back the exact text; HF's clean-up would remove spaces before punctuation.
+        clean_up_tokenization_spaces=False,
+        add_prefix_space=False,
+    )
+    atomic_write_bytes(out_dir / TOKENIZER_CONFIG_JSON, codec.encode(config))
+    atomic_write_bytes(out_dir / SPECIAL_TOKENS_MAP_JSON, codec.encode(tokens))
+    return [TOKENIZER_CONFIG_JSON, SPECIAL_TOKENS_MAP_JSON]

@@ -1,0 +1,128 @@
+"""Entry point of the training process: ``python -m mt_trainer_worker.training --spec PATH [--nice N]``.
+
+Events go to the original stdout, one JSON line each; anything else a library prints on stdout is sent
+to stderr instead, which the worker keeps as the run's ``process.log``. Exit code 0 means ``finished``
+was emitted; 1 means ``failed`` was emitted (or the process could not even report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from importlib.metadata import version
+from pathlib import Path
+
+from mt_contracts import codec
+from mt_contracts.jobs import RunMetrics
+from mt_contracts.manifests import ModelManifest
+from mt_contracts.training import Failed, Finished, RunSpec
+from mt_storage.corpus import CorpusDecodeError
+from mt_storage.files import atomic_move, atomic_write_bytes, file_entries
+from mt_storage.jobs import utcnow
+from mt_storage.layout import MANIFEST
+from mt_trainer_worker.training import TrainingFailure
+from mt_trainer_worker.training.data import load_tokenizer, open_tokens, prepare_data
+from mt_trainer_worker.training.events import EventWriter, HeartbeatThread
+from mt_trainer_worker.training.loop import LN2, pick_device, safe_exp, save_dir_files, score_tokens, train
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def run(spec: RunSpec, writer: EventWriter) -> Finished:
+    """Prepare data, train, score the whole validation split, and publish the artifacts."""
+    request = spec.request
+    tokenizer_dir = Path(spec.tokenizer_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    work_dir = Path(spec.work_dir)
+    data = prepare_data(tokenizer, [Path(p) for p in spec.corpus_files], request.val_fraction, work_dir)
+    trained = train(spec, data, writer)
+
+    writer.phase = "evaluating"
+    val = open_tokens(data.val_path, data.dtype)
+    total_nats, scored = score_tokens(trained.model, val, request.block_size, request.batch_size, pick_device())
+    val_loss = total_nats / scored
+    metrics = RunMetrics(
+        val_loss=val_loss,
+        val_perplexity=safe_exp(val_loss),
+        val_bits_per_byte=total_nats / LN2 / data.val_bytes,
+        val_tokens=scored,
+        val_bytes=data.val_bytes,
+        train_loss=trained.train_loss,
+        steps=trained.steps,
+        tokens_seen=trained.tokens_seen,
+        n_params=sum(p.numel() for p in trained.model.parameters()),
+        training_seconds=trained.seconds,
+    )
+
+    writer.phase = "saving"
+    model_dir = Path(spec.model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    # Stage on the same filesystem, then move file by file; manifest.json goes last, so a directory
+    # without a manifest is never mistaken for a complete model.
+    with tempfile.TemporaryDirectory(dir=model_dir, prefix=".staging-") as staging:
+        staged = Path(staging)
+        names = save_dir_files(trained.model.cpu(), staged)
+        for name in TOKENIZER_FILES:
+            shutil.copyfile(tokenizer_dir / name, staged / name)
+        names = sorted({*names, *TOKENIZER_FILES})
+        for name in names:
+            atomic_move(staged / name, model_dir / name)
+    manifest = ModelManifest(
+        run_id=spec.run_id,
+        tokenizer_id=spec.tokenizer_id,
+        request=request,
+        vocab_size=data.vocab_size,
+        metrics=metrics,
+        files=file_entries(model_dir, names),
+        created_at=utcnow(),
+        versions={name: version(name) for name in ("torch", "transformers", "tokenizers")},
+    )
+    atomic_write_bytes(model_dir / MANIFEST, codec.encode(manifest))
+    return Finished(metrics=metrics, model_dir=str(model_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mt_trainer_worker.training")
+    parser.add_argument("--spec", required=True, type=Path, help="path of the run spec (JSON)")
+    parser.add_argument("--nice", type=int, default=0, help="niceness increment for this process")
+    args = parser.parse_args(argv)
+    # Keep the real stdout for events; route stray prints from libraries to stderr.
+    events_fd = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    writer = EventWriter(events_fd)
+    if args.nice:
+        os.nice(args.nice)
+    spec = codec.decode(Path(args.spec).read_bytes(), RunSpec)
+    heartbeat = HeartbeatThread(writer, spec.heartbeat_interval)
+    heartbeat.start()
+    try:
+        finished = run(spec, writer)
+    except TrainingFailure as exc:
+        writer.emit(Failed(code=exc.code, message=exc.message))
+        return 1
+    except CorpusDecodeError as exc:
+        writer.emit(Failed(code="invalid_utf8", message=str(exc)))
+        return 1
+    except MemoryError:
+        writer.emit(Failed(code="out_of_memory", message="out of memory; lower batch_size, block_size or n_embd"))
+        return 1
+    except Exception as exc:  # noqa: BLE001 - any crash must still end the run with a failed event
+        traceback.print_exc()
+        writer.emit(Failed(code="internal_error", message=f"{type(exc).__name__}: {exc}"))
+        return 1
+    finally:
+        heartbeat.stop()
+    if not math.isfinite(finished.metrics.val_loss):
+        writer.emit(Failed(code="diverged", message="the validation loss is not finite; lower learning_rate"))
+        return 1
+    writer.emit(finished)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
