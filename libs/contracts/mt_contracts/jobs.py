@@ -52,18 +52,24 @@ class TokenizerResult(msgspec.Struct, frozen=True, kw_only=True):
     artifact_dir: str
 
 
-class TokenizerJob(msgspec.Struct, kw_only=True):
-    """A tokenizer training job."""
+class Job(msgspec.Struct, kw_only=True):
+    """Fields every job record has. Times are UTC; ``attempts`` counts starts (a retry after a lost
+    worker is a second attempt)."""
 
     id: str
     status: JobStatus
-    request: TrainTokenizerRequest
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
     attempts: int = 0
     error: JobError | None = None
+
+
+class TokenizerJob(Job, kw_only=True):
+    """A tokenizer training job."""
+
+    request: TrainTokenizerRequest
     result: TokenizerResult | None = None
 
 
@@ -108,23 +114,15 @@ class RunMetrics(msgspec.Struct, frozen=True, kw_only=True):
     training_seconds: float
 
 
-class RunJob(msgspec.Struct, kw_only=True):
-    """A model training run."""
+class RunJob(Job, kw_only=True):
+    """A model training run. ``heartbeat_at`` is the last sign of life of its training process."""
 
-    id: str
-    status: JobStatus
     request: TrainRunRequest
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
     heartbeat_at: datetime | None = None
-    attempts: int = 0
     progress: RunProgress | None = None
     last_eval: EvalPoint | None = None
     metrics: RunMetrics | None = None
     artifact_dir: str | None = None
-    error: JobError | None = None
 
 
 class JobAccepted(msgspec.Struct, frozen=True):

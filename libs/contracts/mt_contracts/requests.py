@@ -42,6 +42,11 @@ class TrainTokenizerRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=T
     )
 
 
+def with_end_of_text(special_tokens: list[str]) -> list[str]:
+    """``special_tokens`` with ``<|endoftext|>`` first (added when missing), their order otherwise kept."""
+    return [END_OF_TEXT, *(token for token in special_tokens if token != END_OF_TEXT)]
+
+
 class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``POST /runs/train``: train a GPT-2 language model with a finished tokenizer.
 

@@ -9,26 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from mt_contracts import codec
-from mt_contracts.jobs import JobStatus, RunJob, TokenizerJob, transition_allowed
+from mt_contracts.jobs import Job, JobError, RunJob, TokenizerJob, transition_allowed
 from mt_storage import RecordNotFound, StorageError
 
-
-class JobRecord(Protocol):
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def status(self) -> JobStatus: ...
-
-
-R = TypeVar("R", bound=JobRecord)
+R = TypeVar("R", bound=Job)
 
 
 def utcnow() -> datetime:
@@ -94,6 +85,23 @@ class JobStore(Generic[R]):
                     return updated
                 except WatchError:
                     continue
+
+    async def mark_running(self, job_id: str) -> R | None:
+        """Move the job to ``running`` and count the attempt; ``None`` when it is already terminal."""
+        now = utcnow()
+        return await self.update(
+            job_id,
+            lambda r: msgspec.structs.replace(
+                r, status="running", started_at=now, updated_at=now, attempts=r.attempts + 1
+            ),
+        )
+
+    async def mark_failed(self, job_id: str, error: JobError) -> R | None:
+        """Move the job to ``failed`` with ``error``; ``None`` (nothing written) when it is already terminal."""
+        now = utcnow()
+        return await self.update(
+            job_id, lambda r: msgspec.structs.replace(r, status="failed", finished_at=now, updated_at=now, error=error)
+        )
 
     def _decode(self, raw: object) -> R:
         if not isinstance(raw, bytes | str):

@@ -7,6 +7,7 @@ abort are explicit; jobs travel as MessagePack.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -14,6 +15,7 @@ from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 from arq.worker import Function, Worker, func
 
+from mt_contracts.jobs import JobError
 from mt_contracts.queue import deserialize_job, serialize_job
 from mt_contracts.settings import WorkerSettings
 
@@ -49,41 +51,51 @@ class ArqJobQueue:
         await self.pool.aclose()
 
 
-class JobContext:
-    """The typed part of arq's per-job ``ctx`` dict."""
-
-    def __init__(self, job_try: int) -> None:
-        self.job_try = job_try
-
-    @classmethod
-    def from_ctx(cls, ctx: dict[str, object]) -> JobContext:
-        job_try = ctx.get("job_try")
-        return cls(job_try=job_try if isinstance(job_try, int) else 1)
-
-
-JobHandler = Callable[[JobContext, str], Awaitable[None]]
+JobHandler = Callable[[str], Awaitable[None]]
+FailureRecorder = Callable[[str, JobError], Awaitable[object]]
 
 
 def build_worker(
     *,
     task: str,
     handler: JobHandler,
+    record_failure: FailureRecorder,
     queue_name: str,
     redis_url: str,
     settings: WorkerSettings,
     timeout_seconds: int,
     burst: bool = False,
     handle_signals: bool = True,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> Worker:
-    """An arq worker that runs ``handler(context, job_id)`` for jobs named ``task`` on ``queue_name``.
+    """An arq worker that runs ``handler(job_id)`` for jobs named ``task`` on ``queue_name``.
 
-    arq's own timeout is set a minute past ``timeout_seconds`` so the handler's own deadline fires first and
-    records a proper error. The health key ``<queue_name>:health-check`` is refreshed every
-    ``settings.health_check_interval`` seconds (it expires one second after that).
+    The handler must end the job's record itself. Two endings it cannot see are recorded here through
+    ``record_failure``: its deadline of ``timeout_seconds`` (code ``timeout``; arq's own timeout is set a
+    minute later so ours fires first), and a cancellation (worker shutdown) on the last allowed try (code
+    ``worker_lost``); an earlier cancellation leaves the record ``running`` for arq's retry to take over.
+    The health key ``<queue_name>:health-check`` is refreshed every ``settings.health_check_interval``
+    seconds and expires one second after that. ``on_shutdown`` runs once the worker has stopped (close
+    connections there).
     """
 
     async def run(ctx: dict[str, object], job_id: str) -> None:
-        await handler(JobContext.from_ctx(ctx), job_id)
+        job_try = ctx.get("job_try")
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                await handler(job_id)
+        except TimeoutError:
+            message = f"the job ran longer than its timeout of {timeout_seconds} s; raise the worker's timeout"
+            await record_failure(job_id, JobError(code="timeout", message=message))
+        except asyncio.CancelledError:
+            if not isinstance(job_try, int) or job_try >= settings.max_tries:
+                message = f"the worker stopped during the job on each of {settings.max_tries} tries; submit it again"
+                await asyncio.shield(record_failure(job_id, JobError(code="worker_lost", message=message)))
+            raise
+
+    async def shutdown(ctx: dict[str, object]) -> None:  # arq passes its ctx by keyword
+        if on_shutdown is not None:
+            await on_shutdown()
 
     functions: Sequence[Function] = [
         func(run, name=task, timeout=timeout_seconds + 60, max_tries=settings.max_tries, keep_result=3600)
@@ -101,4 +113,5 @@ def build_worker(
         job_completion_wait=int(settings.shutdown_grace),
         job_serializer=serialize_job,
         job_deserializer=deserialize_job,
+        on_shutdown=shutdown,
     )

@@ -95,11 +95,7 @@ async def run_tokenizer_job(store: JobStore[TokenizerJob], layout: Layout, token
     Never leaves the job ``running`` on an exception; ``asyncio.CancelledError`` (worker shutdown) is
     re-raised with the record left ``running`` so arq's retry takes it over.
     """
-    now = utcnow()
-    job = await store.update(
-        tokenizer_id,
-        lambda r: msgspec.structs.replace(r, status="running", started_at=now, updated_at=now, attempts=r.attempts + 1),
-    )
+    job = await store.mark_running(tokenizer_id)
     if job is None:
         logger.info("job already finished", extra={"event": "job_skipped", "job_id": tokenizer_id})
         return
@@ -128,8 +124,4 @@ async def run_tokenizer_job(store: JobStore[TokenizerJob], layout: Layout, token
 
 async def _fail(store: JobStore[TokenizerJob], log: JobLog, tokenizer_id: str, error: JobError) -> None:
     log.write("error", "failed", error.message, code=error.code)
-    done = utcnow()
-    await store.update(
-        tokenizer_id,
-        lambda r: msgspec.structs.replace(r, status="failed", finished_at=done, updated_at=done, error=error),
-    )
+    await store.mark_failed(tokenizer_id, error)

@@ -56,11 +56,6 @@ class _TokenizerConfig(msgspec.Struct, frozen=True, omit_defaults=True):
     pad_token: str | None = None
 
 
-def with_end_of_text(special_tokens: list[str]) -> list[str]:
-    """``special_tokens`` with ``<|endoftext|>`` first (added when missing), order otherwise kept."""
-    return [END_OF_TEXT, *(token for token in special_tokens if token != END_OF_TEXT)]
-
-
 def write_hf_sidecars(out_dir: Path, special_tokens: list[str]) -> list[str]:
     """Write ``tokenizer_config.json`` and ``special_tokens_map.json`` so that
     ``transformers.AutoTokenizer.from_pretrained(out_dir)`` loads ``tokenizer.json`` as a fast tokenizer with

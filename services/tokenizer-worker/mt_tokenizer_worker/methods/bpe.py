@@ -9,10 +9,10 @@ from typing import ClassVar
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from mt_contracts.requests import TrainTokenizerRequest
+from mt_contracts.requests import TrainTokenizerRequest, with_end_of_text
 from mt_storage.files import atomic_write_bytes
 from mt_tokenizer_worker import TokenizerTrainingError
-from mt_tokenizer_worker.methods.base import TOKENIZER_JSON, TrainedTokenizer, with_end_of_text, write_hf_sidecars
+from mt_tokenizer_worker.methods.base import TOKENIZER_JSON, TrainedTokenizer, write_hf_sidecars
 
 BYTE_ALPHABET_SIZE = 256
 

@@ -1,0 +1,138 @@
+"""``make demo``: the main job end to end through the HTTP API.
+
+Starts the stack (embedded Redis, API, both workers), trains a byte-level BPE tokenizer and a GPT-2 on
+Tiny Shakespeare, polls with visible progress, prints the final metrics, a sample from the trained model
+and where the artifacts are, then stops every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from stack import ROOT, Stack
+
+from mt_contracts import codec
+from mt_contracts.jobs import JobAccepted, RunJob, TokenizerJob
+from mt_storage.embedded_redis import free_port
+
+DEFAULT_CORPUS_DIR = ROOT.parent / "shared" / "corpora"
+CORPUS_FILE = "tinyshakespeare.txt"
+
+# Sized for a 2-core CPU: about five minutes of training.
+TOKENIZER_REQUEST = {"corpus_path": CORPUS_FILE, "method": "bpe", "vocab_size": 1024, "min_frequency": 2}
+RUN_REQUEST = {
+    "corpus_path": CORPUS_FILE,
+    "n_layer": 4,
+    "n_head": 4,
+    "n_embd": 128,
+    "block_size": 128,
+    "batch_size": 32,
+    "max_steps": 1500,
+    "learning_rate": 3e-3,
+    "min_learning_rate": 3e-4,
+    "warmup_steps": 100,
+    "eval_interval": 250,
+    "eval_iters": 10,
+    "seed": 1337,
+}
+
+
+def poll_tokenizer(client: httpx.Client, location: str) -> TokenizerJob:
+    while True:
+        job = codec.decode(client.get(location).raise_for_status().content, TokenizerJob)
+        if job.status in {"succeeded", "failed", "cancelled"}:
+            return job
+        time.sleep(0.5)
+
+
+def poll_run(client: httpx.Client, location: str) -> RunJob:
+    last_step = -1
+    while True:
+        job = codec.decode(client.get(location).raise_for_status().content, RunJob)
+        progress = job.progress
+        if progress is not None and progress.step != last_step:
+            last_step = progress.step
+            val = f"  val_loss {job.last_eval.val_loss:.3f}" if job.last_eval else ""
+            print(
+                f"  step {progress.step:>5}/{progress.max_steps}  train_loss {progress.train_loss:.3f}{val}"
+                f"  {progress.tokens_per_second:>8.0f} tok/s  eta {progress.eta_seconds:>4.0f} s",
+                flush=True,
+            )
+        if job.status in {"succeeded", "failed", "cancelled"}:
+            return job
+        time.sleep(1.0)
+
+
+def sample(model_dir: Path, prompt: str, max_new_tokens: int = 120) -> str:
+    """Sample from the exported model with plain ``transformers`` (it loads like any HF checkpoint)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    torch.manual_seed(1337)
+    input_ids = tokenizer(prompt, return_tensors="pt").input_ids
+    output = model.generate(
+        input_ids, do_sample=True, top_k=40, temperature=0.8, max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    return str(tokenizer.decode(output[0], skip_special_tokens=True))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--corpus-dir", type=Path, default=Path(os.environ.get("CORPUS_DIR", DEFAULT_CORPUS_DIR)))
+    parser.add_argument("--max-steps", type=int, default=RUN_REQUEST["max_steps"])
+    args = parser.parse_args()
+    corpus_dir: Path = args.corpus_dir.resolve()
+    if not (corpus_dir / CORPUS_FILE).is_file():
+        print(f"demo: {corpus_dir / CORPUS_FILE} not found; set CORPUS_DIR to the folder holding it", file=sys.stderr)
+        return 2
+    data_dir = ROOT / ".data"
+    env = dict(os.environ)
+    env.setdefault("APP__CORPUS_ROOT", str(corpus_dir))
+    env.setdefault("APP__ARTIFACTS_ROOT", str(data_dir / "artifacts"))
+    env.setdefault("APP__RUNS_ROOT", str(data_dir / "runs"))
+    env.setdefault("HTTP__PORT", str(free_port()))
+    started = time.monotonic()
+    with Stack(env, data_dir, log_dir=data_dir / "logs") as stack, httpx.Client(base_url=stack.api_url) as client:
+        print(f"demo: training a byte-level BPE tokenizer on {CORPUS_FILE}", flush=True)
+        accepted = codec.decode(client.post("/tokenizers/train", json=TOKENIZER_REQUEST).raise_for_status().content, JobAccepted)
+        tokenizer = poll_tokenizer(client, accepted.location)
+        if tokenizer.status != "succeeded" or tokenizer.result is None:
+            print(f"demo: tokenizer {tokenizer.id} {tokenizer.status}: {tokenizer.error}", file=sys.stderr)
+            return 1
+        print(f"demo: tokenizer {tokenizer.id} vocab_size={tokenizer.result.vocab_size}", flush=True)
+
+        body = {**RUN_REQUEST, "tokenizer_id": tokenizer.id, "max_steps": args.max_steps}
+        accepted = codec.decode(client.post("/runs/train", json=body).raise_for_status().content, JobAccepted)
+        print(f"demo: training GPT-2 run {accepted.id}", flush=True)
+        run = poll_run(client, accepted.location)
+        if run.status != "succeeded" or run.metrics is None or run.artifact_dir is None:
+            print(f"demo: run {run.id} {run.status}: {run.error}", file=sys.stderr)
+            return 1
+    metrics = run.metrics
+    model_dir = Path(run.artifact_dir)
+    print()
+    print(f"tokenizer id       {tokenizer.id}")
+    print(f"run id             {run.id}")
+    print(f"val_loss           {metrics.val_loss:.4f} nats/token")
+    print(f"val_perplexity     {metrics.val_perplexity:.2f}")
+    print(f"val_bits_per_byte  {metrics.val_bits_per_byte:.4f}")
+    print(f"parameters         {metrics.n_params}")
+    print(f"training time      {metrics.training_seconds:.0f} s  (demo total {time.monotonic() - started:.0f} s)")
+    print(f"tokenizer files    {tokenizer.result.artifact_dir}")
+    print(f"model files        {model_dir}")
+    print()
+    print("sample:")
+    print(sample(model_dir, "ROMEO:\n"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""``python -m mt_api``: serve the gateway with uvicorn (uvloop + httptools)."""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+
+from mt_api.app import create_app
+from mt_contracts.logs import configure_logging
+from mt_contracts.settings import ApiSettings, from_env
+
+
+def main() -> None:
+    settings = from_env(ApiSettings, os.environ)
+    configure_logging(settings.app.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http.host,
+        port=settings.http.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+    )
+
+
+if __name__ == "__main__":
+    main()

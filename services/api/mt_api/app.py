@@ -1,0 +1,45 @@
+"""``create_app``: the one wiring point of the gateway."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from redis.asyncio import Redis
+
+from mt_api.errors import EXCEPTION_HANDLERS
+from mt_api.routes import ROUTES
+from mt_api.services import Services
+from mt_contracts.settings import ApiSettings
+from mt_storage.queue import ArqJobQueue
+
+
+def create_app(settings: ApiSettings) -> Litestar:
+    """The Litestar app. Redis and the arq pool open at startup and close at shutdown."""
+    holder: list[Services] = []
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis.url)
+        queue = await ArqJobQueue.connect(settings.redis.url)
+        holder.append(Services(settings, redis, queue))
+        try:
+            yield
+        finally:
+            holder.clear()
+            await queue.close()
+            await redis.aclose()
+
+    def services() -> Services:
+        return holder[0]
+
+    return Litestar(
+        route_handlers=ROUTES,
+        dependencies={"services": Provide(services, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(title="Model Trainer", version="0.1.0", path="/schema"),
+    )

@@ -1,0 +1,39 @@
+"""What the handlers need, built once per app: settings, layout, job stores and the queue."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from mt_contracts.jobs import RunJob, TokenizerJob
+from mt_contracts.settings import ApiSettings
+from mt_storage.jobs import JobStore, run_jobs, tokenizer_jobs
+from mt_storage.layout import Layout
+from mt_storage.queue import HEALTH_CHECK_SUFFIX, JobQueue
+
+
+class Services:
+    """The gateway's collaborators; ``create_app`` builds one and handlers receive it by injection."""
+
+    def __init__(self, settings: ApiSettings, redis: Redis, queue: JobQueue) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.queue = queue
+        self.layout = Layout.from_settings(settings.app)
+        self.tokenizers: JobStore[TokenizerJob] = tokenizer_jobs(redis)
+        self.runs: JobStore[RunJob] = run_jobs(redis)
+
+    async def readiness(self) -> list[str]:
+        """Reasons the service is not ready; empty when Redis answers and each worker kind has a fresh
+        health key (arq refreshes it every ``WORKER__HEALTH_CHECK_INTERVAL`` seconds)."""
+        try:
+            await self.redis.ping()
+        except OSError as exc:
+            return [f"redis unreachable: {exc}"]
+        reasons = []
+        for kind, queue_name in (
+            ("tokenizer", self.settings.queue.tokenizer),
+            ("trainer", self.settings.queue.training),
+        ):
+            if not await self.redis.exists(queue_name + HEALTH_CHECK_SUFFIX):
+                reasons.append(f"no live {kind} worker on queue {queue_name}")
+        return reasons

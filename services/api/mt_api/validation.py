@@ -1,0 +1,64 @@
+"""Checks a request body needs beyond its Struct's bounds: across fields, against the corpus root and
+against other jobs. Each raises an ``ApiError`` naming the field and the fix, before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mt_api import Conflict, InvalidField, NotFound
+from mt_contracts.jobs import TokenizerJob
+from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest, with_end_of_text
+from mt_storage import CorpusPathError
+from mt_storage.corpus import resolve_corpus
+
+BYTE_ALPHABET_SIZE = 256
+
+
+def check_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
+    """The corpus files, or ``InvalidField('corpus_path')``."""
+    try:
+        return resolve_corpus(corpus_root, corpus_path)
+    except CorpusPathError as exc:
+        raise InvalidField(str(exc), field="corpus_path") from exc
+
+
+def check_tokenizer_request(request: TrainTokenizerRequest, corpus_root: Path) -> None:
+    """Special tokens unique and not blank; ``vocab_size`` room for the byte alphabet, the special tokens
+    and at least one merge; the corpus inside the root."""
+    if any(not token.strip() for token in request.special_tokens):
+        raise InvalidField("special tokens may not be empty or whitespace", field="special_tokens")
+    if len(set(request.special_tokens)) != len(request.special_tokens):
+        raise InvalidField("special tokens must be unique; remove the duplicates", field="special_tokens")
+    needed = BYTE_ALPHABET_SIZE + len(with_end_of_text(request.special_tokens)) + 1
+    if request.vocab_size < needed:
+        raise InvalidField(
+            f"vocab_size must be at least {needed}: 256 byte symbols, "
+            f"{needed - BYTE_ALPHABET_SIZE - 1} special token(s) and one merge",
+            field="vocab_size",
+        )
+    check_corpus(corpus_root, request.corpus_path)
+
+
+def check_run_request(request: TrainRunRequest, tokenizer: TokenizerJob | None, corpus_root: Path) -> None:
+    """Model shape consistent, schedule consistent, tokenizer finished, corpus inside the root."""
+    if request.n_embd % request.n_head:
+        raise InvalidField(f"n_embd={request.n_embd} must be divisible by n_head={request.n_head}", field="n_embd")
+    if request.warmup_steps > request.max_steps:
+        raise InvalidField(
+            f"warmup_steps={request.warmup_steps} exceeds max_steps={request.max_steps}", field="warmup_steps"
+        )
+    if request.min_learning_rate > request.learning_rate:
+        raise InvalidField(
+            f"min_learning_rate={request.min_learning_rate} exceeds learning_rate={request.learning_rate}",
+            field="min_learning_rate",
+        )
+    if tokenizer is None:
+        raise NotFound(
+            f"no tokenizer {request.tokenizer_id}; train one with POST /tokenizers/train", field="tokenizer_id"
+        )
+    if tokenizer.status != "succeeded":
+        raise Conflict(
+            f"tokenizer {tokenizer.id} is {tokenizer.status}; a run needs a succeeded tokenizer",
+            field="tokenizer_id",
+        )
+    check_corpus(corpus_root, request.corpus_path)

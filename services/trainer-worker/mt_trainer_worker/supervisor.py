@@ -1,0 +1,232 @@
+"""Launch the training process for a run and supervise it: relay its events into the job record and the
+run's ``logs.jsonl``, keep ``heartbeat_at`` fresh, and always end the record in a terminal status.
+
+The process runs in its own process group (so a cancel kills it and anything it spawned) at a lower CPU
+priority, so a co-located API stays responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from mt_contracts import codec
+from mt_contracts.jobs import JobError, RunJob
+from mt_contracts.manifests import RunManifest
+from mt_contracts.settings import WorkerSettings
+from mt_contracts.training import Eval, Failed, Finished, Heartbeat, Progress, RunSpec, Started, TrainingEvent
+from mt_storage import CorpusPathError
+from mt_storage.corpus import resolve_corpus
+from mt_storage.files import atomic_write_bytes
+from mt_storage.joblog import JobLog
+from mt_storage.jobs import JobStore, utcnow
+from mt_storage.layout import LOGS, MANIFEST, Layout
+
+logger = logging.getLogger(__name__)
+
+# Keep the training process quiet and offline: no hub downloads, no progress bars on stderr.
+_PROCESS_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+_STDERR_TAIL_LINES = 20
+_event_decoder: msgspec.json.Decoder[TrainingEvent] = msgspec.json.Decoder(TrainingEvent)
+
+
+class RunSupervisor:
+    """Runs training jobs for one worker process."""
+
+    def __init__(self, store: JobStore[RunJob], layout: Layout, settings: WorkerSettings) -> None:
+        self.store = store
+        self.layout = layout
+        self.settings = settings
+
+    async def run(self, run_id: str) -> None:
+        """Execute run ``run_id`` to a terminal status.
+
+        ``asyncio.CancelledError`` (abort or worker shutdown) kills the process group and is re-raised.
+        """
+        job = await self.store.mark_running(run_id)
+        if job is None:
+            logger.info("run already finished", extra={"event": "job_skipped", "job_id": run_id})
+            return
+        model_dir = self.layout.model_dir(run_id)
+        log = JobLog(model_dir / LOGS, run_id)
+        log.write("info", "started", f"attempt {job.attempts}", attempt=job.attempts)
+        try:
+            spec = self._write_spec(job)
+        except CorpusPathError as exc:
+            await self.fail(run_id, JobError(code="corpus_unavailable", message=str(exc)), log)
+            return
+        except FileNotFoundError:
+            message = f"tokenizer {job.request.tokenizer_id} has no artifacts; train it again"
+            await self.fail(run_id, JobError(code="tokenizer_missing", message=message), log)
+            return
+        await self._launch_and_follow(job, spec, log)
+
+    def _write_spec(self, job: RunJob) -> RunSpec:
+        tokenizer_dir = self.layout.tokenizer_dir(job.request.tokenizer_id)
+        if not (tokenizer_dir / MANIFEST).is_file():
+            raise FileNotFoundError(tokenizer_dir / MANIFEST)
+        files = resolve_corpus(self.layout.corpus_root, job.request.corpus_path)
+        spec = RunSpec(
+            run_id=job.id,
+            tokenizer_id=job.request.tokenizer_id,
+            request=job.request,
+            tokenizer_dir=str(tokenizer_dir),
+            corpus_files=[str(path) for path in files],
+            model_dir=str(self.layout.model_dir(job.id)),
+            work_dir=str(self.layout.run_work_dir(job.id)),
+            heartbeat_interval=self.settings.heartbeat_interval,
+            progress_interval=self.settings.progress_interval,
+        )
+        atomic_write_bytes(self.layout.run_spec(job.id), codec.encode(spec))
+        return spec
+
+    async def _launch_and_follow(self, job: RunJob, spec: RunSpec, log: JobLog) -> None:
+        run_id = job.id
+        process_log = self.layout.run_process_log(run_id)
+        process_log.parent.mkdir(parents=True, exist_ok=True)
+        with process_log.open("ab") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mt_trainer_worker.training",
+                "--spec", str(self.layout.run_spec(run_id)), "--nice", str(self.settings.niceness),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+                env={**os.environ, **_PROCESS_ENV},
+            )  # fmt: skip
+        log.write("info", "process_started", f"training process {process.pid}", pid=process.pid)
+        outcome: Finished | Failed | None = None
+        try:
+            if process.stdout is None:
+                raise RuntimeError("training process has no stdout pipe")
+            async for raw in process.stdout:
+                event = self._decode(raw, log)
+                if event is not None:
+                    outcome = await self._apply(run_id, event, log) or outcome
+            return_code = await process.wait()
+        except BaseException:
+            await _terminate(process, self.settings.shutdown_grace)
+            log.write("warning", "process_stopped", "training process stopped by the worker")
+            raise
+        match outcome:
+            case Finished() if return_code == 0:
+                await self._succeed(run_id, spec, outcome, log)
+            case Failed(code=code, message=message):
+                await self.fail(run_id, JobError(code=code, message=message), log)
+            case _:
+                tail = _tail(process_log, _STDERR_TAIL_LINES)
+                message = f"the training process exited with code {return_code} without a result"
+                if tail:
+                    message += f"; last output: {tail}"
+                await self.fail(run_id, JobError(code="process_crashed", message=message), log)
+
+    def _decode(self, raw: bytes, log: JobLog) -> TrainingEvent | None:
+        try:
+            return _event_decoder.decode(raw)
+        except msgspec.DecodeError:
+            log.write("warning", "unknown_event", "the training process wrote a line that is not an event")
+            return None
+
+    async def _apply(self, run_id: str, event: TrainingEvent, log: JobLog) -> Finished | Failed | None:
+        now = utcnow()
+        change: Callable[[RunJob], RunJob]
+        match event:
+            case Started():
+                log.write(
+                    "info", "training_started",
+                    f"{event.n_params} parameters, {event.train_tokens} training tokens on {event.device}",
+                    n_params=event.n_params, train_tokens=event.train_tokens, val_tokens=event.val_tokens,
+                    vocab_size=event.vocab_size, device=event.device,
+                )  # fmt: skip
+                change = lambda r: msgspec.structs.replace(r, heartbeat_at=now, updated_at=now)  # noqa: E731
+            case Heartbeat():
+                change = lambda r: msgspec.structs.replace(r, heartbeat_at=now)  # noqa: E731
+            case Progress(progress=progress):
+                log.write(
+                    "info", "progress",
+                    f"step {progress.step}/{progress.max_steps} loss {progress.train_loss:.4f}",
+                    **msgspec.structs.asdict(progress),
+                )  # fmt: skip
+                change = lambda r: msgspec.structs.replace(  # noqa: E731
+                    r, progress=progress, heartbeat_at=now, updated_at=now
+                )
+            case Eval(point=point):
+                log.write(
+                    "info", "eval", f"step {point.step} val_loss {point.val_loss:.4f}", **msgspec.structs.asdict(point)
+                )
+                change = lambda r: msgspec.structs.replace(r, last_eval=point, heartbeat_at=now, updated_at=now)  # noqa: E731
+            case Finished() | Failed():
+                return event
+        await self.store.update(run_id, change)
+        return None
+
+    async def _succeed(self, run_id: str, spec: RunSpec, finished: Finished, log: JobLog) -> None:
+        model_dir = Path(finished.model_dir)
+        manifest = RunManifest(
+            run_id=run_id,
+            tokenizer_id=spec.tokenizer_id,
+            spec_path=str(self.layout.run_spec(run_id)),
+            model_dir=str(model_dir),
+            model_manifest_path=str(model_dir / MANIFEST),
+            logs_path=str(model_dir / LOGS),
+            process_log_path=str(self.layout.run_process_log(run_id)),
+        )
+        atomic_write_bytes(self.layout.run_manifest(run_id), codec.encode(manifest))
+        metrics = finished.metrics
+        log.write(
+            "info", "succeeded",
+            f"val_loss {metrics.val_loss:.4f} val_bits_per_byte {metrics.val_bits_per_byte:.4f}",
+            **msgspec.structs.asdict(metrics),
+        )  # fmt: skip
+        now = utcnow()
+        await self.store.update(
+            run_id,
+            lambda r: msgspec.structs.replace(
+                r, status="succeeded", finished_at=now, updated_at=now, metrics=metrics, artifact_dir=str(model_dir)
+            ),
+        )
+
+    async def fail(self, run_id: str, error: JobError, log: JobLog | None = None) -> None:
+        """Record the run as ``failed`` with ``error`` (a no-op once the run is terminal)."""
+        if log is not None:
+            log.write("error", "failed", error.message, code=error.code)
+        await self.store.mark_failed(run_id, error)
+
+
+async def _terminate(process: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM the process group, then SIGKILL it if it is still alive after ``grace`` seconds."""
+    if process.returncode is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(process.wait()), grace)
+        except TimeoutError:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    except ProcessLookupError:
+        return
+
+
+def _tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a text file, joined with `` | ``, at most 2,000 characters."""
+    try:
+        data = path.read_bytes()[-16_384:]
+    except FileNotFoundError:
+        return ""
+    text = " | ".join(line.strip() for line in data.decode(errors="replace").splitlines()[-lines:] if line.strip())
+    return text[-2000:]

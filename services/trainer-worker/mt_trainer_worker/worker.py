@@ -1,0 +1,33 @@
+"""The trainer worker's arq wiring: a thin task that hands the run to the ``RunSupervisor``."""
+
+from __future__ import annotations
+
+from arq.worker import Worker
+from redis.asyncio import Redis
+
+from mt_contracts.queue import TRAIN_MODEL_TASK
+from mt_contracts.settings import WorkerServiceSettings
+from mt_storage.jobs import run_jobs
+from mt_storage.layout import Layout
+from mt_storage.queue import build_worker
+from mt_trainer_worker.supervisor import RunSupervisor
+
+
+def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
+    """The arq worker for ``settings.queue.training``; one run at a time unless ``WORKER__MAX_JOBS`` says
+    otherwise."""
+    redis = Redis.from_url(settings.redis.url)
+    store = run_jobs(redis)
+    supervisor = RunSupervisor(store, Layout.from_settings(settings.app), settings.worker)
+    return build_worker(
+        task=TRAIN_MODEL_TASK,
+        handler=supervisor.run,
+        record_failure=store.mark_failed,
+        queue_name=settings.queue.training,
+        redis_url=settings.redis.url,
+        settings=settings.worker,
+        timeout_seconds=settings.worker.training_job_timeout,
+        burst=burst,
+        handle_signals=handle_signals,
+        on_shutdown=redis.aclose,
+    )

@@ -1,0 +1,124 @@
+"""Bad input answers 4xx naming the field, and nothing is enqueued or written."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
+
+from mt_api.app import create_app
+from mt_contracts.settings import ApiSettings
+
+from litestar import Litestar
+
+GOOD_RUN = {"tokenizer_id": "tok_01JDQ8ZQ0000000000000000AA", "corpus_path": "small.txt"}
+
+
+@pytest.fixture
+async def client(api_settings: ApiSettings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=create_app(api_settings)) as client:
+        yield client
+
+
+async def assert_nothing_written(redis: Redis, api_settings: ApiSettings) -> None:
+    assert await redis.keys("*") == []
+    assert not Path(api_settings.app.artifacts_root).exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"corpus_path": "small.txt", "vocab_size": 100}, "vocab_size", ">= 258"),
+        ({"corpus_path": "small.txt", "vocab_size": 258}, "vocab_size", "at least 259"),
+        ({"corpus_path": "small.txt", "vocab_sise": 1000}, "vocab_sise", "unknown field"),
+        ({"corpus_path": "small.txt", "special_tokens": ["<a>", "<a>"]}, "special_tokens", "unique"),
+        ({"corpus_path": "small.txt", "special_tokens": ["  "]}, "special_tokens", "empty or whitespace"),
+        ({"corpus_path": "small.txt", "method": "wordpiece"}, "method", "Invalid enum value"),
+        ({"corpus_path": "../etc/passwd"}, "corpus_path", "may not contain '..'"),
+        ({"corpus_path": "/etc/passwd"}, "corpus_path", "relative path"),
+        ({"corpus_path": "nope.txt"}, "corpus_path", "does not exist"),
+        ({}, "corpus_path", "missing required field"),
+    ],
+)
+async def test_bad_tokenizer_requests_are_refused(
+    client: AsyncTestClient[Litestar],
+    redis: Redis,
+    api_settings: ApiSettings,
+    body: dict[str, object],
+    field: str,
+    message: str,
+) -> None:
+    response = await client.post("/tokenizers/train", json=body)
+    assert response.status_code == 400, response.text
+    text = response.text
+    assert field in text and message in text, text
+    await assert_nothing_written(redis, api_settings)
+
+
+async def test_symlink_out_of_the_corpus_root_is_refused(
+    client: AsyncTestClient[Litestar], redis: Redis, api_settings: ApiSettings, tmp_path: Path
+) -> None:
+    (tmp_path / "secret.txt").write_text("secret")
+    os.symlink(tmp_path / "secret.txt", Path(api_settings.app.corpus_root) / "escape.txt")
+    response = await client.post("/tokenizers/train", json={"corpus_path": "escape.txt"})
+    assert response.status_code == 400
+    assert "outside the corpus root" in response.text
+    assert str(tmp_path) not in response.text
+    await assert_nothing_written(redis, api_settings)
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "field", "message"),
+    [
+        ({"n_embd": 130, "n_head": 4}, 400, "n_embd", "divisible by n_head"),
+        ({"warmup_steps": 50, "max_steps": 10}, 400, "warmup_steps", "exceeds max_steps"),
+        ({"min_learning_rate": 0.1, "learning_rate": 0.01}, 400, "min_learning_rate", "exceeds learning_rate"),
+        ({"block_size": 4}, 400, "block_size", ">= 8"),
+        ({"tokenizer_id": "tok_bad"}, 400, "tokenizer_id", "matching regex"),
+        ({"learning_rate": 0}, 400, "learning_rate", "> 0.0"),
+        ({"batch_size": "many"}, 400, "batch_size", "Expected `int`"),
+        ({}, 404, "tokenizer_id", "no tokenizer tok_01JDQ8ZQ0000000000000000AA"),
+    ],
+)
+async def test_bad_run_requests_are_refused(
+    client: AsyncTestClient[Litestar],
+    redis: Redis,
+    api_settings: ApiSettings,
+    changes: dict[str, object],
+    status: int,
+    field: str,
+    message: str,
+) -> None:
+    response = await client.post("/runs/train", json={**GOOD_RUN, **changes})
+    assert response.status_code == status, response.text
+    assert field in response.text and message in response.text, response.text
+    await assert_nothing_written(redis, api_settings)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/tokenizers/tok_01JDQ8ZQ0000000000000000AA", "/tokenizers/not-an-id", "/runs/run_01JDQ8ZQ0000000000000000AA"],
+)
+async def test_unknown_ids_answer_404(client: AsyncTestClient[Litestar], path: str) -> None:
+    response = await client.get(path)
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith("no ")
+
+
+async def test_health_and_readiness_without_workers(client: AsyncTestClient[Litestar]) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok", "reasons": []}
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["reasons"] == [
+        "no live tokenizer worker on queue mt:queue:tokenizer",
+        "no live trainer worker on queue mt:queue:training",
+    ]
+
+
+async def test_openapi_schema_lists_the_routes(client: AsyncTestClient[Litestar]) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert {"/tokenizers/train", "/tokenizers/{tokenizer_id}", "/runs/train", "/runs/{run_id}"} <= set(schema["paths"])

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from mt_contracts.settings import ApiSettings, SettingsError, WorkerServiceSettings, from_env
+
+
+def test_nested_keys_are_joined_by_double_underscore_and_converted() -> None:
+    settings = from_env(
+        ApiSettings,
+        {"REDIS__URL": "redis://10.0.0.1:6380/2", "HTTP__PORT": "9001", "APP__RUNS_ROOT": "/data/runs", "PATH": "/bin"},
+    )
+    assert settings.redis.url == "redis://10.0.0.1:6380/2"
+    assert settings.http.port == 9001
+    assert settings.app.runs_root == "/data/runs"
+    assert settings.app.artifacts_root == ".data/artifacts"
+
+
+def test_sections_a_service_does_not_declare_are_ignored() -> None:
+    settings = from_env(ApiSettings, {"WORKER__POLL_DELAY": "oops"})
+    assert settings == ApiSettings()
+
+
+def test_unknown_key_in_a_declared_section_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="artifact_root"):
+        from_env(WorkerServiceSettings, {"APP__ARTIFACT_ROOT": "/x"})
+
+
+def test_wrong_type_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="WORKER__POLL_DELAY"):
+        from_env(WorkerServiceSettings, {"WORKER__POLL_DELAY": "soon"})

@@ -1,0 +1,47 @@
+"""Shared test plumbing: real arq workers running in this event loop, and polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from arq.worker import Worker
+
+from mt_contracts.settings import WorkerServiceSettings
+from mt_tokenizer_worker.worker import create_worker as create_tokenizer_worker
+from mt_trainer_worker.worker import create_worker as create_trainer_worker
+
+T = TypeVar("T")
+
+
+@asynccontextmanager
+async def running_workers(settings: WorkerServiceSettings) -> AsyncIterator[list[Worker]]:
+    """Both real arq workers, polling the private Redis, until the block exits."""
+    workers = [
+        create_tokenizer_worker(settings, handle_signals=False),
+        create_trainer_worker(settings, handle_signals=False),
+    ]
+    tasks = [asyncio.create_task(worker.main()) for worker in workers]
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            await worker.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def wait_for(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float) -> T:
+    """Call ``fetch`` until ``done`` holds for its result; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fetch()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s; last value: {value!r}")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from mt_contracts.jobs import JobError, TokenizerJob
+from mt_contracts.requests import TrainTokenizerRequest
+from mt_storage import RecordNotFound, StorageError
+from mt_storage.jobs import tokenizer_jobs
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def _job(job_id: str = "tok_01JDQ8ZQ0000000000000000AA") -> TokenizerJob:
+    return TokenizerJob(
+        id=job_id, status="queued", request=TrainTokenizerRequest(corpus_path="a.txt"), created_at=NOW, updated_at=NOW
+    )
+
+
+async def test_create_get_roundtrip_and_duplicate_refused(redis: Redis) -> None:
+    store = tokenizer_jobs(redis)
+    await store.create(_job())
+    assert await store.get(_job().id) == _job()
+    with pytest.raises(StorageError, match="already exists"):
+        await store.create(_job())
+
+
+async def test_a_finished_job_never_moves_backwards(redis: Redis) -> None:
+    store = tokenizer_jobs(redis)
+    await store.create(_job())
+    assert (await store.mark_running(_job().id)) is not None
+    failed = await store.mark_failed(_job().id, JobError(code="empty_corpus", message="no text"))
+    assert failed is not None and failed.status == "failed"
+    assert await store.mark_running(_job().id) is None
+    late = await store.update(_job().id, lambda r: msgspec.structs.replace(r, status="succeeded"))
+    assert late is None
+    stored = await store.get(_job().id)
+    assert stored is not None
+    assert (stored.status, stored.error, stored.attempts) == ("failed", JobError("empty_corpus", "no text"), 1)
+
+
+async def test_concurrent_updates_are_all_applied(redis: Redis) -> None:
+    store = tokenizer_jobs(redis)
+    await store.create(_job())
+    await asyncio.gather(*(store.mark_running(_job().id) for _ in range(20)))
+    stored = await store.get(_job().id)
+    assert stored is not None and stored.attempts == 20
+
+
+async def test_update_of_a_missing_record_raises(redis: Redis) -> None:
+    with pytest.raises(RecordNotFound):
+        await tokenizer_jobs(redis).mark_running("tok_01JDQ8ZQ0000000000000000ZZ")

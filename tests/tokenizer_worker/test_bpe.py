@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer
+from transformers import AutoTokenizer
+
+from mt_contracts.requests import TrainTokenizerRequest
+from mt_tokenizer_worker import TokenizerTrainingError
+from mt_tokenizer_worker.methods import METHODS
+
+MIXED = "Ünïcödé — naïve café 東京 🙂\n\ttabs  and  spaces\r\nend"
+
+
+def test_bpe_learns_the_requested_vocabulary_and_round_trips_any_text(tmp_path: Path, shakespeare: str) -> None:
+    request = TrainTokenizerRequest(corpus_path="x.txt", vocab_size=600)
+    trained = METHODS["bpe"].train(iter(shakespeare[:50_000].splitlines(keepends=True)), request, tmp_path)
+
+    assert trained.vocab_size == 600
+    assert trained.special_tokens == ["<|endoftext|>", "<|pad|>"]
+    assert trained.files == ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+    tokenizer = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert tokenizer.token_to_id("<|endoftext|>") == 0
+    for text in (MIXED, shakespeare[:2000], "", " leading space"):
+        assert tokenizer.decode(tokenizer.encode(text).ids) == text
+    # Merges learned: common English compresses well below one token per byte.
+    sample = shakespeare[:5000]
+    assert len(tokenizer.encode(sample).ids) < 0.5 * len(sample.encode())
+
+
+def test_transformers_loads_the_tokenizer_directory(tmp_path: Path, shakespeare: str) -> None:
+    request = TrainTokenizerRequest(corpus_path="x.txt", vocab_size=400, special_tokens=["<|pad|>"])
+    METHODS["bpe"].train(iter(shakespeare[:20_000].splitlines(keepends=True)), request, tmp_path)
+    hf = AutoTokenizer.from_pretrained(tmp_path)
+    assert (hf.eos_token, hf.pad_token) == ("<|endoftext|>", "<|pad|>")
+    ids = hf(MIXED)["input_ids"]
+    assert hf.decode(ids) == MIXED
+
+
+def test_no_merges_is_an_error_not_a_success(tmp_path: Path) -> None:
+    request = TrainTokenizerRequest(corpus_path="x.txt", vocab_size=1000, min_frequency=1000)
+    with pytest.raises(TokenizerTrainingError) as info:
+        METHODS["bpe"].train(iter(["a short line\n"]), request, tmp_path)
+    assert info.value.code == "no_merges_learned"
+    assert not (tmp_path / "tokenizer.json").exists()
