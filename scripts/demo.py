@@ -102,7 +102,9 @@ def main() -> int:
     started = time.monotonic()
     with Stack(env, data_dir, log_dir=data_dir / "logs") as stack, httpx.Client(base_url=stack.api_url) as client:
         print(f"demo: training a byte-level BPE tokenizer on {CORPUS_FILE}", flush=True)
-        accepted = codec.decode(client.post("/tokenizers/train", json=TOKENIZER_REQUEST).raise_for_status().content, JobAccepted)
+        accepted = codec.decode(
+            client.post("/tokenizers/train", json=TOKENIZER_REQUEST).raise_for_status().content, JobAccepted
+        )
         tokenizer = poll_tokenizer(client, accepted.location)
         if tokenizer.status != "succeeded" or tokenizer.result is None:
             print(f"demo: tokenizer {tokenizer.id} {tokenizer.status}: {tokenizer.error}", file=sys.stderr)

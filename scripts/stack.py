@@ -63,13 +63,15 @@ class Stack:
             self.env["REDIS__URL"] = self.redis.url
             print(f"stack: embedded redis-server on {self.redis.url} (data in {self.redis.data_dir})", flush=True)
         for name, module in SERVICES.items():
-            output = None
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                output = (self.log_dir / f"{name}.log").open("ab")
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", module], env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None
-            )
+            if self.log_dir is None:
+                self.processes[name] = subprocess.Popen([sys.executable, "-m", module], env=self.env)
+                continue
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            # The child keeps its own descriptor; ours is closed as soon as it has started.
+            with (self.log_dir / f"{name}.log").open("ab") as output:
+                self.processes[name] = subprocess.Popen(
+                    [sys.executable, "-m", module], env=self.env, stdout=output, stderr=subprocess.STDOUT
+                )
         self._wait_ready(ready_timeout)
         print(f"stack: ready at {self.api_url} (OpenAPI at {self.api_url}/schema)", flush=True)
 
@@ -100,7 +102,7 @@ class Stack:
                     return code
             time.sleep(0.5)
 
-    def stop(self, grace: float = 30.0) -> None:
+    def stop(self, grace: float = 45.0) -> None:
         """SIGTERM every service, SIGKILL what is left after ``grace`` seconds, then stop Redis."""
         for process in self.processes.values():
             if process.poll() is None:

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from mt_contracts.settings import ApiSettings, AppSettings, QueueSettings, RedisSettings, WorkerServiceSettings, WorkerSettings
+from mt_contracts.settings import (
+    ApiSettings,
+    AppSettings,
+    QueueSettings,
+    RedisSettings,
+    WorkerServiceSettings,
+    WorkerSettings,
+)
 from mt_storage.embedded_redis import EmbeddedRedis
 
 SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "tinyshakespeare.txt"

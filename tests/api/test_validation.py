@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from mt_api.app import create_app
 from mt_contracts.settings import ApiSettings
-
-from litestar import Litestar
 
 GOOD_RUN = {"tokenizer_id": "tok_01JDQ8ZQ0000000000000000AA", "corpus_path": "small.txt"}
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import msgspec
 import pytest
 
 from mt_contracts.settings import ApiSettings, SettingsError, WorkerServiceSettings, from_env
@@ -29,3 +32,30 @@ def test_unknown_key_in_a_declared_section_names_the_variable() -> None:
 def test_wrong_type_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="WORKER__POLL_DELAY"):
         from_env(WorkerServiceSettings, {"WORKER__POLL_DELAY": "soon"})
+
+
+def test_env_example_documents_every_key_with_its_default() -> None:
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    documented: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.removeprefix("# ").strip().partition("=")
+        if sep and name.isupper() and "__" in name and " " not in name:
+            documented[name] = value
+
+    expected: dict[str, str] = {}
+    for settings_type in (ApiSettings, WorkerServiceSettings):
+        for section in msgspec.structs.fields(settings_type):
+            default = section.default
+            assert isinstance(default, msgspec.Struct)
+            for field in msgspec.structs.fields(default):
+                expected[f"{section.name}__{field.name}".upper()] = str(getattr(default, field.name))
+    assert sorted(documented) == sorted(expected)
+    for name, value in documented.items():
+        assert _same(value, expected[name]), (name, value, expected[name])
+
+
+def _same(documented: str, default: str) -> bool:
+    try:
+        return float(documented) == float(default)
+    except ValueError:
+        return documented == default

@@ -65,7 +65,11 @@ async def test_tokenizer_and_gpt2_trained_through_the_api(
         assert tokenizer.attempts == 1
         tokenizer_dir = Path(tokenizer.result.artifact_dir)
         manifest = codec.decode((tokenizer_dir / "manifest.json").read_bytes(), TokenizerManifest)
-        assert [f.path for f in manifest.files] == ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+        assert [f.path for f in manifest.files] == [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+        ]
         assert all(sha256_file(tokenizer_dir / f.path) == f.sha256 for f in manifest.files)
         assert manifest.corpus_bytes == len((Path(api_settings.app.corpus_root) / "small.txt").read_bytes())
 
@@ -73,7 +77,9 @@ async def test_tokenizer_and_gpt2_trained_through_the_api(
         response = await client.post("/runs/train", json={**RUN, "tokenizer_id": tokenizer.id})
         assert response.status_code == 202, response.text
         run_id = codec.decode(response.content, JobAccepted).id
-        running = await wait_for(lambda: _run(client, run_id), lambda j: j.progress is not None or j.status in TERMINAL, 120)
+        running = await wait_for(
+            lambda: _run(client, run_id), lambda j: j.progress is not None or j.status in TERMINAL, 120
+        )
         assert running.heartbeat_at is not None
         run = await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, 300)
 

@@ -16,6 +16,8 @@ _encoder = msgspec.json.Encoder()
 
 # Attributes every LogRecord has; anything else passed through ``extra=`` is an event field.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# "event" becomes the line's event; uvicorn's "color_message" repeats the message with terminal colours.
+_DROPPED = frozenset({"event", "color_message"})
 
 
 def timestamp(moment: datetime | None = None) -> str:
@@ -37,7 +39,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, object] = {"logger": record.name}
         for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRS and key != "event":
+            if key not in _STANDARD_ATTRS and key not in _DROPPED:
                 fields[key] = value if isinstance(value, str | int | float | bool | None) else repr(value)
         if record.exc_info:
             fields["exception"] = self.formatException(record.exc_info)

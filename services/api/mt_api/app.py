@@ -42,4 +42,5 @@ def create_app(settings: ApiSettings) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Model Trainer", version="0.1.0", path="/schema"),
+        logging_config=None,  # logging is configured once, as JSON, by the entry point
     )

@@ -16,7 +16,7 @@ from mt_contracts.ids import is_run_id, is_tokenizer_id
 from mt_contracts.jobs import JobAccepted, JobError, RunJob, TokenizerJob
 from mt_contracts.queue import TRAIN_MODEL_TASK, TRAIN_TOKENIZER_TASK
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
-from mt_storage.jobs import utcnow
+from mt_storage.jobs import JobStore, R, utcnow
 
 
 class Health(msgspec.Struct, frozen=True):
@@ -39,26 +39,28 @@ def _accepted(job_id: str, location: str) -> Response[JobAccepted]:
     )
 
 
-async def _enqueue(services: Services, task: str, job_id: str, queue_name: str) -> None:
+async def _enqueue(services: Services, store: JobStore[R], task: str, job_id: str, queue_name: str) -> None:
     """Enqueue, or fail the fresh record if the queue refuses, so no record waits for a job that never runs."""
     try:
         enqueued = await services.queue.enqueue(task, job_id, queue_name)
     except Exception:
         error = JobError(code="enqueue_failed", message="the job could not be queued; submit it again")
-        await (services.tokenizers if task == TRAIN_TOKENIZER_TASK else services.runs).mark_failed(job_id, error)
+        await store.mark_failed(job_id, error)
         raise
     if not enqueued:
         raise RuntimeError(f"job id {job_id} was already queued")
 
 
 @post("/tokenizers/train", status_code=HTTP_202_ACCEPTED, tags=["tokenizers"])
-async def train_tokenizer(data: JSONBody[TrainTokenizerRequest], services: NamedDependency[Services]) -> Response[JobAccepted]:
+async def train_tokenizer(
+    data: JSONBody[TrainTokenizerRequest], services: NamedDependency[Services]
+) -> Response[JobAccepted]:
     """Queue a tokenizer training job. Answers 202 with the new ``tok_`` id and its ``Location``."""
     check_tokenizer_request(data, services.layout.corpus_root)
     now = utcnow()
     job = TokenizerJob(id=_new_id("tok"), status="queued", request=data, created_at=now, updated_at=now)
     await services.tokenizers.create(job)
-    await _enqueue(services, TRAIN_TOKENIZER_TASK, job.id, services.settings.queue.tokenizer)
+    await _enqueue(services, services.tokenizers, TRAIN_TOKENIZER_TASK, job.id, services.settings.queue.tokenizer)
     return _accepted(job.id, f"/tokenizers/{job.id}")
 
 
@@ -79,7 +81,7 @@ async def train_run(data: JSONBody[TrainRunRequest], services: NamedDependency[S
     now = utcnow()
     job = RunJob(id=_new_id("run"), status="queued", request=data, created_at=now, updated_at=now)
     await services.runs.create(job)
-    await _enqueue(services, TRAIN_MODEL_TASK, job.id, services.settings.queue.training)
+    await _enqueue(services, services.runs, TRAIN_MODEL_TASK, job.id, services.settings.queue.training)
     return _accepted(job.id, f"/runs/{job.id}")
 
 
