@@ -58,10 +58,14 @@ def train_tokenizer(layout: Layout, job: TokenizerJob, log: JobLog) -> Tokenizer
     log.write("info", "corpus_resolved", f"training on {len(files)} file(s)", files=len(files))
     started = time.perf_counter()
     lines = _CountingLines(iter_corpus_lines(files))
-    trained = method.train(iter(lines), request, out_dir)
+    empty = TokenizerTrainingError("empty_corpus", f"{request.corpus_path!r} holds no non-whitespace text")
+    try:
+        trained = method.train(iter(lines), request, out_dir)
+    except TokenizerTrainingError as exc:
+        raise (empty if lines.non_blank_lines == 0 else exc) from None
     seconds = time.perf_counter() - started
     if lines.non_blank_lines == 0:
-        raise TokenizerTrainingError("empty_corpus", f"{request.corpus_path!r} holds no non-whitespace text")
+        raise empty
     manifest = TokenizerManifest(
         tokenizer_id=job.id,
         method=request.method,
