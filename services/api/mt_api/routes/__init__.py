@@ -1,0 +1,7 @@
+"""HTTP handlers, one module per resource: decode, call one function, encode."""
+
+from __future__ import annotations
+
+from mt_api.routes import health, runs, tokenizers
+
+ROUTES = [*tokenizers.ROUTES, *runs.ROUTES, *health.ROUTES]

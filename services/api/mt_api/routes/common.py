@@ -1,0 +1,38 @@
+"""Helpers shared by the route modules: new ids, 202 answers and enqueueing."""
+
+from __future__ import annotations
+
+from litestar import Response
+from litestar.status_codes import HTTP_202_ACCEPTED
+from ulid import ULID
+
+from mt_api.services import Services
+from mt_contracts.jobs import JobAccepted, JobError
+from mt_storage.jobs import JobStore, R
+
+
+def new_id(prefix: str) -> str:
+    """``<prefix>_<ULID>``: 48-bit millisecond time + 80 random bits, Crockford base32; sortable and
+    collision-free."""
+    return f"{prefix}_{ULID()}"
+
+
+def accepted(job_id: str, location: str) -> Response[JobAccepted]:
+    """``202 Accepted`` with the job's id, status and ``Location``."""
+    return Response(
+        JobAccepted(id=job_id, status="queued", location=location),
+        status_code=HTTP_202_ACCEPTED,
+        headers={"Location": location},
+    )
+
+
+async def enqueue(services: Services, store: JobStore[R], task: str, job_id: str, queue_name: str) -> None:
+    """Enqueue, or fail the fresh record if the queue refuses, so no record waits for a job that never runs."""
+    try:
+        enqueued = await services.queue.enqueue(task, job_id, queue_name)
+    except Exception:
+        error = JobError(code="enqueue_failed", message="the job could not be queued; submit it again")
+        await store.mark_failed(job_id, error)
+        raise
+    if not enqueued:
+        raise RuntimeError(f"job id {job_id} was already queued")
