@@ -31,7 +31,7 @@ RUN_REQUEST = {
     "n_head": 4,
     "n_embd": 128,
     "block_size": 128,
-    "batch_size": 32,
+    "batch_size": 16,
     "max_steps": 1000,
     "learning_rate": 3e-3,
     "min_learning_rate": 3e-4,
@@ -101,20 +101,29 @@ def main() -> int:
     env.setdefault("HTTP__PORT", str(free_port()))
     started = time.monotonic()
     with Stack(env, data_dir, log_dir=data_dir / "logs") as stack, httpx.Client(base_url=stack.api_url) as client:
-        print(f"demo: training a byte-level BPE tokenizer on {CORPUS_FILE}", flush=True)
-        accepted = codec.decode(
-            client.post("/tokenizers/train", json=TOKENIZER_REQUEST).raise_for_status().content, JobAccepted
-        )
-        tokenizer = poll_tokenizer(client, accepted.location)
-        if tokenizer.status != "succeeded" or tokenizer.result is None:
-            print(f"demo: tokenizer {tokenizer.id} {tokenizer.status}: {tokenizer.error}", file=sys.stderr)
-            return 1
-        print(f"demo: tokenizer {tokenizer.id} vocab_size={tokenizer.result.vocab_size}", flush=True)
+        active: str | None = None
+        try:
+            print(f"demo: training a byte-level BPE tokenizer on {CORPUS_FILE}", flush=True)
+            response = client.post("/tokenizers/train", json=TOKENIZER_REQUEST).raise_for_status()
+            active = codec.decode(response.content, JobAccepted).location
+            tokenizer = poll_tokenizer(client, active)
+            if tokenizer.status != "succeeded" or tokenizer.result is None:
+                print(f"demo: tokenizer {tokenizer.id} {tokenizer.status}: {tokenizer.error}", file=sys.stderr)
+                return 1
+            print(f"demo: tokenizer {tokenizer.id} vocab_size={tokenizer.result.vocab_size}", flush=True)
 
-        body = {**RUN_REQUEST, "tokenizer_id": tokenizer.id, "max_steps": args.max_steps}
-        accepted = codec.decode(client.post("/runs/train", json=body).raise_for_status().content, JobAccepted)
-        print(f"demo: training GPT-2 run {accepted.id}", flush=True)
-        run = poll_run(client, accepted.location)
+            body = {**RUN_REQUEST, "tokenizer_id": tokenizer.id, "max_steps": args.max_steps}
+            accepted = codec.decode(client.post("/runs/train", json=body).raise_for_status().content, JobAccepted)
+            active = accepted.location
+            print(f"demo: training GPT-2 run {accepted.id}", flush=True)
+            run = poll_run(client, active)
+            active = None
+        except KeyboardInterrupt:
+            # The stack is durable: a job left queued or running would resume at the next start.
+            if active is not None:
+                client.post(f"{active}/cancel")
+                print(f"\ndemo: interrupted; cancelled {active.rsplit('/', 1)[-1]}", file=sys.stderr)
+            return 130
         if run.status != "succeeded" or run.metrics is None or run.artifact_dir is None:
             print(f"demo: run {run.id} {run.status}: {run.error}", file=sys.stderr)
             return 1

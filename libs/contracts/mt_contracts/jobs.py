@@ -4,7 +4,8 @@ Records are tolerant of unknown fields and every new field has a default, so a r
 service still decodes in an older one during a rolling deploy.
 
 Status moves only forward: ``queued -> running -> succeeded | failed | cancelled``; ``running -> running``
-is allowed so a retried job can take over. A terminal status is never left.
+is allowed so a retried job can take over. A cancel request moves a queued job straight to ``cancelled``
+and a running one to ``cancelling`` until its worker has stopped it. A terminal status is never left.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import msgspec
 
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({"succeeded", "failed", "cancelled"})
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     "queued": frozenset({"queued", "running", "failed", "cancelled"}),
-    "running": frozenset({"running", "succeeded", "failed", "cancelled"}),
+    "running": frozenset({"running", "cancelling", "succeeded", "failed", "cancelled"}),
+    # A job that finishes while its cancel is on the way keeps its real ending.
+    "cancelling": frozenset({"cancelling", "succeeded", "failed", "cancelled"}),
     "succeeded": frozenset(),
     "failed": frozenset(),
     "cancelled": frozenset(),

@@ -87,14 +87,50 @@ class JobStore(Generic[R]):
                     continue
 
     async def mark_running(self, job_id: str) -> R | None:
-        """Move the job to ``running`` and count the attempt; ``None`` when it is already terminal."""
+        """Move the job to ``running`` and count the attempt. ``None`` when it must not run: it is terminal,
+        or a cancel is pending (which this completes, since nothing runs it any more)."""
         now = utcnow()
-        return await self.update(
+        started = await self.update(
             job_id,
             lambda r: msgspec.structs.replace(
                 r, status="running", started_at=now, updated_at=now, attempts=r.attempts + 1
             ),
         )
+        if started is None:
+            await self.finish_cancel(job_id)
+        return started
+
+    async def request_cancel(self, job_id: str) -> R | None:
+        """Cancel a queued job at once (``cancelled``) or ask a running one to stop (``cancelling``).
+        Idempotent while cancelling. ``None`` when the job is already terminal (nothing written).
+
+        Raises:
+            RecordNotFound: no record has this id.
+        """
+        now = utcnow()
+
+        def cancel(record: R) -> R:
+            if record.status == "queued":
+                return msgspec.structs.replace(record, status="cancelled", finished_at=now, updated_at=now)
+            return msgspec.structs.replace(record, status="cancelling", updated_at=now)
+
+        return await self.update(job_id, cancel)
+
+    async def finish_cancel(self, job_id: str) -> bool:
+        """Move a ``cancelling`` job to ``cancelled``; True when it did (False for any other status)."""
+        now = utcnow()
+        record = await self.get(job_id)
+        if record is None or record.status != "cancelling":
+            return False
+        done = await self.update(
+            job_id,
+            lambda r: (
+                r
+                if r.status != "cancelling"
+                else msgspec.structs.replace(r, status="cancelled", finished_at=now, updated_at=now)
+            ),
+        )
+        return done is not None and done.status == "cancelled"
 
     async def mark_failed(self, job_id: str, error: JobError) -> R | None:
         """Move the job to ``failed`` with ``error``; ``None`` (nothing written) when it is already terminal."""

@@ -8,11 +8,13 @@ abort are explicit; jobs travel as MessagePack.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
+from arq.constants import abort_jobs_ss
 from arq.worker import Function, Worker, func
 
 from mt_contracts.jobs import JobError
@@ -23,9 +25,12 @@ HEALTH_CHECK_SUFFIX = ":health-check"
 
 
 class JobQueue(Protocol):
-    """Puts a job on a named queue. ``job_id`` is our id; enqueueing an id already queued does nothing."""
+    """Puts a job on a named queue (``job_id`` is our id; enqueueing an id already queued does nothing) and
+    asks the worker running a job to stop it."""
 
     async def enqueue(self, task: str, job_id: str, queue_name: str) -> bool: ...
+
+    async def abort(self, job_id: str) -> None: ...
 
 
 class ArqJobQueue:
@@ -47,19 +52,30 @@ class ArqJobQueue:
         job = await self.pool.enqueue_job(task, job_id, _job_id=job_id, _queue_name=queue_name)
         return job is not None
 
+    async def abort(self, job_id: str) -> None:
+        """Ask arq to cancel the job's task; the worker polling the job's queue sees it within a poll."""
+        await self.pool.zadd(abort_jobs_ss, {job_id: int(time.time() * 1000)})
+
     async def close(self) -> None:
         await self.pool.aclose()
 
 
 JobHandler = Callable[[str], Awaitable[None]]
-FailureRecorder = Callable[[str, JobError], Awaitable[object]]
+
+
+class JobEndings(Protocol):
+    """How the worker records the endings a handler cannot see (``JobStore`` implements it)."""
+
+    async def mark_failed(self, job_id: str, error: JobError) -> object: ...
+
+    async def finish_cancel(self, job_id: str) -> bool: ...
 
 
 def build_worker(
     *,
     task: str,
     handler: JobHandler,
-    record_failure: FailureRecorder,
+    endings: JobEndings,
     queue_name: str,
     redis_url: str,
     settings: WorkerSettings,
@@ -67,16 +83,19 @@ def build_worker(
     burst: bool = False,
     handle_signals: bool = True,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    finish_jobs_on_shutdown: bool = True,
 ) -> Worker:
     """An arq worker that runs ``handler(job_id)`` for jobs named ``task`` on ``queue_name``.
 
-    The handler must end the job's record itself. Two endings it cannot see are recorded here through
-    ``record_failure``: its deadline of ``timeout_seconds`` (code ``timeout``; arq's own timeout is set a
-    minute later so ours fires first), and a cancellation (worker shutdown) on the last allowed try (code
-    ``worker_lost``); an earlier cancellation leaves the record ``running`` for arq's retry to take over.
+    The handler must end the job's record itself. The endings it cannot see are recorded here through
+    ``endings``: its deadline of ``timeout_seconds`` (``failed``, code ``timeout``; arq's own timeout is set
+    a minute later so ours fires first); a cancellation after a user's cancel request (``cancelled``); a
+    cancellation by worker shutdown on the last allowed try (``failed``, code ``worker_lost``). An earlier
+    shutdown leaves the record ``running`` for arq's retry to take over.
     The health key ``<queue_name>:health-check`` is refreshed every ``settings.health_check_interval``
     seconds and expires one second after that. ``on_shutdown`` runs once the worker has stopped (close
-    connections there).
+    connections there). On SIGTERM, running jobs get ``settings.shutdown_grace`` seconds to finish when
+    ``finish_jobs_on_shutdown``; otherwise they are cancelled at once (and retried later).
     """
 
     async def run(ctx: dict[str, object], job_id: str) -> None:
@@ -86,11 +105,13 @@ def build_worker(
                 await handler(job_id)
         except TimeoutError:
             message = f"the job ran longer than its timeout of {timeout_seconds} s; raise the worker's timeout"
-            await record_failure(job_id, JobError(code="timeout", message=message))
+            await endings.mark_failed(job_id, JobError(code="timeout", message=message))
         except asyncio.CancelledError:
+            if await asyncio.shield(endings.finish_cancel(job_id)):
+                raise
             if not isinstance(job_try, int) or job_try >= settings.max_tries:
                 message = f"the worker stopped during the job on each of {settings.max_tries} tries; submit it again"
-                await asyncio.shield(record_failure(job_id, JobError(code="worker_lost", message=message)))
+                await asyncio.shield(endings.mark_failed(job_id, JobError(code="worker_lost", message=message)))
             raise
 
     async def shutdown(ctx: dict[str, object]) -> None:  # arq passes its ctx by keyword
@@ -110,7 +131,7 @@ def build_worker(
         poll_delay=settings.poll_delay,
         health_check_interval=settings.health_check_interval,
         allow_abort_jobs=True,
-        job_completion_wait=int(settings.shutdown_grace),
+        job_completion_wait=int(settings.shutdown_grace) if finish_jobs_on_shutdown else 0,
         job_serializer=serialize_job,
         job_deserializer=deserialize_job,
         on_shutdown=shutdown,

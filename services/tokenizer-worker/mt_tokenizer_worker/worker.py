@@ -25,7 +25,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     return build_worker(
         task=TRAIN_TOKENIZER_TASK,
         handler=handle,
-        record_failure=store.mark_failed,
+        endings=store,
         queue_name=settings.queue.tokenizer,
         redis_url=settings.redis.url,
         settings=settings.worker,

@@ -22,7 +22,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     return build_worker(
         task=TRAIN_MODEL_TASK,
         handler=supervisor.run,
-        record_failure=store.mark_failed,
+        endings=store,
         queue_name=settings.queue.training,
         redis_url=settings.redis.url,
         settings=settings.worker,
@@ -30,4 +30,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         burst=burst,
         handle_signals=handle_signals,
         on_shutdown=redis.aclose,
+        # A run can take hours: stop it at once (the supervisor gives the process its own grace period to
+        # exit cleanly) and let the retry take it over, rather than wait for it to finish.
+        finish_jobs_on_shutdown=False,
     )

@@ -6,8 +6,10 @@ from litestar import Response
 from litestar.status_codes import HTTP_202_ACCEPTED
 from ulid import ULID
 
+from mt_api import Conflict, NotFound
 from mt_api.services import Services
 from mt_contracts.jobs import JobAccepted, JobError
+from mt_storage import RecordNotFound
 from mt_storage.jobs import JobStore, R
 
 
@@ -36,3 +38,23 @@ async def enqueue(services: Services, store: JobStore[R], task: str, job_id: str
         raise
     if not enqueued:
         raise RuntimeError(f"job id {job_id} was already queued")
+
+
+async def cancel(services: Services, store: JobStore[R], job_id: str, kind: str) -> R:
+    """Cancel a queued job at once, or ask the worker running it to stop (``cancelling``, then ``cancelled``).
+
+    Raises:
+        NotFound: no such job.
+        Conflict: the job already ended.
+    """
+    try:
+        job = await store.request_cancel(job_id)
+    except RecordNotFound as exc:
+        raise NotFound(f"no {kind} {job_id}") from exc
+    if job is None:
+        current = await store.get(job_id)
+        status = current.status if current else "gone"
+        raise Conflict(f"{kind} {job_id} already ended ({status}); there is nothing to cancel")
+    if job.status == "cancelling":
+        await services.queue.abort(job_id)
+    return job

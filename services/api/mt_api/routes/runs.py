@@ -8,7 +8,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from mt_api import NotFound
-from mt_api.routes.common import accepted, enqueue, new_id
+from mt_api.routes.common import accepted, cancel, enqueue, new_id
 from mt_api.services import Services
 from mt_api.validation import check_run_request
 from mt_contracts.ids import is_run_id
@@ -39,4 +39,13 @@ async def get_run(run_id: FromPath[str], services: NamedDependency[Services]) ->
     return job
 
 
-ROUTES = [train_run, get_run]
+@post("/runs/{run_id:str}/cancel", status_code=200, tags=["runs"])
+async def cancel_run(run_id: FromPath[str], services: NamedDependency[Services]) -> RunJob:
+    """Cancel the run: a queued one ends ``cancelled`` at once; a running one turns ``cancelling`` and its
+    worker stops it within seconds. 409 when it already ended."""
+    if not is_run_id(run_id):
+        raise NotFound(f"no run {run_id}")
+    return await cancel(services, services.runs, run_id, "run")
+
+
+ROUTES = [train_run, get_run, cancel_run]

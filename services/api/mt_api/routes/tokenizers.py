@@ -8,7 +8,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from mt_api import NotFound
-from mt_api.routes.common import accepted, enqueue, new_id
+from mt_api.routes.common import accepted, cancel, enqueue, new_id
 from mt_api.services import Services
 from mt_api.validation import check_tokenizer_request
 from mt_contracts.ids import is_tokenizer_id
@@ -40,4 +40,13 @@ async def get_tokenizer(tokenizer_id: FromPath[str], services: NamedDependency[S
     return job
 
 
-ROUTES = [train_tokenizer, get_tokenizer]
+@post("/tokenizers/{tokenizer_id:str}/cancel", status_code=200, tags=["tokenizers"])
+async def cancel_tokenizer(tokenizer_id: FromPath[str], services: NamedDependency[Services]) -> TokenizerJob:
+    """Cancel the tokenizer: a queued one ends ``cancelled`` at once; a running one turns ``cancelling`` and its
+    worker stops it within seconds. 409 when it already ended."""
+    if not is_tokenizer_id(tokenizer_id):
+        raise NotFound(f"no tokenizer {tokenizer_id}")
+    return await cancel(services, services.tokenizers, tokenizer_id, "tokenizer")
+
+
+ROUTES = [train_tokenizer, get_tokenizer, cancel_tokenizer]
