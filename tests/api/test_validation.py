@@ -74,7 +74,7 @@ async def test_symlink_out_of_the_corpus_root_is_refused(
     ("changes", "status", "field", "message"),
     [
         ({"n_embd": 130, "n_head": 4}, 400, "n_embd", "divisible by n_head"),
-        ({"warmup_steps": 50, "max_steps": 10}, 400, "warmup_steps", "exceeds max_steps"),
+        ({"warmup_steps": 50, "max_steps": 10}, 400, "warmup_steps", "exceeds the run"),
         ({"min_learning_rate": 0.1, "learning_rate": 0.01}, 400, "min_learning_rate", "exceeds learning_rate"),
         ({"block_size": 4}, 400, "block_size", ">= 8"),
         ({"tokenizer_id": "tok_bad"}, 400, "tokenizer_id", "matching regex"),

@@ -25,11 +25,11 @@ REQUEST = TrainRunRequest(
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine() -> None:
-    assert learning_rate_at(0, REQUEST) == pytest.approx(1e-4)
-    assert learning_rate_at(9, REQUEST) == pytest.approx(1e-3)
-    assert learning_rate_at(10, REQUEST) == pytest.approx(1e-3)
-    assert learning_rate_at(60, REQUEST) == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4))
-    assert learning_rate_at(110, REQUEST) == pytest.approx(1e-4)
+    assert learning_rate_at(0, REQUEST, 110) == pytest.approx(1e-4)
+    assert learning_rate_at(9, REQUEST, 110) == pytest.approx(1e-3)
+    assert learning_rate_at(10, REQUEST, 110) == pytest.approx(1e-3)
+    assert learning_rate_at(60, REQUEST, 110) == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4))
+    assert learning_rate_at(110, REQUEST, 110) == pytest.approx(1e-4)
 
 
 def test_score_tokens_scores_every_token_once_and_matches_a_direct_computation() -> None:

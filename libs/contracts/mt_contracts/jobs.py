@@ -5,7 +5,9 @@ service still decodes in an older one during a rolling deploy.
 
 Status moves only forward: ``queued -> running -> succeeded | failed | cancelled``; ``running -> running``
 is allowed so a retried job can take over. A cancel request moves a queued job straight to ``cancelled``
-and a running one to ``cancelling`` until its worker has stopped it. A terminal status is never left.
+and a running one to ``cancelling`` until its worker has stopped it. A terminal status is never left,
+except that ``POST /runs/{id}/resume`` puts a failed or cancelled run back on the queue. ``stalled`` is never
+stored: it is how ``GET /runs/{id}`` shows a ``running`` run whose heartbeat is too old.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import msgspec
 
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 
-JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled", "stalled"]
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({"succeeded", "failed", "cancelled"})
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
@@ -26,8 +28,11 @@ _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     # A job that finishes while its cancel is on the way keeps its real ending.
     "cancelling": frozenset({"cancelling", "succeeded", "failed", "cancelled"}),
     "succeeded": frozenset(),
-    "failed": frozenset(),
-    "cancelled": frozenset(),
+    # Only an explicit resume (POST /runs/{id}/resume) takes a failed or cancelled run back to the queue.
+    "failed": frozenset({"queued"}),
+    "cancelled": frozenset({"queued"}),
+    # Never stored: GET /runs/{id} shows a running run whose heartbeat is too old as stalled.
+    "stalled": frozenset(),
 }
 
 
@@ -91,11 +96,25 @@ class RunProgress(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EvalPoint(msgspec.Struct, frozen=True, kw_only=True):
-    """A validation estimate during training, on ``eval_iters`` random batches (nats per token)."""
+    """A validation estimate during training, on ``eval_iters`` random batches: ``val_loss`` in nats per
+    token, ``val_bits_per_byte`` from it with the validation split's tokens-per-byte ratio."""
 
     step: int
     val_loss: float
     val_perplexity: float
+    val_bits_per_byte: float | None = None
+
+
+class CheckpointInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One kept checkpoint: ``path`` relative to the run folder, ``size_bytes``, and the last training and
+    validation losses (nats per token) known when it was written."""
+
+    step: int
+    path: str
+    size_bytes: int
+    created_at: datetime
+    train_loss: float | None = None
+    val_loss: float | None = None
 
 
 class RunMetrics(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,6 +144,8 @@ class RunJob(Job, kw_only=True):
     progress: RunProgress | None = None
     last_eval: EvalPoint | None = None
     metrics: RunMetrics | None = None
+    checkpoint: CheckpointInfo | None = None
+    resumed_from_step: int | None = None
     artifact_dir: str | None = None
 
 

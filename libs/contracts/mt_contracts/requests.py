@@ -11,6 +11,7 @@ from msgspec import Meta
 from mt_contracts.ids import TOKENIZER_ID_PATTERN
 
 END_OF_TEXT = "<|endoftext|>"
+DEFAULT_MAX_STEPS = 2000
 PAD = "<|pad|>"
 
 CorpusPath = Annotated[
@@ -51,10 +52,15 @@ class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     """``POST /runs/train``: train a GPT-2 language model with a finished tokenizer.
 
     Sizes follow GPT-2's names: ``n_layer`` transformer blocks of width ``n_embd`` with ``n_head`` attention
-    heads over a context of ``block_size`` tokens. One optimiser step sees ``batch_size * block_size`` tokens.
-    The learning rate warms up linearly for ``warmup_steps``, then follows a cosine decay to
-    ``min_learning_rate`` at ``max_steps`` (Loshchilov & Hutter, SGDR, 2017). ``val_fraction`` of the corpus
-    (its tail, cut at a line boundary) is held out for validation.
+    heads over a context of ``block_size`` tokens. One optimiser step sees
+    ``batch_size * block_size * gradient_accumulation_steps`` tokens. The budget is ``max_steps`` steps, or
+    ``max_tokens`` training tokens (give one; 2,000 steps when neither is given). The learning rate warms up
+    linearly for ``warmup_steps``, then follows a cosine decay to ``min_learning_rate`` at the last step
+    (Loshchilov & Hutter, SGDR, 2017). AdamW's ``betas`` and ``weight_decay`` (on matrices only) follow
+    Loshchilov & Hutter 2019. ``val_fraction`` of the corpus (its tail, cut at a line boundary) is held out.
+    A checkpoint is written every ``checkpoint_interval`` steps and at the end; the last
+    ``keep_checkpoints`` are kept. ``device`` ``auto`` picks CUDA when present; ``precision`` ``bf16`` runs
+    the forward pass under bfloat16 autocast.
     """
 
     tokenizer_id: Annotated[str, Meta(pattern=TOKENIZER_ID_PATTERN)]
@@ -66,14 +72,35 @@ class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     block_size: Annotated[int, Meta(ge=8, le=8192)] = 128
     dropout: Annotated[float, Meta(ge=0.0, le=0.9)] = 0.0
     batch_size: Annotated[int, Meta(ge=1, le=4096)] = 16
-    max_steps: Annotated[int, Meta(ge=1, le=10_000_000)] = 2000
+    max_steps: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None
+    max_tokens: Annotated[int, Meta(ge=1, le=10**13)] | None = None
+    gradient_accumulation_steps: Annotated[int, Meta(ge=1, le=1024)] = 1
     learning_rate: Annotated[float, Meta(gt=0.0, le=1.0)] = 2e-3
     min_learning_rate: Annotated[float, Meta(ge=0.0, le=1.0)] = 2e-4
     warmup_steps: Annotated[int, Meta(ge=0, le=10_000_000)] = 100
     weight_decay: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.1
+    betas: tuple[Annotated[float, Meta(ge=0.0, lt=1.0)], Annotated[float, Meta(ge=0.0, lt=1.0)]] = (0.9, 0.95)
     grad_clip: Annotated[float, Meta(ge=0.0, le=1000.0)] = 1.0
     eval_interval: Annotated[int, Meta(ge=1, le=10_000_000)] = 250
     eval_iters: Annotated[int, Meta(ge=1, le=10_000)] = 20
     val_fraction: Annotated[float, Meta(gt=0.0, le=0.5)] = 0.1
     seed: Annotated[int, Meta(ge=0, le=2**32 - 1)] = 1337
     threads: Annotated[int, Meta(ge=0, le=1024, description="Torch intra-op threads; 0 means all cores.")] = 0
+    checkpoint_interval: Annotated[int, Meta(ge=1, le=10_000_000)] = 250
+    keep_checkpoints: Annotated[int, Meta(ge=1, le=100)] = 3
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Training tokens one optimiser step consumes."""
+        return self.batch_size * self.block_size * self.gradient_accumulation_steps
+
+    @property
+    def total_steps(self) -> int:
+        """The step budget: ``max_steps``, else ``ceil(max_tokens / tokens_per_step)``, else 2,000."""
+        if self.max_steps is not None:
+            return self.max_steps
+        if self.max_tokens is not None:
+            return max(1, -(-self.max_tokens // self.tokens_per_step))
+        return DEFAULT_MAX_STEPS

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from mt_contracts.jobs import EvalPoint, RunMetrics, RunProgress
+from mt_contracts.jobs import CheckpointInfo, EvalPoint, RunMetrics, RunProgress
 from mt_contracts.requests import TrainRunRequest
 
 
@@ -16,7 +16,8 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the training process needs; paths are absolute.
 
     ``corpus_files`` are read in order; ``model_dir`` receives the final artifacts (each file written
-    atomically, ``manifest.json`` last); ``work_dir`` is scratch space owned by this run.
+    atomically, ``manifest.json`` last); ``work_dir`` is scratch space owned by this run; ``run_dir`` holds
+    ``checkpoints/`` and their index. When a checkpoint exists there, training resumes from the latest.
     Intervals are seconds.
     """
 
@@ -27,6 +28,7 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     corpus_files: list[str]
     model_dir: str
     work_dir: str
+    run_dir: str = ""
     heartbeat_interval: float = 5.0
     progress_interval: float = 2.0
 
@@ -53,6 +55,18 @@ class Progress(msgspec.Struct, frozen=True, tag_field="event", tag="progress", k
     progress: RunProgress
 
 
+class Resumed(msgspec.Struct, frozen=True, tag_field="event", tag="resumed", kw_only=True):
+    """Training continues from the checkpoint at ``step``."""
+
+    step: int
+
+
+class Checkpoint(msgspec.Struct, frozen=True, tag_field="event", tag="checkpoint", kw_only=True):
+    """A checkpoint was written (atomically) and older ones beyond ``keep_checkpoints`` deleted."""
+
+    checkpoint: CheckpointInfo
+
+
 class Eval(msgspec.Struct, frozen=True, tag_field="event", tag="eval", kw_only=True):
     """A periodic validation estimate."""
 
@@ -73,4 +87,15 @@ class Failed(msgspec.Struct, frozen=True, tag_field="event", tag="failed", kw_on
     message: str
 
 
-TrainingEvent = Started | Heartbeat | Progress | Eval | Finished | Failed
+TrainingEvent = Started | Resumed | Heartbeat | Progress | Eval | Checkpoint | Finished | Failed
+
+_event_decoder: msgspec.json.Decoder[TrainingEvent] = msgspec.json.Decoder(TrainingEvent)
+
+
+def decode_event(line: bytes) -> TrainingEvent:
+    """Decode one event line.
+
+    Raises:
+        msgspec.DecodeError: not JSON, or not a known event (``msgspec.ValidationError`` is a subclass).
+    """
+    return _event_decoder.decode(line)

@@ -43,9 +43,11 @@ def check_run_request(request: TrainRunRequest, tokenizer: TokenizerJob | None, 
     """Model shape consistent, schedule consistent, tokenizer finished, corpus inside the root."""
     if request.n_embd % request.n_head:
         raise InvalidField(f"n_embd={request.n_embd} must be divisible by n_head={request.n_head}", field="n_embd")
-    if request.warmup_steps > request.max_steps:
+    if request.max_steps is not None and request.max_tokens is not None:
+        raise InvalidField("give max_steps or max_tokens, not both", field="max_tokens")
+    if request.warmup_steps > request.total_steps:
         raise InvalidField(
-            f"warmup_steps={request.warmup_steps} exceeds max_steps={request.max_steps}", field="warmup_steps"
+            f"warmup_steps={request.warmup_steps} exceeds the run's {request.total_steps} steps", field="warmup_steps"
         )
     if request.min_learning_rate > request.learning_rate:
         raise InvalidField(

@@ -21,7 +21,19 @@ from mt_contracts import codec
 from mt_contracts.jobs import JobError, RunJob
 from mt_contracts.manifests import RunManifest
 from mt_contracts.settings import WorkerSettings
-from mt_contracts.training import Eval, Failed, Finished, Heartbeat, Progress, RunSpec, Started, TrainingEvent
+from mt_contracts.training import (
+    Checkpoint,
+    Eval,
+    Failed,
+    Finished,
+    Heartbeat,
+    Progress,
+    Resumed,
+    RunSpec,
+    Started,
+    TrainingEvent,
+    decode_event,
+)
 from mt_storage import CorpusPathError
 from mt_storage.corpus import resolve_corpus
 from mt_storage.files import atomic_write_bytes
@@ -41,7 +53,6 @@ _PROCESS_ENV = {
     "PYTHONUNBUFFERED": "1",
 }
 _STDERR_TAIL_LINES = 20
-_event_decoder: msgspec.json.Decoder[TrainingEvent] = msgspec.json.Decoder(TrainingEvent)
 
 
 class RunSupervisor:
@@ -88,6 +99,7 @@ class RunSupervisor:
             corpus_files=[str(path) for path in files],
             model_dir=str(self.layout.model_dir(job.id)),
             work_dir=str(self.layout.run_work_dir(job.id)),
+            run_dir=str(self.layout.run_dir(job.id)),
             heartbeat_interval=self.settings.heartbeat_interval,
             progress_interval=self.settings.progress_interval,
         )
@@ -136,7 +148,7 @@ class RunSupervisor:
 
     def _decode(self, raw: bytes, log: JobLog) -> TrainingEvent | None:
         try:
-            return _event_decoder.decode(raw)
+            return decode_event(raw)
         except msgspec.DecodeError:
             log.write("warning", "unknown_event", "the training process wrote a line that is not an event")
             return None
@@ -155,6 +167,19 @@ class RunSupervisor:
                 change = lambda r: msgspec.structs.replace(r, heartbeat_at=now, updated_at=now)  # noqa: E731
             case Heartbeat():
                 change = lambda r: msgspec.structs.replace(r, heartbeat_at=now)  # noqa: E731
+            case Resumed(step=step):
+                log.write("info", "resumed", f"resuming from the checkpoint at step {step}", step=step)
+                change = lambda r: msgspec.structs.replace(  # noqa: E731
+                    r, resumed_from_step=step, heartbeat_at=now, updated_at=now
+                )
+            case Checkpoint(checkpoint=checkpoint):
+                log.write(
+                    "info", "checkpoint", f"checkpoint at step {checkpoint.step}",
+                    step=checkpoint.step, path=checkpoint.path, size_bytes=checkpoint.size_bytes,
+                )  # fmt: skip
+                change = lambda r: msgspec.structs.replace(  # noqa: E731
+                    r, checkpoint=checkpoint, heartbeat_at=now, updated_at=now
+                )
             case Progress(progress=progress):
                 log.write(
                     "info", "progress",

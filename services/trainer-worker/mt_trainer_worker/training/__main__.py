@@ -11,11 +11,14 @@ import argparse
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from importlib.metadata import version
 from pathlib import Path
+from types import FrameType
 
 from mt_contracts import codec
 from mt_contracts.jobs import RunMetrics
@@ -28,23 +31,33 @@ from mt_storage.layout import MANIFEST
 from mt_trainer_worker.training import TrainingFailure
 from mt_trainer_worker.training.data import load_tokenizer, open_tokens, prepare_data
 from mt_trainer_worker.training.events import EventWriter, HeartbeatThread
-from mt_trainer_worker.training.loop import LN2, pick_device, safe_exp, save_dir_files, score_tokens, train
+from mt_trainer_worker.training.loop import (
+    LN2,
+    StopTraining,
+    pick_device,
+    safe_exp,
+    save_dir_files,
+    score_tokens,
+    train,
+)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def run(spec: RunSpec, writer: EventWriter) -> Finished:
+def run(spec: RunSpec, writer: EventWriter, stop: threading.Event) -> Finished:
     """Prepare data, train, score the whole validation split, and publish the artifacts."""
     request = spec.request
     tokenizer_dir = Path(spec.tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     work_dir = Path(spec.work_dir)
     data = prepare_data(tokenizer, [Path(p) for p in spec.corpus_files], request.val_fraction, work_dir)
-    trained = train(spec, data, writer)
+    trained = train(spec, data, writer, stop)
 
     writer.phase = "evaluating"
     val = open_tokens(data.val_path, data.dtype)
-    total_nats, scored = score_tokens(trained.model, val, request.block_size, request.batch_size, pick_device())
+    total_nats, scored = score_tokens(
+        trained.model, val, request.block_size, request.batch_size, pick_device(request.device)
+    )
     val_loss = total_nats / scored
     metrics = RunMetrics(
         val_loss=val_loss,
@@ -98,10 +111,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.nice:
         os.nice(args.nice)
     spec = codec.decode(Path(args.spec).read_bytes(), RunSpec)
+    stop = threading.Event()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        # During training, finish the step and checkpoint it; in any other phase, stop at once (every
+        # artifact write is atomic, so nothing half-written is left looking complete).
+        stop.set()
+        if writer.phase != "training":
+            raise StopTraining(f"stopped by signal {signum} while {writer.phase}")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     heartbeat = HeartbeatThread(writer, spec.heartbeat_interval)
     heartbeat.start()
     try:
-        finished = run(spec, writer)
+        finished = run(spec, writer, stop)
+    except StopTraining as exc:
+        writer.emit(Failed(code="interrupted", message=f"{exc}; resume with POST /runs/{spec.run_id}/resume"))
+        return 143
     except TrainingFailure as exc:
         writer.emit(Failed(code=exc.code, message=exc.message))
         return 1

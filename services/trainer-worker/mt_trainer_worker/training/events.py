@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 
 from mt_contracts import codec
@@ -38,7 +39,12 @@ class HeartbeatThread(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.wait(self._interval):
-            self._writer.emit(Heartbeat(phase=self._writer.phase))
+            try:
+                self._writer.emit(Heartbeat(phase=self._writer.phase))
+            except OSError:
+                # The worker is gone (broken pipe): stop the way a cancel does, checkpointing first.
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from transformers import PreTrainedModel
 
 from mt_contracts.jobs import EvalPoint, RunProgress
 from mt_contracts.requests import TrainRunRequest
-from mt_contracts.training import Eval, Progress, RunSpec, Started
+from mt_contracts.training import Checkpoint, Eval, Progress, Resumed, RunSpec, Started
 from mt_trainer_worker.training import TrainingFailure
+from mt_trainer_worker.training.checkpoints import Counters, load_latest, save_checkpoint
 from mt_trainer_worker.training.data import PreparedData, open_tokens
 from mt_trainer_worker.training.events import EventWriter
 from mt_trainer_worker.training.models import MODEL_FAMILIES, logits_of
@@ -38,20 +40,32 @@ class TrainedModel:
         self.seconds = seconds
 
 
-def learning_rate_at(step: int, request: TrainRunRequest) -> float:
+def learning_rate_at(step: int, request: TrainRunRequest, total_steps: int) -> float:
     """Linear warmup over ``warmup_steps``, then cosine decay from ``learning_rate`` to
-    ``min_learning_rate`` at ``max_steps`` (SGDR, Loshchilov & Hutter 2017, without restarts)."""
+    ``min_learning_rate`` at ``total_steps`` (SGDR, Loshchilov & Hutter 2017, without restarts)."""
     if step < request.warmup_steps:
         return request.learning_rate * (step + 1) / request.warmup_steps
-    span = max(1, request.max_steps - request.warmup_steps)
+    span = max(1, total_steps - request.warmup_steps)
     progress = min(1.0, (step - request.warmup_steps) / span)
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
     return request.min_learning_rate + cosine * (request.learning_rate - request.min_learning_rate)
 
 
-def pick_device() -> torch.device:
-    """CUDA when present, else the CPU."""
+def pick_device(choice: str) -> torch.device:
+    """``auto``: CUDA when present, else the CPU; ``cpu`` or ``cuda`` as asked.
+
+    Raises:
+        TrainingFailure: ``device_unavailable`` when ``cuda`` is asked for and none is present.
+    """
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise TrainingFailure("device_unavailable", "device=cuda was requested but no CUDA device is present")
+    if choice == "cpu":
+        return torch.device("cpu")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class StopTraining(Exception):
+    """Raised at a step boundary after SIGTERM, once a checkpoint is written."""
 
 
 def sample_batch(
@@ -64,15 +78,13 @@ def sample_batch(
 
 
 def build_optimizer(model: PreTrainedModel, request: TrainRunRequest) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (2-D and up) only; biases, norms and nothing else decay-free."""
+    """AdamW with weight decay on matrices (2-D and up) only; biases and layer norms are not decayed."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
     groups = [
-        {"params": decay, "weight_decay": request.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": request.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=request.learning_rate, betas=(0.9, 0.95))
+    return torch.optim.AdamW(groups, lr=request.learning_rate, betas=request.betas)
 
 
 def estimate_val_loss(
@@ -115,14 +127,17 @@ def score_tokens(
     return total, count
 
 
-def train(spec: RunSpec, data: PreparedData, writer: EventWriter) -> TrainedModel:
-    """Train the model described by ``spec.request`` on ``data``, emitting progress and eval events.
+def train(spec: RunSpec, data: PreparedData, writer: EventWriter, stop: threading.Event) -> TrainedModel:
+    """Train the model described by ``spec.request`` on ``data``, emitting progress, eval and checkpoint
+    events; resumes from the run's latest checkpoint when there is one.
 
     Raises:
         TrainingFailure: ``corpus_too_small`` when a split has fewer than ``block_size + 1`` tokens;
-            ``diverged`` when the loss becomes NaN or infinite.
+            ``diverged`` when the loss becomes NaN or infinite; ``device_unavailable``.
+        StopTraining: ``stop`` was set (SIGTERM); a checkpoint of the last finished step was written first.
     """
     request = spec.request
+    total_steps = request.total_steps
     for name, count in (("training", data.train_tokens), ("validation", data.val_tokens)):
         if count < request.block_size + 1:
             raise TrainingFailure(
@@ -133,18 +148,22 @@ def train(spec: RunSpec, data: PreparedData, writer: EventWriter) -> TrainedMode
     torch.manual_seed(request.seed)
     if request.threads:
         torch.set_num_threads(request.threads)
-    device = pick_device()
+    device = pick_device(request.device)
     with device:  # parameters are created on the device, not moved there
         model = MODEL_FAMILIES[request.model].build(request, data.vocab_size, data.end_of_text_id)
     model.train(True)
     optimizer = build_optimizer(model, request)
+    generator = torch.Generator().manual_seed(request.seed)
+    run_dir = Path(spec.run_dir)
+    counters = load_latest(run_dir, model, optimizer, generator) or Counters()
+    if counters.step:
+        writer.emit(Resumed(step=counters.step))
     train_tokens = open_tokens(data.train_path, data.dtype)
     val_tokens = open_tokens(data.val_path, data.dtype)
-    generator = torch.Generator().manual_seed(request.seed)
-    n_params = sum(p.numel() for p in model.parameters())
+    tokens_per_byte = (data.val_tokens - 1) / max(1, data.val_bytes)
     writer.emit(
         Started(
-            n_params=n_params,
+            n_params=sum(p.numel() for p in model.parameters()),
             train_tokens=data.train_tokens,
             val_tokens=data.val_tokens,
             vocab_size=data.vocab_size,
@@ -152,56 +171,77 @@ def train(spec: RunSpec, data: PreparedData, writer: EventWriter) -> TrainedMode
         )
     )
     writer.phase = "training"
-    tokens_per_step = request.batch_size * request.block_size
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=request.precision == "bf16")
+    accumulation = request.gradient_accumulation_steps
     started = last_report = time.monotonic()
-    window_loss, window_steps, last_loss = 0.0, 0, float("nan")
-    for step in range(request.max_steps):
-        learning_rate = learning_rate_at(step, request)
+    base_elapsed, first_step = counters.elapsed_seconds, counters.step
+    window_loss, window_steps = 0.0, 0
+    saved_step = counters.step
+    for step in range(counters.step, total_steps):
+        learning_rate = learning_rate_at(step, request, total_steps)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate
-        x, y = sample_batch(train_tokens, request.batch_size, request.block_size, generator)
-        logits = logits_of(model, x.to(device))
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten())
-        optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward(loss)
+        step_loss = 0.0
+        for _ in range(accumulation):
+            x, y = sample_batch(train_tokens, request.batch_size, request.block_size, generator)
+            with autocast:
+                logits = logits_of(model, x.to(device))
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten()) / accumulation
+            torch.autograd.backward(loss)
+            step_loss += loss.item()
         if request.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), request.grad_clip)
         optimizer.step()
-        last_loss = loss.item()
-        if not math.isfinite(last_loss):
+        optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(step_loss):
             raise TrainingFailure(
-                "diverged", f"the training loss became {last_loss} at step {step + 1}; lower learning_rate"
+                "diverged", f"the training loss became {step_loss} at step {step + 1}; lower learning_rate"
             )
-        window_loss += last_loss
-        window_steps += 1
         done = step + 1
         now = time.monotonic()
-        if now - last_report >= spec.progress_interval or done == request.max_steps:
-            elapsed = now - started
+        counters.step, counters.last_train_loss = done, step_loss
+        counters.elapsed_seconds = base_elapsed + (now - started)
+        window_loss += step_loss
+        window_steps += 1
+        if now - last_report >= spec.progress_interval or done == total_steps:
             writer.emit(
                 Progress(
                     progress=RunProgress(
                         step=done,
-                        max_steps=request.max_steps,
-                        tokens_seen=done * tokens_per_step,
+                        max_steps=total_steps,
+                        tokens_seen=done * request.tokens_per_step,
                         train_loss=window_loss / window_steps,
                         learning_rate=learning_rate,
-                        tokens_per_second=window_steps * tokens_per_step / max(now - last_report, 1e-9),
-                        elapsed_seconds=elapsed,
-                        eta_seconds=elapsed / done * (request.max_steps - done),
+                        tokens_per_second=window_steps * request.tokens_per_step / max(now - last_report, 1e-9),
+                        elapsed_seconds=counters.elapsed_seconds,
+                        eta_seconds=(now - started) / (done - first_step) * (total_steps - done),
                     )
                 )
             )
             window_loss, window_steps, last_report = 0.0, 0, now
-        if done % request.eval_interval == 0 and done < request.max_steps:
+        if done % request.eval_interval == 0 and done < total_steps:
             val_loss = estimate_val_loss(model, val_tokens, request, device)
-            writer.emit(Eval(point=EvalPoint(step=done, val_loss=val_loss, val_perplexity=safe_exp(val_loss))))
+            counters.last_val_loss = val_loss
+            point = EvalPoint(
+                step=done,
+                val_loss=val_loss,
+                val_perplexity=safe_exp(val_loss),
+                val_bits_per_byte=val_loss * tokens_per_byte / LN2,
+            )
+            writer.emit(Eval(point=point))
+        if done % request.checkpoint_interval == 0 or done == total_steps or stop.is_set():
+            writer.phase = "saving"
+            info = save_checkpoint(run_dir, request.keep_checkpoints, model, optimizer, generator, counters)
+            writer.emit(Checkpoint(checkpoint=info))
+            writer.phase, saved_step = "training", done
+        if stop.is_set():
+            raise StopTraining(f"stopped by SIGTERM after step {saved_step}; a checkpoint was saved")
     return TrainedModel(
         model=model,
-        train_loss=last_loss,
-        steps=request.max_steps,
-        tokens_seen=request.max_steps * tokens_per_step,
-        seconds=time.monotonic() - started,
+        train_loss=counters.last_train_loss if counters.last_train_loss is not None else float("nan"),
+        steps=total_steps,
+        tokens_seen=total_steps * request.tokens_per_step,
+        seconds=counters.elapsed_seconds,
     )
 
 

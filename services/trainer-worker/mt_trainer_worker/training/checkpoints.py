@@ -1,0 +1,104 @@
+"""Training checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint holds the model weights, the optimizer state (AdamW moments and step counts), the step, the
+RNG states (torch's global generator, used by dropout, and the batch-sampling generator, which is the data
+position), and the run counters. It is written with ``torch.save`` to a temporary file and renamed into
+place; the index ``checkpoints.json`` is rewritten atomically after each one, then checkpoints beyond
+``keep_checkpoints`` are deleted. Loading uses ``weights_only=True``: a checkpoint file can hold tensors and
+plain values only.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import msgspec
+import torch
+
+from mt_contracts import codec
+from mt_contracts.jobs import CheckpointInfo
+from mt_storage.files import atomic_write_bytes
+from mt_storage.jobs import utcnow
+
+CHECKPOINTS_DIR = "checkpoints"
+INDEX = "checkpoints.json"
+
+
+class Counters(msgspec.Struct, kw_only=True):
+    """Run counters carried across a resume. Seconds are training time, excluding data preparation."""
+
+    step: int = 0
+    elapsed_seconds: float = 0.0
+    last_train_loss: float | None = None
+    last_val_loss: float | None = None
+
+
+def read_index(run_dir: Path) -> list[CheckpointInfo]:
+    """The kept checkpoints, oldest first (empty when there are none)."""
+    path = run_dir / INDEX
+    if not path.is_file():
+        return []
+    return codec.decode(path.read_bytes(), list[CheckpointInfo])
+
+
+def save_checkpoint(
+    run_dir: Path,
+    keep: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    counters: Counters,
+) -> CheckpointInfo:
+    """Write the checkpoint for ``counters.step``; returns its index entry."""
+    directory = run_dir / CHECKPOINTS_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"step-{counters.step:09d}.pt"
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "sampler_rng": generator.get_state(),
+        "counters": codec.encode(counters).decode(),
+    }
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, directory / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    info = CheckpointInfo(
+        step=counters.step,
+        path=f"{CHECKPOINTS_DIR}/{name}",
+        size_bytes=(directory / name).stat().st_size,
+        created_at=utcnow(),
+        train_loss=counters.last_train_loss,
+        val_loss=counters.last_val_loss,
+    )
+    entries = [entry for entry in read_index(run_dir) if entry.step != info.step] + [info]
+    kept, dropped = entries[-keep:], entries[:-keep]
+    atomic_write_bytes(run_dir / INDEX, codec.encode(kept))
+    for entry in dropped:
+        (run_dir / entry.path).unlink(missing_ok=True)
+    return info
+
+
+def load_latest(
+    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> Counters | None:
+    """Restore the newest checkpoint into ``model``, ``optimizer`` and ``generator`` and return its counters;
+    ``None`` when the run has none."""
+    index = read_index(run_dir)
+    if not index:
+        return None
+    state = torch.load(run_dir / index[-1].path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    generator.set_state(state["sampler_rng"])
+    return codec.decode(state["counters"], Counters)

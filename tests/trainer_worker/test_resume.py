@@ -1,0 +1,118 @@
+"""Checkpoints carry everything: a training process killed mid-run and started again ends with exactly the
+weights of an uninterrupted run (same seed, CPU)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from mt_contracts import codec
+from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
+from mt_contracts.training import Checkpoint, Finished, Resumed, RunSpec, TrainingEvent, decode_event
+from mt_tokenizer_worker.methods import METHODS
+from mt_trainer_worker.training.checkpoints import read_index
+
+REQUEST = TrainRunRequest(
+    tokenizer_id="tok_01JDQ8ZQ0000000000000000AA",
+    corpus_path="small.txt",
+    n_layer=1,
+    n_head=2,
+    n_embd=32,
+    block_size=32,
+    batch_size=4,
+    max_steps=40,
+    warmup_steps=5,
+    dropout=0.1,
+    eval_interval=15,
+    eval_iters=2,
+    checkpoint_interval=10,
+    keep_checkpoints=2,
+    gradient_accumulation_steps=2,
+    device="cpu",
+)
+
+
+@pytest.fixture
+def tokenizer_dir(tmp_path: Path, shakespeare: str) -> Path:
+    out = tmp_path / "tokenizer"
+    request = TrainTokenizerRequest(corpus_path="small.txt", vocab_size=300)
+    METHODS["bpe"].train(iter(shakespeare[:30_000].splitlines(keepends=True)), request, out)
+    return out
+
+
+def _spec(tmp_path: Path, name: str, tokenizer_dir: Path, corpus_root: Path) -> Path:
+    run_dir = tmp_path / name
+    spec = RunSpec(
+        run_id="run_01JDQ8ZQ0000000000000000AA",
+        tokenizer_id=REQUEST.tokenizer_id,
+        request=REQUEST,
+        tokenizer_dir=str(tokenizer_dir),
+        corpus_files=[str(corpus_root / "small.txt")],
+        model_dir=str(run_dir / "model"),
+        work_dir=str(run_dir / "work"),
+        run_dir=str(run_dir),
+        heartbeat_interval=0.5,
+        progress_interval=0.1,
+    )
+    path = tmp_path / f"{name}.json"
+    path.write_bytes(codec.encode(spec))
+    return path
+
+
+def _start(spec: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "mt_trainer_worker.training", "--spec", str(spec)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+
+def _events(process: subprocess.Popen[bytes]) -> list[TrainingEvent]:
+    assert process.stdout is not None
+    with process.stdout:
+        return [decode_event(line) for line in process.stdout]
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_identical_weights(
+    tmp_path: Path, tokenizer_dir: Path, corpus_root: Path
+) -> None:
+    straight = _start(_spec(tmp_path, "straight", tokenizer_dir, corpus_root))
+    straight_events = _events(straight)
+    assert straight.wait() == 0
+    assert isinstance(straight_events[-1], Finished)
+
+    interrupted_spec = _spec(tmp_path, "interrupted", tokenizer_dir, corpus_root)
+    first = _start(interrupted_spec)
+    assert first.stdout is not None
+    for line in first.stdout:
+        if isinstance(decode_event(line), Checkpoint):
+            first.send_signal(signal.SIGKILL)
+            break
+    first.wait()
+    first.stdout.close()
+    assert first.returncode == -signal.SIGKILL
+    killed_at = read_index(tmp_path / "interrupted")[-1].step
+    assert 10 <= killed_at < 40
+
+    second = _start(interrupted_spec)
+    resumed_events = _events(second)
+    assert second.wait() == 0
+    resumed = [e for e in resumed_events if isinstance(e, Resumed)]
+    assert resumed == [Resumed(step=killed_at)]
+
+    finished_straight, finished_resumed = straight_events[-1], resumed_events[-1]
+    assert isinstance(finished_straight, Finished) and isinstance(finished_resumed, Finished)
+    assert finished_resumed.metrics.val_loss == finished_straight.metrics.val_loss
+    weights_straight = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    weights_resumed = load_file(str(tmp_path / "interrupted" / "model" / "model.safetensors"))
+    assert weights_straight.keys() == weights_resumed.keys()
+    assert all(weights_straight[k].equal(weights_resumed[k]) for k in weights_straight)
+    # keep_checkpoints=2: only the last two remain, the final step among them.
+    index = read_index(tmp_path / "interrupted")
+    assert [entry.step for entry in index] == [30, 40]
+    assert sorted(p.name for p in (tmp_path / "interrupted" / "checkpoints").iterdir()) == [
+        "step-000000030.pt",
+        "step-000000040.pt",
+    ]
