@@ -18,12 +18,14 @@ T = TypeVar("T")
 
 
 @asynccontextmanager
-async def running_workers(settings: WorkerServiceSettings) -> AsyncIterator[list[Worker]]:
-    """Both real arq workers, polling the private Redis, until the block exits."""
-    workers = [
-        create_tokenizer_worker(settings, handle_signals=False),
-        create_trainer_worker(settings, handle_signals=False),
-    ]
+async def running_workers(
+    settings: WorkerServiceSettings, *, tokenizer: bool = True, trainer: bool = True
+) -> AsyncIterator[list[Worker]]:
+    """The real arq workers (both kinds unless told otherwise), polling the private Redis, until the block
+    exits."""
+    workers = [create_tokenizer_worker(settings, handle_signals=False)] if tokenizer else []
+    if trainer:
+        workers.append(create_trainer_worker(settings, handle_signals=False))
     tasks = [asyncio.create_task(worker.main()) for worker in workers]
     try:
         yield workers

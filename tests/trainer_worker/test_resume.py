@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from mt_contracts import codec
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.training import Checkpoint, Finished, Resumed, RunSpec, TrainingEvent, decode_event
+from mt_storage.checkpoints import read_index
 from mt_tokenizer_worker.methods import METHODS
-from mt_trainer_worker.training.checkpoints import read_index
 
 REQUEST = TrainRunRequest(
     tokenizer_id="tok_01JDQ8ZQ0000000000000000AA",

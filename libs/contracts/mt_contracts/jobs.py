@@ -24,7 +24,8 @@ TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({"succeeded", "failed", "can
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     "queued": frozenset({"queued", "running", "failed", "cancelled"}),
-    "running": frozenset({"running", "cancelling", "succeeded", "failed", "cancelled"}),
+    # running -> queued: the reaper hands a run whose worker died back to the queue.
+    "running": frozenset({"running", "queued", "cancelling", "succeeded", "failed", "cancelled"}),
     # A job that finishes while its cancel is on the way keeps its real ending.
     "cancelling": frozenset({"cancelling", "succeeded", "failed", "cancelled"}),
     "succeeded": frozenset(),
@@ -155,3 +156,10 @@ class JobAccepted(msgspec.Struct, frozen=True):
     id: str
     status: JobStatus
     location: str
+
+
+class RunSeries(msgspec.Struct, frozen=True):
+    """``GET /runs/{id}/metrics``: the training-loss reports and validation estimates so far, by step."""
+
+    train: list[RunProgress]
+    val: list[EvalPoint]

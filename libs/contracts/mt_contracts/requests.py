@@ -104,3 +104,11 @@ class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
         if self.max_tokens is not None:
             return max(1, -(-self.max_tokens // self.tokens_per_step))
         return DEFAULT_MAX_STEPS
+
+
+class ResumeRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``POST /runs/{id}/resume``: continue a failed or cancelled run from its last checkpoint, optionally
+    with a new step budget (``max_steps`` replaces ``max_steps``/``max_tokens``; the cosine schedule then
+    decays to the new last step)."""
+
+    max_steps: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None

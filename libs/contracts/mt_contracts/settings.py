@@ -31,12 +31,15 @@ class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Filesystem roots. ``corpus_root`` holds user corpora (read-only to the service); ``artifacts_root``
-    holds finished tokenizers and models; ``runs_root`` holds run specs, manifests and process logs."""
+    holds finished tokenizers and models; ``runs_root`` holds run specs, manifests, checkpoints and process
+    logs. A running run whose last heartbeat is older than ``stall_after_seconds`` shows as ``stalled``, and
+    the trainer workers' reaper takes it back (resume from its checkpoint, or ``worker_lost``)."""
 
     artifacts_root: str = ".data/artifacts"
     runs_root: str = ".data/runs"
     corpus_root: str = "corpus"
     log_level: str = "INFO"
+    stall_after_seconds: float = 60.0
 
 
 class QueueSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

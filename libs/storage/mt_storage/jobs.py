@@ -8,7 +8,7 @@ another writer got there first. A late or retried writer therefore never moves a
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 import msgspec
@@ -19,7 +19,18 @@ from mt_contracts import codec
 from mt_contracts.jobs import Job, JobError, RunJob, TokenizerJob, transition_allowed
 from mt_storage import RecordNotFound, StorageError
 
+ACTIVE_STATUSES = frozenset({"running", "cancelling"})
+
 R = TypeVar("R", bound=Job)
+
+
+def is_stalled(job: RunJob, now: datetime, stall_after_seconds: float) -> bool:
+    """True when ``job`` is ``running`` or ``cancelling`` but its training process has not sent a heartbeat
+    for more than ``stall_after_seconds`` (its worker or process is gone, or hangs)."""
+    if job.status not in ACTIVE_STATUSES:
+        return False
+    last = job.heartbeat_at or job.started_at or job.updated_at
+    return now - last > timedelta(seconds=stall_after_seconds)
 
 
 def utcnow() -> datetime:
@@ -30,7 +41,9 @@ def utcnow() -> datetime:
 class JobStore(Generic[R]):
     """Records of one kind (``record_type``) under ``<prefix><id>`` keys.
 
-    ``retention_seconds`` bounds how long a record lives after its last write (``None`` keeps it forever).
+    ``<prefix>active`` is the set of ids whose status is ``running`` or ``cancelling``, kept in the same
+    transaction as each write, so a reaper can find jobs whose worker died. ``retention_seconds`` bounds
+    how long a record lives after its last write (``None`` keeps it forever).
     """
 
     def __init__(self, redis: Redis, record_type: type[R], prefix: str, retention_seconds: int | None = None) -> None:
@@ -41,6 +54,17 @@ class JobStore(Generic[R]):
 
     def key(self, job_id: str) -> str:
         return f"{self._prefix}{job_id}"
+
+    @property
+    def active_key(self) -> str:
+        return f"{self._prefix}active"
+
+    async def active_ids(self) -> list[str]:
+        """Ids of jobs that are ``running`` or ``cancelling``, sorted."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(self.active_key)
+            (members,) = await pipe.execute()
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
     async def create(self, record: R) -> None:
         """Store a new record.
@@ -81,6 +105,10 @@ class JobStore(Generic[R]):
                         return None
                     pipe.multi()
                     pipe.set(key, codec.encode(updated), ex=self._retention)
+                    if updated.status in ACTIVE_STATUSES:
+                        pipe.sadd(self.active_key, job_id)
+                    else:
+                        pipe.srem(self.active_key, job_id)
                     await pipe.execute()
                     return updated
                 except WatchError:

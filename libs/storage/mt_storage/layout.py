@@ -6,7 +6,8 @@
                                                 special_tokens_map.json, manifest.json, logs.jsonl}
     <artifacts_root>/models/<run_id>/{config.json, generation_config.json, model.safetensors,
                                       tokenizer.json, ..., manifest.json, logs.jsonl}
-    <runs_root>/<run_id>/{spec.json, manifest.json, process.log, work/}
+    <runs_root>/<run_id>/{spec.json, manifest.json, metrics.jsonl, process.log, checkpoints.json,
+                          checkpoints/, work/}
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class Layout(msgspec.Struct, frozen=True):
 
     def run_process_log(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "process.log"
+
+    def run_metrics(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "metrics.jsonl"
 
     def run_work_dir(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "work"

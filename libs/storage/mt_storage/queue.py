@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Protocol
 
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
-from arq.constants import abort_jobs_ss
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 from arq.worker import Function, Worker, func
 
 from mt_contracts.jobs import JobError
@@ -31,6 +37,12 @@ class JobQueue(Protocol):
     async def enqueue(self, task: str, job_id: str, queue_name: str) -> bool: ...
 
     async def abort(self, job_id: str) -> None: ...
+
+    async def requeue(self, task: str, job_id: str, queue_name: str) -> bool: ...
+
+    async def release(self, job_id: str) -> None: ...
+
+    async def discard(self, job_id: str, queue_name: str) -> None: ...
 
 
 class ArqJobQueue:
@@ -55,6 +67,21 @@ class ArqJobQueue:
     async def abort(self, job_id: str) -> None:
         """Ask arq to cancel the job's task; the worker polling the job's queue sees it within a poll."""
         await self.pool.zadd(abort_jobs_ss, {job_id: int(time.time() * 1000)})
+
+    async def requeue(self, task: str, job_id: str, queue_name: str) -> bool:
+        """Enqueue a job whose id already ran (a resume): forget arq's result and try count first."""
+        await self.pool.delete(result_key_prefix + job_id, retry_key_prefix + job_id, in_progress_key_prefix + job_id)
+        return await self.enqueue(task, job_id, queue_name)
+
+    async def release(self, job_id: str) -> None:
+        """Let another worker take a job whose worker died: arq keeps a job's in-progress mark for its whole
+        timeout, so without this a run would wait days for its retry."""
+        await self.pool.delete(in_progress_key_prefix + job_id)
+
+    async def discard(self, job_id: str, queue_name: str) -> None:
+        """Remove a job from its queue and forget it, so no worker runs it again."""
+        await self.pool.zrem(queue_name, job_id)
+        await self.pool.delete(job_key_prefix + job_id, in_progress_key_prefix + job_id, retry_key_prefix + job_id)
 
     async def close(self) -> None:
         await self.pool.aclose()
@@ -84,6 +111,7 @@ def build_worker(
     handle_signals: bool = True,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     finish_jobs_on_shutdown: bool = True,
+    background: Callable[[], Coroutine[object, object, None]] | None = None,
 ) -> Worker:
     """An arq worker that runs ``handler(job_id)`` for jobs named ``task`` on ``queue_name``.
 
@@ -95,7 +123,8 @@ def build_worker(
     The health key ``<queue_name>:health-check`` is refreshed every ``settings.health_check_interval``
     seconds and expires one second after that. ``on_shutdown`` runs once the worker has stopped (close
     connections there). On SIGTERM, running jobs get ``settings.shutdown_grace`` seconds to finish when
-    ``finish_jobs_on_shutdown``; otherwise they are cancelled at once (and retried later).
+    ``finish_jobs_on_shutdown``; otherwise they are cancelled at once (and retried later). ``background``
+    runs as a task beside the worker from start-up to shutdown (the trainer's reaper).
     """
 
     async def run(ctx: dict[str, object], job_id: str) -> None:
@@ -114,7 +143,16 @@ def build_worker(
                 await asyncio.shield(endings.mark_failed(job_id, JobError(code="worker_lost", message=message)))
             raise
 
-    async def shutdown(ctx: dict[str, object]) -> None:  # arq passes its ctx by keyword
+    tasks: list[asyncio.Task[None]] = []
+
+    async def startup(ctx: dict[str, object]) -> None:  # arq passes its ctx by keyword
+        if background is not None:
+            tasks.append(asyncio.create_task(background()))
+
+    async def shutdown(ctx: dict[str, object]) -> None:
+        for running in tasks:
+            running.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if on_shutdown is not None:
             await on_shutdown()
 
@@ -134,5 +172,6 @@ def build_worker(
         job_completion_wait=int(settings.shutdown_grace) if finish_jobs_on_shutdown else 0,
         job_serializer=serialize_job,
         job_deserializer=deserialize_job,
+        on_startup=startup,
         on_shutdown=shutdown,
     )

@@ -35,8 +35,9 @@ from mt_contracts.training import (
     decode_event,
 )
 from mt_storage import CorpusPathError
+from mt_storage.checkpoints import read_index
 from mt_storage.corpus import resolve_corpus
-from mt_storage.files import atomic_write_bytes
+from mt_storage.files import append_line, atomic_write_bytes
 from mt_storage.joblog import JobLog
 from mt_storage.jobs import JobStore, utcnow
 from mt_storage.layout import LOGS, MANIFEST, Layout
@@ -69,6 +70,10 @@ class RunSupervisor:
         ``asyncio.CancelledError`` (abort or worker shutdown) kills the process group and is re-raised.
         """
         job = await self.store.mark_running(run_id)
+        if job is not None:
+            # The clock of the stall check starts now; the process beats once it has imported torch.
+            beat = utcnow()
+            job = await self.store.update(run_id, lambda r: msgspec.structs.replace(r, heartbeat_at=beat))
         if job is None:
             logger.info("run already finished", extra={"event": "job_skipped", "job_id": run_id})
             return
@@ -107,9 +112,42 @@ class RunSupervisor:
         return spec
 
     async def _launch_and_follow(self, job: RunJob, spec: RunSpec, log: JobLog) -> None:
+        """Run the training process; when it dies without a result (killed, out of memory) after writing a
+        checkpoint, start it again (it resumes from the checkpoint), up to ``max_tries`` processes."""
         run_id = job.id
         process_log = self.layout.run_process_log(run_id)
         process_log.parent.mkdir(parents=True, exist_ok=True)
+        launches = 0
+        while True:
+            launches += 1
+            checkpoint_before = _latest_checkpoint_step(self.layout, run_id)
+            outcome, return_code = await self._run_process(run_id, process_log, log)
+            match outcome:
+                case Finished() if return_code == 0:
+                    await self._succeed(run_id, spec, outcome, log)
+                    return
+                case Failed(code=code, message=message):
+                    await self.fail(run_id, JobError(code=code, message=message), log)
+                    return
+            progressed = _latest_checkpoint_step(self.layout, run_id) > checkpoint_before
+            if progressed and launches < self.settings.max_tries:
+                log.write(
+                    "warning", "process_restarting",
+                    f"the training process exited with code {return_code}; resuming from its last checkpoint",
+                    return_code=return_code,
+                )  # fmt: skip
+                await self.store.update(run_id, lambda r: msgspec.structs.replace(r, attempts=r.attempts + 1))
+                continue
+            tail = _tail(process_log, _STDERR_TAIL_LINES)
+            message = f"the training process exited with code {return_code} without a result"
+            if tail:
+                message += f"; last output: {tail}"
+            await self.fail(run_id, JobError(code="process_crashed", message=message), log)
+            return
+
+    async def _run_process(self, run_id: str, process_log: Path, log: JobLog) -> tuple[Finished | Failed | None, int]:
+        """Start one training process and relay its events until it exits; returns its result event (if
+        any) and exit code. Cancellation stops the process group and propagates."""
         with process_log.open("ab") as stderr:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "mt_trainer_worker.training",
@@ -134,17 +172,7 @@ class RunSupervisor:
             await _terminate(process, self.settings.shutdown_grace)
             log.write("warning", "process_stopped", "training process stopped by the worker")
             raise
-        match outcome:
-            case Finished() if return_code == 0:
-                await self._succeed(run_id, spec, outcome, log)
-            case Failed(code=code, message=message):
-                await self.fail(run_id, JobError(code=code, message=message), log)
-            case _:
-                tail = _tail(process_log, _STDERR_TAIL_LINES)
-                message = f"the training process exited with code {return_code} without a result"
-                if tail:
-                    message += f"; last output: {tail}"
-                await self.fail(run_id, JobError(code="process_crashed", message=message), log)
+        return outcome, return_code
 
     def _decode(self, raw: bytes, log: JobLog) -> TrainingEvent | None:
         try:
@@ -181,6 +209,7 @@ class RunSupervisor:
                     r, checkpoint=checkpoint, heartbeat_at=now, updated_at=now
                 )
             case Progress(progress=progress):
+                append_line(self.layout.run_metrics(run_id), codec.encode(event) + b"\n")
                 log.write(
                     "info", "progress",
                     f"step {progress.step}/{progress.max_steps} loss {progress.train_loss:.4f}",
@@ -190,6 +219,7 @@ class RunSupervisor:
                     r, progress=progress, heartbeat_at=now, updated_at=now
                 )
             case Eval(point=point):
+                append_line(self.layout.run_metrics(run_id), codec.encode(event) + b"\n")
                 log.write(
                     "info", "eval", f"step {point.step} val_loss {point.val_loss:.4f}", **msgspec.structs.asdict(point)
                 )
@@ -245,6 +275,11 @@ async def _terminate(process: asyncio.subprocess.Process, grace: float) -> None:
             await process.wait()
     except ProcessLookupError:
         return
+
+
+def _latest_checkpoint_step(layout: Layout, run_id: str) -> int:
+    index = read_index(layout.run_dir(run_id))
+    return index[-1].step if index else -1
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -9,7 +9,8 @@ from mt_contracts.queue import TRAIN_MODEL_TASK
 from mt_contracts.settings import WorkerServiceSettings
 from mt_storage.jobs import run_jobs
 from mt_storage.layout import Layout
-from mt_storage.queue import build_worker
+from mt_storage.queue import ArqJobQueue, build_worker
+from mt_trainer_worker.reaper import reap_forever
 from mt_trainer_worker.supervisor import RunSupervisor
 
 
@@ -18,7 +19,16 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     otherwise."""
     redis = Redis.from_url(settings.redis.url)
     store = run_jobs(redis)
-    supervisor = RunSupervisor(store, Layout.from_settings(settings.app), settings.worker)
+    layout = Layout.from_settings(settings.app)
+    supervisor = RunSupervisor(store, layout, settings.worker)
+
+    async def reaper() -> None:
+        queue = await ArqJobQueue.connect(settings.redis.url)
+        try:
+            await reap_forever(store, queue, layout, settings)
+        finally:
+            await queue.close()
+
     return build_worker(
         task=TRAIN_MODEL_TASK,
         handler=supervisor.run,
@@ -33,4 +43,5 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         # A run can take hours: stop it at once (the supervisor gives the process its own grace period to
         # exit cleanly) and let the retry take it over, rather than wait for it to finish.
         finish_jobs_on_shutdown=False,
+        background=reaper,
     )

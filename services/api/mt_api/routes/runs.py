@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
+import msgspec
 from litestar import Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from mt_api import NotFound
+from mt_api import Conflict, InvalidField, NotFound
 from mt_api.routes.common import accepted, cancel, enqueue, new_id
 from mt_api.services import Services
 from mt_api.validation import check_run_request
 from mt_contracts.ids import is_run_id
-from mt_contracts.jobs import JobAccepted, RunJob
+from mt_contracts.jobs import CheckpointInfo, EvalPoint, JobAccepted, RunJob, RunProgress, RunSeries
 from mt_contracts.queue import TRAIN_MODEL_TASK
-from mt_contracts.requests import TrainRunRequest
-from mt_storage.jobs import utcnow
+from mt_contracts.requests import ResumeRunRequest, TrainRunRequest
+from mt_contracts.training import Eval, Progress, decode_event
+from mt_storage.checkpoints import read_index
+from mt_storage.jobs import is_stalled, utcnow
 
 
 @post("/runs/train", status_code=HTTP_202_ACCEPTED, tags=["runs"])
@@ -30,13 +36,82 @@ async def train_run(data: JSONBody[TrainRunRequest], services: NamedDependency[S
     return accepted(job.id, f"/runs/{job.id}")
 
 
-@get("/runs/{run_id:str}", tags=["runs"])
-async def get_run(run_id: FromPath[str], services: NamedDependency[Services]) -> RunJob:
-    """The run: status, progress, heartbeat, last validation estimate, final metrics or error."""
+async def _get(services: Services, run_id: str) -> RunJob:
     job = await services.runs.get(run_id) if is_run_id(run_id) else None
     if job is None:
         raise NotFound(f"no run {run_id}")
     return job
+
+
+@get("/runs/{run_id:str}", tags=["runs"])
+async def get_run(run_id: FromPath[str], services: NamedDependency[Services]) -> RunJob:
+    """The run: status, progress, heartbeat, last validation estimate, latest checkpoint, final metrics or
+    error. A running run whose heartbeat is older than ``APP__STALL_AFTER_SECONDS`` shows ``stalled``."""
+    job = await _get(services, run_id)
+    if is_stalled(job, utcnow(), services.settings.app.stall_after_seconds):
+        return msgspec.structs.replace(job, status="stalled")
+    return job
+
+
+@post("/runs/{run_id:str}/resume", status_code=HTTP_202_ACCEPTED, tags=["runs"])
+async def resume_run(
+    run_id: FromPath[str], data: JSONBody[ResumeRunRequest], services: NamedDependency[Services]
+) -> Response[JobAccepted]:
+    """Put a failed or cancelled run back on the queue; it continues from its last checkpoint. 409 when
+    the run has not ended that way or has no checkpoint; 400 when ``max_steps`` is not past it."""
+    job = await _get(services, run_id)
+    if job.status not in {"failed", "cancelled"}:
+        raise Conflict(f"run {run_id} is {job.status}; only a failed or cancelled run can be resumed")
+    checkpoints = read_index(services.layout.run_dir(run_id))
+    if not checkpoints:
+        raise Conflict(f"run {run_id} has no checkpoint to resume from; submit it again with POST /runs/train")
+    last = checkpoints[-1].step
+    request = job.request
+    if data.max_steps is not None:
+        if data.max_steps <= last:
+            raise InvalidField(f"max_steps must be past the last checkpoint (step {last})", field="max_steps")
+        request = msgspec.structs.replace(request, max_steps=data.max_steps, max_tokens=None)
+    now = utcnow()
+    resumed = await services.runs.update(
+        run_id,
+        lambda r: msgspec.structs.replace(
+            r, status="queued", request=request, error=None, finished_at=None, attempts=0, updated_at=now
+        ),
+    )
+    if resumed is None:
+        raise Conflict(f"run {run_id} changed while resuming; try again")
+    await services.queue.requeue(TRAIN_MODEL_TASK, run_id, services.settings.queue.training)
+    return accepted(run_id, f"/runs/{run_id}")
+
+
+@get("/runs/{run_id:str}/checkpoints", tags=["runs"])
+async def list_checkpoints(run_id: FromPath[str], services: NamedDependency[Services]) -> list[CheckpointInfo]:
+    """The run's kept checkpoints, oldest first: step, path, size in bytes, time, losses."""
+    await _get(services, run_id)
+    return read_index(services.layout.run_dir(run_id))
+
+
+@get("/runs/{run_id:str}/metrics", tags=["runs"])
+async def run_metrics(run_id: FromPath[str], services: NamedDependency[Services]) -> RunSeries:
+    """The training loss (averaged between reports) and validation estimates by step, for plotting."""
+    await _get(services, run_id)
+    return await asyncio.to_thread(_read_series, services.layout.run_metrics(run_id))
+
+
+def _read_series(path: Path) -> RunSeries:
+    train: list[RunProgress] = []
+    val: list[EvalPoint] = []
+    if path.is_file():
+        with path.open("rb") as handle:
+            for line in handle:
+                match decode_event(line):
+                    case Progress(progress=progress):
+                        train.append(progress)
+                    case Eval(point=point):
+                        val.append(point)
+                    case _:
+                        continue
+    return RunSeries(train=train, val=val)
 
 
 @post("/runs/{run_id:str}/cancel", status_code=200, tags=["runs"])
@@ -48,4 +123,4 @@ async def cancel_run(run_id: FromPath[str], services: NamedDependency[Services])
     return await cancel(services, services.runs, run_id, "run")
 
 
-ROUTES = [train_run, get_run, cancel_run]
+ROUTES = [train_run, get_run, cancel_run, resume_run, list_checkpoints, run_metrics]

@@ -19,11 +19,9 @@ import torch
 
 from mt_contracts import codec
 from mt_contracts.jobs import CheckpointInfo
+from mt_storage.checkpoints import CHECKPOINTS_DIR, INDEX, read_index
 from mt_storage.files import atomic_write_bytes
 from mt_storage.jobs import utcnow
-
-CHECKPOINTS_DIR = "checkpoints"
-INDEX = "checkpoints.json"
 
 
 class Counters(msgspec.Struct, kw_only=True):
@@ -33,14 +31,6 @@ class Counters(msgspec.Struct, kw_only=True):
     elapsed_seconds: float = 0.0
     last_train_loss: float | None = None
     last_val_loss: float | None = None
-
-
-def read_index(run_dir: Path) -> list[CheckpointInfo]:
-    """The kept checkpoints, oldest first (empty when there are none)."""
-    path = run_dir / INDEX
-    if not path.is_file():
-        return []
-    return codec.decode(path.read_bytes(), list[CheckpointInfo])
 
 
 def save_checkpoint(

@@ -1,0 +1,164 @@
+"""Run lifecycle through the real stack: cancel, resume, a killed training process, a killed worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
+
+from mt_api.app import create_app
+from mt_contracts import codec
+from mt_contracts.jobs import CheckpointInfo, JobAccepted, RunJob, RunSeries, TokenizerJob
+from mt_contracts.settings import ApiSettings, WorkerServiceSettings
+from tests.helpers import running_workers, wait_for
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+STALL_AFTER_SECONDS = 15.0
+RUN = {
+    "corpus_path": "small.txt",
+    "n_layer": 1,
+    "n_head": 2,
+    "n_embd": 32,
+    "block_size": 32,
+    "batch_size": 4,
+    "warmup_steps": 5,
+    "eval_interval": 50,
+    "eval_iters": 2,
+    "checkpoint_interval": 20,
+    "device": "cpu",
+}
+
+
+async def _run(client: AsyncTestClient[Litestar], run_id: str) -> RunJob:
+    return codec.decode((await client.get(f"/runs/{run_id}")).content, RunJob)
+
+
+async def _submit(client: AsyncTestClient[Litestar], body: dict[str, object]) -> str:
+    response = await client.post("/runs/train", json=body)
+    assert response.status_code == 202, response.text
+    return codec.decode(response.content, JobAccepted).id
+
+
+async def _tokenizer(client: AsyncTestClient[Litestar]) -> str:
+    response = await client.post("/tokenizers/train", json={"corpus_path": "small.txt", "vocab_size": 300})
+    tokenizer_id = codec.decode(response.content, JobAccepted).id
+
+    async def fetch() -> TokenizerJob:
+        return codec.decode((await client.get(f"/tokenizers/{tokenizer_id}")).content, TokenizerJob)
+
+    job = await wait_for(fetch, lambda j: j.status in TERMINAL, 60)
+    assert job.status == "succeeded", job.error
+    return tokenizer_id
+
+
+@pytest.fixture
+async def client(api_settings: ApiSettings, redis: Redis) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=create_app(api_settings)) as client:
+        yield client
+
+
+async def test_cancel_queued_and_running_runs_then_resume_from_the_checkpoint(
+    client: AsyncTestClient[Litestar], worker_settings: WorkerServiceSettings
+) -> None:
+    async with running_workers(worker_settings):
+        tokenizer_id = await _tokenizer(client)
+        long_run = await _submit(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 1_000_000})
+        queued_run = await _submit(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 10})
+        running = await wait_for(lambda: _run(client, long_run), lambda j: j.checkpoint is not None, 120)
+        assert running.status == "running"
+
+        # The worker runs one job at a time: the second run is still queued and is cancelled at once.
+        response = await client.post(f"/runs/{queued_run}/cancel")
+        assert (response.status_code, response.json()["status"]) == (200, "cancelled")
+        response = await client.post(f"/runs/{long_run}/cancel")
+        assert (response.status_code, response.json()["status"]) == (200, "cancelling")
+        cancelled = await wait_for(lambda: _run(client, long_run), lambda j: j.status in TERMINAL, 10)
+        assert cancelled.status == "cancelled"
+        assert (await client.post(f"/runs/{long_run}/cancel")).status_code == 409
+
+        checkpoints = msgspec.json.decode(
+            (await client.get(f"/runs/{long_run}/checkpoints")).content, type=list[CheckpointInfo]
+        )
+        assert checkpoints and [c.step for c in checkpoints] == sorted(c.step for c in checkpoints)
+        last = checkpoints[-1].step
+        assert (await client.post(f"/runs/{long_run}/resume", json={"max_steps": last})).status_code == 400
+        response = await client.post(f"/runs/{long_run}/resume", json={"max_steps": last + 15})
+        assert response.status_code == 202, response.text
+        resumed = await wait_for(lambda: _run(client, long_run), lambda j: j.status in TERMINAL, 120)
+
+    assert resumed.status == "succeeded", resumed.error
+    assert resumed.resumed_from_step == last
+    assert resumed.progress is not None and resumed.progress.step == last + 15
+    assert (await _run(client, queued_run)).attempts == 0
+    series = codec.decode((await client.get(f"/runs/{long_run}/metrics")).content, RunSeries)
+    steps = [point.step for point in series.train]
+    assert steps == sorted(steps) and steps[-1] == last + 15
+
+
+async def test_a_killed_training_process_is_restarted_from_its_checkpoint(
+    client: AsyncTestClient[Litestar], worker_settings: WorkerServiceSettings, api_settings: ApiSettings
+) -> None:
+    async with running_workers(worker_settings):
+        tokenizer_id = await _tokenizer(client)
+        run_id = await _submit(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 400})
+        await wait_for(lambda: _run(client, run_id), lambda j: j.checkpoint is not None, 120)
+        logs = Path(api_settings.app.artifacts_root) / "models" / run_id / "logs.jsonl"
+        started = [msgspec.json.decode(line) for line in logs.read_bytes().splitlines() if b"process_started" in line]
+        os.kill(started[-1]["pid"], signal.SIGKILL)
+        run = await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, 120)
+    assert run.status == "succeeded", run.error
+    assert run.attempts == 2
+    assert run.resumed_from_step is not None and run.resumed_from_step >= 20
+
+
+async def test_a_run_whose_worker_was_killed_is_reaped_and_resumed_by_another_worker(
+    client: AsyncTestClient[Litestar], worker_settings: WorkerServiceSettings, redis: Redis
+) -> None:
+    settings = msgspec.structs.replace(
+        worker_settings, app=msgspec.structs.replace(worker_settings.app, stall_after_seconds=4.0)
+    )
+    env = {
+        **os.environ,
+        "REDIS__URL": settings.redis.url,
+        "APP__ARTIFACTS_ROOT": settings.app.artifacts_root,
+        "APP__RUNS_ROOT": settings.app.runs_root,
+        "APP__CORPUS_ROOT": settings.app.corpus_root,
+        "APP__STALL_AFTER_SECONDS": str(STALL_AFTER_SECONDS),
+        "WORKER__HEARTBEAT_INTERVAL": "0.5",
+        "WORKER__PROGRESS_INTERVAL": "0.2",
+        "WORKER__HEALTH_CHECK_INTERVAL": "1",
+        "WORKER__NICENESS": "0",
+    }
+    command = [sys.executable, "-m", "mt_trainer_worker"]
+    async with running_workers(settings, trainer=False):
+        tokenizer_id = await _tokenizer(client)
+        run_id = await _submit(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 600})
+        first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            await wait_for(lambda: _run(client, run_id), lambda j: j.checkpoint is not None, 120)
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            stalled = await wait_for(lambda: _run(client, run_id), lambda j: j.status == "stalled", 60)
+            assert stalled.checkpoint is not None
+            second = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                run = await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, 240)
+            finally:
+                second.send_signal(signal.SIGTERM)
+                second.wait(60)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+    assert run.status == "succeeded", run.error
+    assert run.resumed_from_step is not None and run.resumed_from_step >= 20
+    assert run.attempts == 2
