@@ -56,6 +56,7 @@ def _spec(tmp_path: Path, name: str, tokenizer_dir: Path, corpus_root: Path) -> 
         model_dir=str(run_dir / "model"),
         work_dir=str(run_dir / "work"),
         run_dir=str(run_dir),
+        dataset_cache=str(tmp_path / "datasets"),
         heartbeat_interval=0.5,
         progress_interval=0.1,
     )

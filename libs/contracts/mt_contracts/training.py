@@ -18,6 +18,7 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     ``corpus_files`` are read in order; ``model_dir`` receives the final artifacts (each file written
     atomically, ``manifest.json`` last); ``work_dir`` is scratch space owned by this run; ``run_dir`` holds
     ``checkpoints/`` and their index. When a checkpoint exists there, training resumes from the latest.
+    ``dataset_cache`` holds prepared token files shared by runs on the same corpus and tokenizer.
     Intervals are seconds.
     """
 
@@ -29,6 +30,7 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     model_dir: str
     work_dir: str
     run_dir: str = ""
+    dataset_cache: str = ""
     heartbeat_interval: float = 5.0
     progress_interval: float = 2.0
 

@@ -6,6 +6,7 @@
                                                 special_tokens_map.json, manifest.json, logs.jsonl}
     <artifacts_root>/models/<run_id>/{config.json, generation_config.json, model.safetensors,
                                       tokenizer.json, ..., manifest.json, logs.jsonl}
+    <runs_root>/datasets/<key>/{train.bin, val.bin, prepared.json}
     <runs_root>/<run_id>/{spec.json, manifest.json, metrics.jsonl, process.log, checkpoints.json,
                           checkpoints/, work/}
 """
@@ -58,6 +59,10 @@ class Layout(msgspec.Struct, frozen=True):
 
     def run_metrics(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "metrics.jsonl"
+
+    def dataset_cache(self) -> Path:
+        """Prepared token files, keyed by corpus and tokenizer digests (shared by runs)."""
+        return self.runs_root / "datasets"
 
     def run_work_dir(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "work"

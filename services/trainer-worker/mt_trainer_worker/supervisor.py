@@ -50,7 +50,8 @@ _PROCESS_ENV = {
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TRANSFORMERS_VERBOSITY": "error",
-    "TOKENIZERS_PARALLELISM": "false",
+    # The process never forks after encoding, so the tokenizer may use every core for encode_batch.
+    "TOKENIZERS_PARALLELISM": "true",
     "PYTHONUNBUFFERED": "1",
 }
 _STDERR_TAIL_LINES = 20
@@ -105,6 +106,7 @@ class RunSupervisor:
             model_dir=str(self.layout.model_dir(job.id)),
             work_dir=str(self.layout.run_work_dir(job.id)),
             run_dir=str(self.layout.run_dir(job.id)),
+            dataset_cache=str(self.layout.dataset_cache()),
             heartbeat_interval=self.settings.heartbeat_interval,
             progress_interval=self.settings.progress_interval,
         )

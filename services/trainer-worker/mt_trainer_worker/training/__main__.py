@@ -29,7 +29,7 @@ from mt_storage.files import atomic_move, atomic_write_bytes, file_entries
 from mt_storage.jobs import utcnow
 from mt_storage.layout import MANIFEST
 from mt_trainer_worker.training import TrainingFailure
-from mt_trainer_worker.training.data import load_tokenizer, open_tokens, prepare_data
+from mt_trainer_worker.training.data import open_tokens, prepare_data
 from mt_trainer_worker.training.events import EventWriter, HeartbeatThread
 from mt_trainer_worker.training.loop import (
     LN2,
@@ -48,9 +48,10 @@ def run(spec: RunSpec, writer: EventWriter, stop: threading.Event) -> Finished:
     """Prepare data, train, score the whole validation split, and publish the artifacts."""
     request = spec.request
     tokenizer_dir = Path(spec.tokenizer_dir)
-    tokenizer = load_tokenizer(tokenizer_dir)
-    work_dir = Path(spec.work_dir)
-    data = prepare_data(tokenizer, [Path(p) for p in spec.corpus_files], request.val_fraction, work_dir)
+    corpus_files = [Path(p) for p in spec.corpus_files]
+    data = prepare_data(
+        tokenizer_dir / "tokenizer.json", corpus_files, request.val_fraction, request.seed, Path(spec.dataset_cache)
+    )
     trained = train(spec, data, writer, stop)
 
     writer.phase = "evaluating"

@@ -1,16 +1,27 @@
-"""Dataset preparation: encode the corpus with the run's tokenizer into binary token files.
+"""Dataset preparation: encode the corpus with the run's tokenizer into binary token files, once.
 
 Layout of each split file: a flat array of token ids (``uint16`` when the vocabulary fits, else
-``uint32``), read back through ``numpy.memmap`` so memory does not grow with corpus size. An
-``<|endoftext|>`` token separates documents (files); the validation file starts with one, so that every
+``uint32``), read back through a memory map, so memory does not grow with corpus size. An
+``<|endoftext|>`` token separates documents; the validation file starts with one, so that every
 validation token is predicted from a context and scored.
 
-The split is by line: the last ``val_fraction`` of the corpus's lines (nanoGPT holds out the tail the same
-way), so validation text is never training text.
+The split is by document, deterministic from ``val_fraction`` and ``seed``: with several files, whole files
+are held out (a seeded shuffle picks them); a single file is split by lines, its last ``val_fraction`` of
+lines held out (as nanoGPT holds out the tail), so validation text is never training text.
+
+Prepared data is cached under ``datasets/<key>`` where the key digests the corpus fingerprint (each file's
+path, size and sha256), the tokenizer file's sha256 and the split parameters; a later run with the same key
+reuses it. The cache directory is built beside its final place and renamed into it, so it is complete or
+absent.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import random
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -20,16 +31,23 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from mt_contracts import codec
 from mt_contracts.requests import END_OF_TEXT
 from mt_storage.corpus import iter_corpus_lines
+from mt_storage.files import sha256_file
 from mt_trainer_worker.training import TrainingFailure
 
-# Lines are encoded in chunks of about this many characters: few calls into the tokenizer, bounded memory.
-_CHUNK_CHARS = 1 << 20
+FORMAT_VERSION = 1
+# Lines are encoded in batches of pieces of about this many characters: few calls into the tokenizer
+# (encode_batch runs them in parallel), bounded memory.
+_PIECE_CHARS = 64 * 1024
+_BATCH_PIECES = 32
+PREPARED_JSON = "prepared.json"
 
 
 class PreparedData(msgspec.Struct, frozen=True, kw_only=True):
-    """Token files of both splits. ``val_bytes`` counts the UTF-8 bytes of the validation text."""
+    """Token files of both splits. Counts are tokens; ``val_bytes`` counts the UTF-8 bytes of the
+    validation text. ``key`` names the cache entry; ``reused`` says whether this run found it ready."""
 
     train_path: str
     val_path: str
@@ -37,8 +55,14 @@ class PreparedData(msgspec.Struct, frozen=True, kw_only=True):
     train_tokens: int
     val_tokens: int
     val_bytes: int
+    train_documents: int
+    val_documents: int
     vocab_size: int
     end_of_text_id: int
+    key: str
+    corpus_sha256: str
+    tokenizer_sha256: str
+    reused: bool = False
 
 
 def load_tokenizer(tokenizer_dir: Path) -> Tokenizer:
@@ -46,87 +70,178 @@ def load_tokenizer(tokenizer_dir: Path) -> Tokenizer:
     return Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
 
 
-def prepare_data(tokenizer: Tokenizer, corpus_files: list[Path], val_fraction: float, out_dir: Path) -> PreparedData:
-    """Encode ``corpus_files`` into ``out_dir/{train,val}.bin``.
+def corpus_fingerprint(files: list[Path]) -> str:
+    """sha256 over each file's name, size and content digest, in order."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\0{path.stat().st_size}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def prepare_data(
+    tokenizer_file: Path, corpus_files: list[Path], val_fraction: float, seed: int, cache_root: Path
+) -> PreparedData:
+    """Encode ``corpus_files`` with the tokenizer in ``tokenizer_file`` into a cached dataset (or reuse it).
 
     Raises:
-        TrainingFailure: ``empty_corpus`` when the corpus has too few lines to hold out a validation split.
+        TrainingFailure: ``empty_corpus`` when the corpus cannot give both splits; ``tokenizer_incompatible``.
         CorpusDecodeError: a file is not UTF-8.
     """
+    corpus_sha = corpus_fingerprint(corpus_files)
+    tokenizer_sha = sha256_file(tokenizer_file)
+    key = hashlib.sha256(f"{FORMAT_VERSION}:{corpus_sha}:{tokenizer_sha}:{val_fraction}:{seed}".encode()).hexdigest()
+    final = cache_root / key[:32]
+    if (final / PREPARED_JSON).is_file():
+        return _cached(final)
+    cache_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=cache_root, prefix=f".{key[:32]}."))
+    try:
+        prepared = _encode(Tokenizer.from_file(str(tokenizer_file)), corpus_files, val_fraction, seed, staging)
+        prepared = msgspec.structs.replace(
+            prepared,
+            train_path=str(final / "train.bin"),
+            val_path=str(final / "val.bin"),
+            key=key,
+            corpus_sha256=corpus_sha,
+            tokenizer_sha256=tokenizer_sha,
+        )
+        (staging / PREPARED_JSON).write_bytes(codec.encode(prepared))
+        try:
+            os.rename(staging, final)
+        except OSError:
+            # Another run prepared the same data first; theirs is complete, use it.
+            if not (final / PREPARED_JSON).is_file():
+                raise
+            return msgspec.structs.replace(
+                codec.decode((final / PREPARED_JSON).read_bytes(), PreparedData), reused=True
+            )
+        return prepared
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _cached(directory: Path) -> PreparedData:
+    return msgspec.structs.replace(codec.decode((directory / PREPARED_JSON).read_bytes(), PreparedData), reused=True)
+
+
+def _encode(tokenizer: Tokenizer, files: list[Path], val_fraction: float, seed: int, out_dir: Path) -> PreparedData:
     end_of_text = tokenizer.token_to_id(END_OF_TEXT)
     if end_of_text is None:
         raise TrainingFailure("tokenizer_incompatible", f"the tokenizer has no {END_OF_TEXT} token")
     vocab_size = tokenizer.get_vocab_size()
-    dtype = np.uint16 if vocab_size <= 65_535 else np.uint32
-    line_counts = [sum(1 for _ in iter_corpus_lines([path])) for path in corpus_files]
-    total_lines = sum(line_counts)
-    val_lines = int(total_lines * val_fraction)
-    if val_lines < 1 or total_lines - val_lines < 1:
-        raise TrainingFailure(
-            "empty_corpus",
-            f"the corpus has {total_lines} line(s); at least {int(1 / val_fraction) + 1} are needed "
-            f"to hold out val_fraction={val_fraction}",
-        )
-    first_val_line = total_lines - val_lines
-    out_dir.mkdir(parents=True, exist_ok=True)
-    train_path, val_path = out_dir / "train.bin", out_dir / "val.bin"
-    train_tokens = val_tokens = val_bytes = 0
-    with train_path.open("wb") as train_out, val_path.open("wb") as val_out:
-        val_tokens += _write(val_out, [end_of_text], dtype)
-        line_index = 0
-        for file_index, path in enumerate(corpus_files):
-            for in_val, chunk in _chunks(iter_corpus_lines([path]), line_index, first_val_line):
-                ids = tokenizer.encode(chunk, add_special_tokens=False).ids
-                if in_val:
-                    val_tokens += _write(val_out, ids, dtype)
-                    val_bytes += len(chunk.encode())
-                else:
-                    train_tokens += _write(train_out, ids, dtype)
-            line_index += line_counts[file_index]
-            if file_index < len(corpus_files) - 1:
-                eot_out = val_out if line_index > first_val_line else train_out
-                count = _write(eot_out, [end_of_text], dtype)
-                if eot_out is val_out:
-                    val_tokens += count
-                else:
-                    train_tokens += count
+    dtype: type[np.uint16] | type[np.uint32] = np.uint16 if vocab_size <= 65_535 else np.uint32
+    writer = _SplitWriter(out_dir, dtype, end_of_text)
+    try:
+        if len(files) == 1:
+            total_lines = sum(1 for _ in iter_corpus_lines(files))
+            val_lines = int(total_lines * val_fraction)
+            if val_lines < 1 or total_lines - val_lines < 1:
+                raise TrainingFailure(
+                    "empty_corpus",
+                    f"the corpus has {total_lines} line(s); at least {int(1 / val_fraction) + 1} are needed "
+                    f"to hold out val_fraction={val_fraction}",
+                )
+            lines = iter_corpus_lines(files)
+            writer.document(tokenizer, _take(lines, total_lines - val_lines), val=False)
+            writer.document(tokenizer, lines, val=True)
+        else:
+            order = list(range(len(files)))
+            random.Random(seed).shuffle(order)
+            held_out = set(order[: max(1, min(len(files) - 1, round(len(files) * val_fraction)))])
+            for index, path in enumerate(files):
+                writer.document(tokenizer, iter_corpus_lines([path]), val=index in held_out)
+        writer.finish()
+    finally:
+        writer.close()
+    if writer.tokens[False] == 0 or writer.tokens[True] <= 1:
+        raise TrainingFailure("empty_corpus", "the corpus holds no text to train or validate on")
     return PreparedData(
-        train_path=str(train_path),
-        val_path=str(val_path),
+        train_path=str(out_dir / "train.bin"),
+        val_path=str(out_dir / "val.bin"),
         dtype=np.dtype(dtype).name,
-        train_tokens=train_tokens,
-        val_tokens=val_tokens,
-        val_bytes=val_bytes,
+        train_tokens=writer.tokens[False],
+        val_tokens=writer.tokens[True],
+        val_bytes=writer.val_bytes,
+        train_documents=writer.documents[False],
+        val_documents=writer.documents[True],
         vocab_size=vocab_size,
         end_of_text_id=end_of_text,
+        key="",
+        corpus_sha256="",
+        tokenizer_sha256="",
     )
+
+
+class _SplitWriter:
+    """Appends documents to ``train.bin`` / ``val.bin`` with an end-of-text token before each document
+    (so ``val.bin`` starts with one), counting tokens, documents and validation bytes."""
+
+    def __init__(self, out_dir: Path, dtype: type[np.uint16] | type[np.uint32], end_of_text: int) -> None:
+        self._dtype = dtype
+        self._end_of_text = end_of_text
+        self._files: dict[bool, BinaryIO] = {
+            False: (out_dir / "train.bin").open("wb"),
+            True: (out_dir / "val.bin").open("wb"),
+        }
+        self.tokens = {False: 0, True: 0}
+        self.documents = {False: 0, True: 0}
+        self.val_bytes = 0
+
+    def document(self, tokenizer: Tokenizer, lines: Iterator[str], *, val: bool) -> None:
+        if val or self.documents[False]:
+            self._write(val, [self._end_of_text])
+        self.documents[val] += 1
+        for batch in _batches(lines):
+            for encoding in tokenizer.encode_batch(batch, add_special_tokens=False):
+                self._write(val, encoding.ids)
+            if val:
+                self.val_bytes += sum(len(piece.encode()) for piece in batch)
+
+    def _write(self, val: bool, ids: list[int]) -> None:
+        array = np.asarray(ids, dtype=self._dtype)
+        array.tofile(self._files[val])
+        self.tokens[val] += int(array.size)
+
+    def finish(self) -> None:
+        """Flush both files to disk."""
+        for handle in self._files.values():
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+
+
+def _take(lines: Iterator[str], count: int) -> Iterator[str]:
+    for _ in range(count):
+        line = next(lines, None)
+        if line is None:
+            return
+        yield line
+
+
+def _batches(lines: Iterator[str]) -> Iterator[list[str]]:
+    """Pieces of about ``_PIECE_CHARS`` characters (whole lines), ``_BATCH_PIECES`` at a time."""
+    batch: list[str] = []
+    parts: list[str] = []
+    size = 0
+    for line in lines:
+        parts.append(line)
+        size += len(line)
+        if size >= _PIECE_CHARS:
+            batch.append("".join(parts))
+            parts, size = [], 0
+            if len(batch) == _BATCH_PIECES:
+                yield batch
+                batch = []
+    if parts:
+        batch.append("".join(parts))
+    if batch:
+        yield batch
 
 
 def open_tokens(path: str, dtype: str) -> torch.Tensor:
     """A token file written by ``prepare_data`` as a 1-D tensor over a memory map (copy-on-write, so the
     file is never modified and pages load on demand)."""
     return torch.from_numpy(np.memmap(path, dtype=np.dtype(dtype), mode="c"))
-
-
-def _chunks(lines: Iterator[str], first_index: int, first_val_line: int) -> Iterator[tuple[bool, str]]:
-    """Group consecutive lines into ``(is_validation, text)`` chunks of about ``_CHUNK_CHARS`` characters,
-    never mixing the splits in one chunk."""
-    parts: list[str] = []
-    size = 0
-    in_val = first_index >= first_val_line
-    for index, line in enumerate(lines, start=first_index):
-        line_in_val = index >= first_val_line
-        if parts and (line_in_val != in_val or size >= _CHUNK_CHARS):
-            yield in_val, "".join(parts)
-            parts, size = [], 0
-        in_val = line_in_val
-        parts.append(line)
-        size += len(line)
-    if parts:
-        yield in_val, "".join(parts)
-
-
-def _write(handle: BinaryIO, ids: list[int], dtype: type[np.uint16] | type[np.uint32]) -> int:
-    array = np.asarray(ids, dtype=dtype)
-    array.tofile(handle)
-    return int(array.size)
