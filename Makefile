@@ -39,3 +39,23 @@ fmt: setup ## Format and autofix
 
 clean-data: ## Delete local artifacts, runs and the embedded Redis data under .data/
 	rm -rf .data
+
+# The docker compose stack (deploy/compose.yml; docs/deploy.md). Paths in it are relative to this folder.
+COMPOSE := docker compose --project-directory . -f deploy/compose.yml
+.PHONY: start stop restart clean logs
+
+start: ## Build the image and start Redis, the API and both workers with docker compose
+	$(COMPOSE) up -d --build
+
+stop: ## Stop and remove the compose stack's containers (its volumes, and so the data, are kept)
+	$(COMPOSE) down
+
+restart: ## Stop the compose stack, then rebuild and start it
+	$(MAKE) stop
+	$(MAKE) start
+
+clean: ## Remove the compose stack's containers, built images and volumes (deletes its data)
+	$(COMPOSE) down --volumes --rmi local --remove-orphans
+
+logs: ## Follow the compose stack's logs (the last 100 lines of each service first)
+	$(COMPOSE) logs --follow --tail=100

@@ -8,10 +8,12 @@ abort are explicit; jobs travel as MessagePack.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Protocol
 
+import redis
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 from arq.constants import (
@@ -175,3 +177,36 @@ def build_worker(
         on_startup=startup,
         on_shutdown=shutdown,
     )
+
+
+def read_health(redis_url: str, queue_name: str, timeout: float = 5.0) -> str | None:
+    """What a worker on ``queue_name`` last wrote to arq's health key ``<queue_name>:health-check`` (its time,
+    job counts and queue length), or None when no worker refreshed the key within its interval: the key
+    expires one second after ``WORKER__HEALTH_CHECK_INTERVAL``. Every worker on the queue writes the same key,
+    so this says that the queue has a live worker, not which one. ``timeout`` is seconds per Redis call.
+
+    Raises:
+        redis.RedisError: Redis did not answer.
+    """
+    client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        value = client.get(queue_name + HEALTH_CHECK_SUFFIX)
+    finally:
+        client.close()
+    return value.decode() if isinstance(value, bytes) else None
+
+
+def check_health(redis_url: str, queue_name: str) -> int:
+    """The workers' ``--check`` probe, like ``arq --check``: prints the health value and returns 0 when a
+    worker on ``queue_name`` refreshed its health key in time; prints why not to stderr and returns 1 when
+    none did or Redis did not answer."""
+    try:
+        health = read_health(redis_url, queue_name)
+    except redis.RedisError as exc:
+        print(f"unhealthy: redis did not answer: {exc}", file=sys.stderr)
+        return 1
+    if health is None:
+        print(f"unhealthy: no live worker on queue {queue_name} (health key missing or expired)", file=sys.stderr)
+        return 1
+    print(f"healthy: {queue_name}: {health}")
+    return 0
