@@ -31,12 +31,34 @@ async def assert_nothing_written(redis: Redis, api_settings: ApiSettings) -> Non
 @pytest.mark.parametrize(
     ("body", "field", "message"),
     [
-        ({"corpus_path": "small.txt", "vocab_size": 100}, "vocab_size", ">= 258"),
+        ({"corpus_path": "small.txt", "vocab_size": 4}, "vocab_size", ">= 8"),
+        ({"corpus_path": "small.txt", "vocab_size": 2_000_000}, "vocab_size", "<= 1000000"),
         ({"corpus_path": "small.txt", "vocab_size": 258}, "vocab_size", "at least 259"),
+        ({"corpus_path": "small.txt", "method": "sentencepiece", "vocab_size": 259}, "vocab_size", "at least 260"),
+        (
+            {"corpus_path": "small.txt", "method": "sentencepiece", "byte_fallback": False, "vocab_size": 3},
+            "vocab_size",
+            ">= 8",
+        ),
+        ({"corpus_path": "small.txt", "model_type": "unigram"}, "model_type", "applies to method 'sentencepiece' only"),
+        (
+            {"corpus_path": "small.txt", "method": "sentencepiece", "min_frequency": 3},
+            "min_frequency",
+            "applies to method 'bpe' only",
+        ),
+        ({"corpus_path": "small.txt", "method": "sentencepiece", "model_type": "char"}, "model_type", "Invalid enum"),
+        ({"corpus_path": "small.txt", "encoding_errors": "ignore"}, "encoding_errors", "Invalid enum value"),
+        ({"corpus_path": "small.txt", "holdout_fraction": 0.9}, "holdout_fraction", "<= 0.5"),
+        ({"corpus_path": "small.txt", "text_field": ""}, "text_field", "length >= 1"),
         ({"corpus_path": "small.txt", "vocab_sise": 1000}, "vocab_sise", "unknown field"),
         ({"corpus_path": "small.txt", "special_tokens": ["<a>", "<a>"]}, "special_tokens", "unique"),
         ({"corpus_path": "small.txt", "special_tokens": ["  "]}, "special_tokens", "empty or whitespace"),
         ({"corpus_path": "small.txt", "method": "wordpiece"}, "method", "Invalid enum value"),
+        (
+            {"corpus_path": "small.txt", "method": "sentencepiece", "max_sentence_length": 4},
+            "max_sentence_length",
+            ">= 16",
+        ),
         ({"corpus_path": "../etc/passwd"}, "corpus_path", "may not contain '..'"),
         ({"corpus_path": "/etc/passwd"}, "corpus_path", "relative path"),
         ({"corpus_path": "nope.txt"}, "corpus_path", "does not exist"),
@@ -120,4 +142,33 @@ async def test_health_and_readiness_without_workers(client: AsyncTestClient[Lite
 
 async def test_openapi_schema_lists_the_routes(client: AsyncTestClient[Litestar]) -> None:
     schema = (await client.get("/schema/openapi.json")).json()
-    assert {"/tokenizers/train", "/tokenizers/{tokenizer_id}", "/runs/train", "/runs/{run_id}"} <= set(schema["paths"])
+    assert {
+        "/tokenizers",
+        "/tokenizers/train",
+        "/tokenizers/{tokenizer_id}",
+        "/tokenizers/{tokenizer_id}/encode",
+        "/tokenizers/{tokenizer_id}/cancel",
+        "/runs/train",
+        "/runs/{run_id}",
+    } <= set(schema["paths"])
+    request = schema["components"]["schemas"]["TrainTokenizerRequest"]
+    assert request["properties"]["method"]["enum"] == ["bpe", "sentencepiece"]
+    assert request["properties"]["model_type"]["description"] == "sentencepiece only; default unigram."
+    assert request["required"] == ["corpus_path"]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("limit=0", "limit"), ("limit=101", "limit"), ("status=done", "status"), ("cursor=x", "cursor")],
+)
+async def test_bad_list_queries_are_refused(client: AsyncTestClient[Litestar], query: str, field: str) -> None:
+    response = await client.get(f"/tokenizers?{query}")
+    assert response.status_code == 400, response.text
+    assert field in response.text
+
+
+async def test_encode_needs_a_succeeded_tokenizer(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.post("/tokenizers/tok_01JDQ8ZQ0000000000000000AA/encode", json={"text": "x"})
+    assert response.status_code == 404
+    response = await client.post("/tokenizers/tok_01JDQ8ZQ0000000000000000AA/encode", json={"txt": "x"})
+    assert response.status_code == 400 and "txt" in response.text

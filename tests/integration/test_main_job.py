@@ -71,7 +71,7 @@ async def test_tokenizer_and_gpt2_trained_through_the_api(
             "special_tokens_map.json",
         ]
         assert all(sha256_file(tokenizer_dir / f.path) == f.sha256 for f in manifest.files)
-        assert manifest.corpus_bytes == len((Path(api_settings.app.corpus_root) / "small.txt").read_bytes())
+        assert manifest.statistics.corpus.bytes == len((Path(api_settings.app.corpus_root) / "small.txt").read_bytes())
 
         # Training run: progress and heartbeat while running, metrics at the end.
         response = await client.post("/runs/train", json={**RUN, "tokenizer_id": tokenizer.id})

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
+from mt_contracts.tokenizers import CorpusFile, CorpusStats
 from mt_storage import CorpusPathError
-from mt_storage.corpus import CorpusDecodeError, iter_corpus_lines, resolve_corpus
+from mt_storage.corpus import CorpusDecodeError, CorpusFormatError, CorpusReader, iter_corpus_lines, resolve_corpus
 
 
 @pytest.fixture
@@ -35,7 +37,7 @@ def test_a_directory_resolves_to_its_txt_files_sorted(root: Path) -> None:
         ("books/../../outside.txt", "may not contain '..'"),
         ("/etc/passwd", "must be a relative path"),
         ("missing.txt", "does not exist"),
-        ("books/notes.md", "is not a .txt file"),
+        ("books/notes.md", "is not a .txt or .jsonl file"),
     ],
 )
 def test_unusable_paths_are_refused_with_the_reason(root: Path, path: str, reason: str) -> None:
@@ -64,7 +66,7 @@ def test_sibling_folder_sharing_the_prefix_is_outside(tmp_path: Path) -> None:
 def test_lines_drop_the_bom_and_normalise_newlines(tmp_path: Path) -> None:
     path = tmp_path / "a.txt"
     path.write_bytes(b"\xef\xbb\xbffirst\r\nsecond\rthird\nlast")
-    assert list(iter_corpus_lines([path])) == ["first\n", "second\nthird\n", "last"]
+    assert list(iter_corpus_lines([path])) == ["first\n", "second\n", "third\n", "last"]
 
 
 def test_invalid_utf8_names_the_file_and_byte_offset(tmp_path: Path) -> None:
@@ -73,4 +75,74 @@ def test_invalid_utf8_names_the_file_and_byte_offset(tmp_path: Path) -> None:
     with pytest.raises(CorpusDecodeError) as info:
         list(iter_corpus_lines([path]))
     assert info.value.offset == 17
-    assert str(info.value) == "bad.txt is not valid UTF-8 at byte offset 17"
+    assert str(info.value) == (
+        "bad.txt is not valid UTF-8 at byte offset 17; fix the file or send encoding_errors='replace'"
+    )
+
+
+def test_a_directory_includes_jsonl_files(root: Path) -> None:
+    (root / "books" / "c.jsonl").write_text('{"text": "c"}\n')
+    assert resolve_corpus(root, "books") == [
+        (root / "books/b/a.txt").resolve(),
+        (root / "books/c.jsonl").resolve(),
+        (root / "books/z.txt").resolve(),
+    ]
+
+
+def test_reader_counts_skips_replaces_and_fingerprints(tmp_path: Path) -> None:
+    files = {
+        "a.txt": b"\xef\xbb\xbfcaf\xc3\xa9\r\nbad \xff\xfe byte\n",
+        "b.txt": b" \n\t\n",
+        "c.jsonl": b'{"text": "one\\ntwo", "id": 1}\n\n{"body": "x", "text": "three"}\n',
+        "d.txt": b"",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    reader = CorpusReader(
+        [tmp_path / name for name in files], root=tmp_path, encoding_errors="replace", max_line_bytes=None
+    )
+    lines = list(reader.lines())
+    assert lines == ["caf\u00e9\n", "bad \ufffd\ufffd byte\n", "one\n", "two\n", "three\n"]
+    used_bytes = len(files["a.txt"]) + len(files["c.jsonl"])
+    assert reader.stats() == CorpusStats(
+        files=2,
+        skipped_files=["b.txt", "d.txt"],
+        bytes=used_bytes,
+        characters=sum(len(line) for line in lines),
+        lines=5,
+        replaced_bytes=2,
+        split_lines=0,
+    )
+    fingerprint = reader.fingerprint()
+    assert fingerprint.files == [
+        CorpusFile(path=name, size=len(data), sha256=hashlib.sha256(data).hexdigest()) for name, data in files.items()
+    ]
+    again = CorpusReader([tmp_path / name for name in files], root=tmp_path, encoding_errors="replace")
+    list(again.lines())
+    assert again.fingerprint().sha256 == fingerprint.sha256
+
+
+def test_long_lines_are_split_at_whitespace_not_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "long.txt"
+    line = "word " * 10 + "東京" * 10 + "\n"
+    path.write_text("short\n" + line, encoding="utf-8")
+    reader = CorpusReader([path], max_line_bytes=16)
+    pieces = list(reader.lines())
+    assert "".join(pieces) == "short\n" + line
+    assert all(len(piece.encode()) <= 16 for piece in pieces)
+    assert pieces[1:4] == ["word word word ", "word word word ", "word word word "]
+    assert (reader.stats().split_lines, reader.stats().lines) == (1, len(pieces))
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'{"text": "ok"}\n{"text": 3}\n', "line 2: expected an object with a string field 'text'"),
+        (b"not json\n", "line 1: not valid JSON"),
+    ],
+)
+def test_bad_jsonl_names_file_and_line(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(CorpusFormatError, match=problem):
+        list(iter_corpus_lines([path]))

@@ -54,3 +54,34 @@ async def test_concurrent_updates_are_all_applied(redis: Redis) -> None:
 async def test_update_of_a_missing_record_raises(redis: Redis) -> None:
     with pytest.raises(RecordNotFound):
         await tokenizer_jobs(redis).mark_running("tok_01JDQ8ZQ0000000000000000ZZ")
+
+
+async def test_list_pages_newest_first_with_a_status_filter(redis: Redis) -> None:
+    store = tokenizer_jobs(redis)
+    ids = [f"tok_01JDQ8ZQ00000000000000{index:04d}" for index in range(7)]
+    for job_id in ids:
+        await store.create(_job(job_id))
+    for job_id in ids[1::2]:
+        await store.mark_failed(job_id, JobError(code="empty_corpus", message="no text"))
+
+    first, cursor = await store.list_page(limit=3)
+    assert ([r.id for r in first], cursor) == (ids[:3:-1][:3], ids[4])
+    second, cursor = await store.list_page(limit=3, cursor=cursor)
+    assert ([r.id for r in second], cursor) == ([ids[3], ids[2], ids[1]], ids[1])
+    last, cursor = await store.list_page(limit=3, cursor=cursor)
+    assert ([r.id for r in last], cursor) == ([ids[0]], None)
+
+    failed, cursor = await store.list_page(limit=2, status="failed")
+    assert ([r.id for r in failed], cursor) == ([ids[5], ids[3]], ids[3])
+    failed, cursor = await store.list_page(limit=2, status="failed", cursor=cursor)
+    assert ([r.id for r in failed], cursor) == ([ids[1]], None)
+
+
+async def test_list_drops_expired_records_from_the_index(redis: Redis) -> None:
+    store = tokenizer_jobs(redis)
+    for job_id in ("tok_01JDQ8ZQ0000000000000000AA", "tok_01JDQ8ZQ0000000000000000AB"):
+        await store.create(_job(job_id))
+    await redis.delete(store.key("tok_01JDQ8ZQ0000000000000000AB"))
+    page, cursor = await store.list_page(limit=5)
+    assert ([r.id for r in page], cursor) == (["tok_01JDQ8ZQ0000000000000000AA"], None)
+    assert await redis.zrange(store.index_key, 0, -1) == [b"tok_01JDQ8ZQ0000000000000000AA"]

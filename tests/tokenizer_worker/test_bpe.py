@@ -7,6 +7,7 @@ from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
 from mt_contracts.requests import TrainTokenizerRequest
+from mt_contracts.tokenizers import resolve_config
 from mt_tokenizer_worker import TokenizerTrainingError
 from mt_tokenizer_worker.methods import METHODS
 
@@ -14,12 +15,13 @@ MIXED = "Ünïcödé — naïve café 東京 🙂\n\ttabs  and  spaces\r\nend"
 
 
 def test_bpe_learns_the_requested_vocabulary_and_round_trips_any_text(tmp_path: Path, shakespeare: str) -> None:
-    request = TrainTokenizerRequest(corpus_path="x.txt", vocab_size=600)
-    trained = METHODS["bpe"].train(iter(shakespeare[:50_000].splitlines(keepends=True)), request, tmp_path)
+    config = resolve_config(TrainTokenizerRequest(corpus_path="x.txt", vocab_size=600))
+    trained = METHODS["bpe"].train(iter(shakespeare[:50_000].splitlines(keepends=True)), config, tmp_path)
 
     assert trained.vocab_size == 600
     assert trained.special_tokens == ["<|endoftext|>", "<|pad|>"]
     assert trained.files == ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+    assert len(trained.token_byte_lengths) == 598 and min(trained.token_byte_lengths) == 1
     tokenizer = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
     assert tokenizer.token_to_id("<|endoftext|>") == 0
     for text in (MIXED, shakespeare[:2000], "", " leading space"):
@@ -29,18 +31,34 @@ def test_bpe_learns_the_requested_vocabulary_and_round_trips_any_text(tmp_path: 
     assert len(tokenizer.encode(sample).ids) < 0.5 * len(sample.encode())
 
 
+def test_max_token_length_bounds_the_learned_tokens(tmp_path: Path, shakespeare: str) -> None:
+    config = resolve_config(TrainTokenizerRequest(corpus_path="x.txt", vocab_size=500, max_token_length=3))
+    trained = METHODS["bpe"].train(iter(shakespeare[:50_000].splitlines(keepends=True)), config, tmp_path)
+    assert max(trained.token_byte_lengths) == 3
+
+
 def test_transformers_loads_the_tokenizer_directory(tmp_path: Path, shakespeare: str) -> None:
-    request = TrainTokenizerRequest(corpus_path="x.txt", vocab_size=400, special_tokens=["<|pad|>"])
-    METHODS["bpe"].train(iter(shakespeare[:20_000].splitlines(keepends=True)), request, tmp_path)
+    config = resolve_config(TrainTokenizerRequest(corpus_path="x.txt", vocab_size=400, special_tokens=["<|pad|>"]))
+    METHODS["bpe"].train(iter(shakespeare[:20_000].splitlines(keepends=True)), config, tmp_path)
     hf = AutoTokenizer.from_pretrained(tmp_path)
     assert (hf.eos_token, hf.pad_token) == ("<|endoftext|>", "<|pad|>")
     ids = hf(MIXED)["input_ids"]
+    assert ids == Tokenizer.from_file(str(tmp_path / "tokenizer.json")).encode(MIXED).ids
     assert hf.decode(ids) == MIXED
 
 
 def test_no_merges_is_an_error_not_a_success(tmp_path: Path) -> None:
-    request = TrainTokenizerRequest(corpus_path="x.txt", vocab_size=1000, min_frequency=1000)
+    config = resolve_config(TrainTokenizerRequest(corpus_path="x.txt", vocab_size=1000, min_frequency=1000))
     with pytest.raises(TokenizerTrainingError) as info:
-        METHODS["bpe"].train(iter(["a short line\n"]), request, tmp_path)
+        METHODS["bpe"].train(iter(["a short line\n"]), config, tmp_path)
     assert info.value.code == "no_merges_learned"
+    assert not (tmp_path / "tokenizer.json").exists()
+
+
+def test_a_vocabulary_larger_than_the_corpus_supports_names_the_largest(tmp_path: Path) -> None:
+    config = resolve_config(TrainTokenizerRequest(corpus_path="x.txt", vocab_size=5000))
+    with pytest.raises(TokenizerTrainingError) as info:
+        METHODS["bpe"].train(iter(["abc abc abd abd\n"] * 3), config, tmp_path)
+    assert info.value.code == "vocab_size_too_large"
+    assert "at most vocab_size=26" in info.value.message
     assert not (tmp_path / "tokenizer.json").exists()

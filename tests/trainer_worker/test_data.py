@@ -1,26 +1,46 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import torch
 from tokenizers import Tokenizer
 
 from mt_contracts.requests import TrainTokenizerRequest
+from mt_contracts.tokenizers import resolve_config
 from mt_tokenizer_worker.methods import METHODS
 from mt_trainer_worker.training import TrainingFailure
 from mt_trainer_worker.training.data import open_tokens, prepare_data
 
 
+def _train_tokenizer(out: Path, text: str, method: Literal["bpe", "sentencepiece"], vocab_size: int) -> Path:
+    config = resolve_config(TrainTokenizerRequest(corpus_path="x", method=method, vocab_size=vocab_size))
+    METHODS[method].train(iter(text.splitlines(keepends=True)), config, out)
+    return out / "tokenizer.json"
+
+
 @pytest.fixture
 def tokenizer_file(tmp_path: Path, shakespeare: str) -> Path:
-    out = tmp_path / "tokenizer"
-    METHODS["bpe"].train(
-        iter(shakespeare[:30_000].splitlines(keepends=True)),
-        TrainTokenizerRequest(corpus_path="x", vocab_size=300),
-        out,
-    )
-    return out / "tokenizer.json"
+    return _train_tokenizer(tmp_path / "tokenizer", shakespeare[:30_000], "bpe", 300)
+
+
+@pytest.mark.parametrize("method", ["bpe", "sentencepiece"])
+def test_every_tokenizer_method_feeds_training_data(
+    tmp_path: Path, shakespeare: str, method: Literal["bpe", "sentencepiece"]
+) -> None:
+    text = shakespeare[:20_000]
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(text, encoding="utf-8")
+    tokenizer_file = _train_tokenizer(tmp_path / "tok", text, method, 400)
+    data = prepare_data(tokenizer_file, [corpus], 0.1, 7, tmp_path / "cache")
+
+    assert (data.end_of_text_id, data.vocab_size) == (0, 400)
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    lines = text.splitlines(keepends=True)
+    held_out = "".join(lines[len(lines) - int(len(lines) * 0.1) :])
+    train = open_tokens(data.train_path, data.dtype)
+    assert tokenizer.decode([int(t) for t in train]) == text[: len(text) - len(held_out)]
 
 
 def test_a_single_file_holds_out_its_tail_and_every_validation_byte_is_counted(

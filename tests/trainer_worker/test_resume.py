@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from mt_contracts import codec
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
+from mt_contracts.tokenizers import resolve_config
 from mt_contracts.training import Checkpoint, Finished, Resumed, RunSpec, TrainingEvent, decode_event
 from mt_storage.checkpoints import read_index
 from mt_tokenizer_worker.methods import METHODS
@@ -40,8 +41,8 @@ REQUEST = TrainRunRequest(
 @pytest.fixture
 def tokenizer_dir(tmp_path: Path, shakespeare: str) -> Path:
     out = tmp_path / "tokenizer"
-    request = TrainTokenizerRequest(corpus_path="small.txt", vocab_size=300)
-    METHODS["bpe"].train(iter(shakespeare[:30_000].splitlines(keepends=True)), request, out)
+    config = resolve_config(TrainTokenizerRequest(corpus_path="small.txt", vocab_size=300))
+    METHODS["bpe"].train(iter(shakespeare[:30_000].splitlines(keepends=True)), config, out)
     return out
 
 

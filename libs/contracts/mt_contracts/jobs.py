@@ -18,6 +18,7 @@ from typing import Literal
 import msgspec
 
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
+from mt_contracts.tokenizers import TokenizerStatistics
 
 JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled", "stalled"]
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({"succeeded", "failed", "cancelled"})
@@ -51,14 +52,16 @@ class JobError(msgspec.Struct, frozen=True):
 
 
 class TokenizerResult(msgspec.Struct, frozen=True, kw_only=True):
-    """What a finished tokenizer job produced. ``vocab_size`` is the size actually learned (it can be
-    below the requested size when the corpus supports no more merges)."""
+    """What a finished tokenizer job produced. ``vocab_size`` is the size actually learned; ``corpus_bytes``
+    the bytes of the corpus files used; ``statistics`` are also in the manifest."""
 
     vocab_size: int
     special_tokens: list[str]
     corpus_bytes: int
     training_seconds: float
     artifact_dir: str
+    method: str = "bpe"
+    statistics: TokenizerStatistics | None = None
 
 
 class Job(msgspec.Struct, kw_only=True):
@@ -80,6 +83,14 @@ class TokenizerJob(Job, kw_only=True):
 
     request: TrainTokenizerRequest
     result: TokenizerResult | None = None
+
+
+class TokenizerPage(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /tokenizers``: jobs newest first; pass ``next_cursor`` as ``cursor`` for the next page
+    (``None`` on the last page)."""
+
+    items: list[TokenizerJob]
+    next_cursor: str | None
 
 
 class RunProgress(msgspec.Struct, frozen=True, kw_only=True):

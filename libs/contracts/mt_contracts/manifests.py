@@ -9,6 +9,7 @@ import msgspec
 
 from mt_contracts.jobs import RunMetrics
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
+from mt_contracts.tokenizers import CorpusFingerprint, TokenizerConfig, TokenizerStatistics
 
 
 class FileEntry(msgspec.Struct, frozen=True):
@@ -20,16 +21,18 @@ class FileEntry(msgspec.Struct, frozen=True):
 
 
 class TokenizerManifest(msgspec.Struct, frozen=True, kw_only=True):
-    """``artifacts/tokenizers/<id>/manifest.json``."""
+    """``artifacts/tokenizers/<id>/manifest.json``. Apart from ``created_at`` and the durations in
+    ``statistics``, the same request on the same corpus gives the same manifest."""
 
     tokenizer_id: str
     method: str
     request: TrainTokenizerRequest
+    config: TokenizerConfig
+    seed: int
     vocab_size: int
     special_tokens: list[str]
-    corpus_files: list[str]
-    corpus_bytes: int
-    training_seconds: float
+    corpus: CorpusFingerprint
+    statistics: TokenizerStatistics
     files: list[FileEntry]
     created_at: datetime
     versions: dict[str, str]

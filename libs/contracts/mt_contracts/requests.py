@@ -19,28 +19,92 @@ CorpusPath = Annotated[
     Meta(
         min_length=1,
         max_length=4096,
-        description="Path of a .txt file, or a directory of them, relative to APP__CORPUS_ROOT.",
+        description="Path of a .txt or .jsonl file, or a directory of them, relative to APP__CORPUS_ROOT.",
         examples=["tinyshakespeare.txt"],
     ),
 ]
 SpecialToken = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
-class TrainTokenizerRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``POST /tokenizers/train``: train a byte-level BPE tokenizer on a corpus.
+TokenizerMethodName = Literal["bpe", "sentencepiece"]
+EncodingErrors = Literal["strict", "replace"]
+BPE_ONLY_OPTIONS = ("min_frequency", "max_token_length")
+SENTENCEPIECE_ONLY_OPTIONS = (
+    "model_type",
+    "character_coverage",
+    "byte_fallback",
+    "split_digits",
+    "normalization",
+    "max_sentence_length",
+    "input_sentence_size",
+)
 
-    ``vocab_size`` counts every token: the 256 byte symbols, the learned merges and the special tokens.
-    ``<|endoftext|>`` is always the first special token (documents are separated by it in training data);
-    it is added when ``special_tokens`` does not list it.
+
+class TrainTokenizerRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``POST /tokenizers/train``: train a tokenizer on a corpus with ``method`` ``bpe`` (byte-level BPE, HF
+    ``tokenizers``) or ``sentencepiece`` (``model_type`` ``unigram`` or ``bpe``).
+
+    ``vocab_size`` counts every token: for ``bpe`` the 256 byte symbols, the learned merges and the special
+    tokens. ``<|endoftext|>`` is always the first special token (documents are separated by it in training
+    data); it is added when ``special_tokens`` does not list it. Method-specific options are ``null`` when
+    not sent and take the method's default; sending one to the other method is a 400 naming the field.
+    ``holdout_fraction`` of the corpus's lines, chosen by ``seed``, is held out of training and used for the
+    statistics.
     """
 
     corpus_path: CorpusPath
-    method: Literal["bpe"] = "bpe"
-    vocab_size: Annotated[int, Meta(ge=258, le=1_000_000)] = 4096
-    min_frequency: Annotated[int, Meta(ge=1, le=1_000_000)] = 2
+    method: TokenizerMethodName = "bpe"
+    vocab_size: Annotated[int, Meta(ge=8, le=1_000_000)] = 4096
     special_tokens: Annotated[list[SpecialToken], Meta(max_length=256)] = msgspec.field(
         default_factory=lambda: [END_OF_TEXT, PAD]
     )
+    seed: Annotated[int, Meta(ge=0, le=2**31 - 1)] = 1337
+    holdout_fraction: Annotated[
+        float, Meta(ge=0.0, le=0.5, description="Share of lines held out of training for the statistics.")
+    ] = 0.01
+    text_field: Annotated[
+        str, Meta(min_length=1, max_length=256, description="Field of each .jsonl record that holds its text.")
+    ] = "text"
+    encoding_errors: Annotated[
+        EncodingErrors,
+        Meta(description="strict: invalid UTF-8 fails the job; replace: it becomes U+FFFD and is counted."),
+    ] = "strict"
+    # bpe only
+    min_frequency: Annotated[int, Meta(ge=1, le=1_000_000, description="bpe only; default 2.")] | None = None
+    max_token_length: (
+        Annotated[int, Meta(ge=1, le=1024, description="bpe only: the longest token, in bytes.")] | None
+    ) = None
+    # sentencepiece only
+    model_type: (
+        Annotated[Literal["unigram", "bpe"], Meta(description="sentencepiece only; default unigram.")] | None
+    ) = None
+    character_coverage: (
+        Annotated[float, Meta(gt=0.0, le=1.0, description="sentencepiece only; default 0.9995.")] | None
+    ) = None
+    byte_fallback: Annotated[bool, Meta(description="sentencepiece only; default true.")] | None = None
+    split_digits: Annotated[bool, Meta(description="sentencepiece only; default false.")] | None = None
+    normalization: (
+        Annotated[Literal["nfkc", "identity"], Meta(description="sentencepiece only; default identity (lossless).")]
+        | None
+    ) = None
+    max_sentence_length: (
+        Annotated[
+            int, Meta(ge=16, le=1 << 20, description="sentencepiece only: bytes; longer lines are split. Default 4192.")
+        ]
+        | None
+    ) = None
+    input_sentence_size: (
+        Annotated[
+            int,
+            Meta(ge=0, le=2**31 - 1, description="sentencepiece only: lines sampled; 0 means all. Default 2000000."),
+        ]
+        | None
+    ) = None
+
+    def options_for_other_method(self) -> list[str]:
+        """Names of the options sent that do not apply to ``method``."""
+        other = SENTENCEPIECE_ONLY_OPTIONS if self.method == "bpe" else BPE_ONLY_OPTIONS
+        return [name for name in other if getattr(self, name) is not None]
 
 
 def with_end_of_text(special_tokens: list[str]) -> list[str]:
@@ -112,3 +176,9 @@ class ResumeRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     decays to the new last step)."""
 
     max_steps: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None
+
+
+class EncodeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /tokenizers/{id}/encode``: text to encode with a trained tokenizer, for inspection."""
+
+    text: Annotated[str, Meta(max_length=100_000, description="At most 100,000 characters.")]

@@ -5,6 +5,8 @@ Errors::
 
     StorageError
     ├── CorpusPathError      a corpus path is absolute, escapes the corpus root, or names nothing readable
+    │   ├── CorpusDecodeError    (corpus.py) a corpus file is not UTF-8; names the file and byte offset
+    │   └── CorpusFormatError    (corpus.py) a .jsonl line is not an object with the text field
     └── RecordNotFound       no job record has this id
 """
 

@@ -1,24 +1,32 @@
-"""Resolve a user's corpus path inside the corpus root, refusing anything that escapes it."""
+"""Corpus input: resolve a user's corpus path inside the corpus root (refusing anything that escapes it), and
+read its ``.txt`` and ``.jsonl`` files as a stream of text lines with counts and a fingerprint."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
+import msgspec
+
+from mt_contracts.requests import EncodingErrors
+from mt_contracts.tokenizers import CorpusFile, CorpusFingerprint, CorpusStats
 from mt_storage import CorpusPathError
 
-CORPUS_SUFFIXES = frozenset({".txt"})
+CORPUS_SUFFIXES = frozenset({".txt", ".jsonl"})
+_KINDS = "a .txt or .jsonl file"
 
 
 def resolve_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
-    """The corpus files named by ``corpus_path``: one file, or every ``.txt`` file below a directory
+    """The corpus files named by ``corpus_path``: one file, or every ``.txt``/``.jsonl`` file below a directory
     (recursive, sorted by relative path so the order is deterministic).
 
     ``corpus_path`` is relative to ``corpus_root``; after resolving symlinks it must stay inside the root.
 
     Raises:
         CorpusPathError: absolute path, ``..`` component, escape through a symlink, missing path, a file
-            of another kind, or a directory holding no ``.txt`` file.
+            of another kind, or a directory holding no ``.txt``/``.jsonl`` file.
     """
     pure = PurePosixPath(corpus_path)
     if pure.is_absolute() or "\\" in corpus_path or "\x00" in corpus_path:
@@ -35,7 +43,7 @@ def resolve_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
         raise CorpusPathError(f"corpus_path {corpus_path!r} does not exist in the corpus root")
     if target.is_file():
         if target.suffix not in CORPUS_SUFFIXES:
-            raise CorpusPathError(f"corpus_path {corpus_path!r} is not a .txt file")
+            raise CorpusPathError(f"corpus_path {corpus_path!r} is not {_KINDS}")
         return [target]
     files = sorted(
         (p for p in target.rglob("*") if p.suffix in CORPUS_SUFFIXES and p.is_file()),
@@ -43,7 +51,7 @@ def resolve_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
     )
     inside = [p for p in files if p.resolve().is_relative_to(root)]
     if not inside:
-        raise CorpusPathError(f"corpus_path {corpus_path!r} is a directory with no .txt file inside")
+        raise CorpusPathError(f"corpus_path {corpus_path!r} is a directory with no .txt or .jsonl file inside")
     return [p.resolve() for p in inside]
 
 
@@ -51,33 +59,228 @@ class CorpusDecodeError(CorpusPathError):
     """A corpus file is not valid UTF-8; ``path`` and ``offset`` (bytes from the file start) say where."""
 
     def __init__(self, path: Path, offset: int) -> None:
-        super().__init__(f"{path.name} is not valid UTF-8 at byte offset {offset}")
+        super().__init__(
+            f"{path.name} is not valid UTF-8 at byte offset {offset}; fix the file or send encoding_errors='replace'"
+        )
         self.path = path
         self.offset = offset
 
 
+class CorpusFormatError(CorpusPathError):
+    """A ``.jsonl`` line is not a JSON object with a string in the text field; ``path`` and ``line`` (1-based)
+    say where."""
+
+    def __init__(self, path: Path, line: int, problem: str) -> None:
+        super().__init__(f"{path.name} line {line}: {problem}")
+        self.path = path
+        self.line = line
+
+
+class _Digest(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
 _BOM = b"\xef\xbb\xbf"
+_REPLACEMENT = "\ufffd"
+_CHUNK = 1 << 20
 
 
-def iter_corpus_lines(files: list[Path]) -> Iterator[str]:
-    """Every line of ``files`` in order, as text ending in ``\\n`` (the last line of a file may not).
+class CorpusReader:
+    """Reads ``files`` in order as text lines, counting as it goes.
 
-    Streams: memory does not grow with file size beyond the longest line. A UTF-8 byte order mark at the
-    start of a file is dropped; ``\\r\\n`` and lone ``\\r`` become ``\\n``.
+    ``.txt`` files yield their lines; ``.jsonl`` files yield the lines of each record's ``text_field`` (a
+    record's last line always ends in ``\n``). A UTF-8 byte order mark at the start of a file is dropped;
+    ``\r\n`` and lone ``\r`` become ``\n``. Invalid UTF-8 raises ``CorpusDecodeError`` with
+    ``encoding_errors="strict"``; with ``"replace"`` each invalid sequence becomes U+FFFD and its bytes are
+    counted. Empty and whitespace-only files are skipped (and listed). Lines longer than ``max_line_bytes``
+    UTF-8 bytes are split, at the last whitespace that fits when there is one, and counted.
 
-    Raises:
-        CorpusDecodeError: a file holds bytes that are not UTF-8.
+    Streams: memory does not grow with corpus size beyond the longest line (or ``.jsonl`` record). The
+    counters (``stats()``, ``fingerprint()``) are complete once ``lines()`` is exhausted.
     """
-    for path in files:
+
+    def __init__(
+        self,
+        files: list[Path],
+        *,
+        root: Path | None = None,
+        text_field: str = "text",
+        encoding_errors: EncodingErrors = "strict",
+        max_line_bytes: int | None = None,
+    ) -> None:
+        self.files = files
+        self.root = root
+        self.text_field = text_field
+        self.encoding_errors = encoding_errors
+        self.max_line_bytes = max_line_bytes
+        self.used_files = 0
+        self.skipped_files: list[str] = []
+        self.bytes = 0
+        self.characters = 0
+        self.lines_read = 0
+        self.replaced_bytes = 0
+        self.split_lines = 0
+        self.non_blank_lines = 0
+        self._fingerprint: list[CorpusFile] = []
+
+    def lines(self) -> Iterator[str]:
+        """Every line of the corpus, as text ending in ``\n`` (the last line of a ``.txt`` file may not).
+
+        Raises:
+            CorpusDecodeError: invalid UTF-8 under ``encoding_errors="strict"``.
+            CorpusFormatError: a ``.jsonl`` line is not an object with a string ``text_field``.
+        """
+        for path in self.files:
+            digest = hashlib.sha256()
+            size = path.stat().st_size
+            if not _has_text(path):
+                _hash_file(path, digest)
+                self.skipped_files.append(self._name(path))
+            else:
+                self.used_files += 1
+                self.bytes += size
+                source = self._jsonl_lines(path, digest) if path.suffix == ".jsonl" else self._text_lines(path, digest)
+                for line in source:
+                    for piece in self._split(line):
+                        self.lines_read += 1
+                        self.characters += len(piece)
+                        if not piece.isspace():
+                            self.non_blank_lines += 1
+                        yield piece
+            self._fingerprint.append(CorpusFile(path=self._name(path), size=size, sha256=digest.hexdigest()))
+
+    def stats(self) -> CorpusStats:
+        """The counts so far (complete once ``lines()`` is exhausted)."""
+        return CorpusStats(
+            files=self.used_files,
+            skipped_files=list(self.skipped_files),
+            bytes=self.bytes,
+            characters=self.characters,
+            lines=self.lines_read,
+            replaced_bytes=self.replaced_bytes,
+            split_lines=self.split_lines,
+        )
+
+    def fingerprint(self) -> CorpusFingerprint:
+        """Each file read with size and sha256, and one digest over all (complete once ``lines()`` is
+        exhausted)."""
+        overall = hashlib.sha256()
+        for entry in self._fingerprint:
+            overall.update(f"{entry.path}\0{entry.size}\0{entry.sha256}\n".encode())
+        return CorpusFingerprint(files=list(self._fingerprint), sha256=overall.hexdigest())
+
+    def _name(self, path: Path) -> str:
+        if self.root is not None and path.is_relative_to(self.root):
+            return path.relative_to(self.root).as_posix()
+        return path.name
+
+    def _text_lines(self, path: Path, digest: _Digest) -> Iterator[str]:
         offset = 0
         with path.open("rb") as handle:
             for raw in handle:
+                digest.update(raw)
                 chunk = raw[3:] if offset == 0 and raw.startswith(_BOM) else raw
-                try:
-                    text = chunk.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise CorpusDecodeError(path, offset + (len(raw) - len(chunk)) + exc.start) from exc
+                text = self._decode(chunk, path, offset + len(raw) - len(chunk))
                 offset += len(raw)
                 if "\r" in text:
                     text = text.replace("\r\n", "\n").replace("\r", "\n")
-                yield text
+                    yield from text.splitlines(keepends=True)
+                else:
+                    yield text
+
+    def _jsonl_lines(self, path: Path, digest: _Digest) -> Iterator[str]:
+        offset = 0
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                digest.update(raw)
+                chunk = raw[3:] if offset == 0 and raw.startswith(_BOM) else raw
+                text = self._decode(chunk, path, offset + len(raw) - len(chunk))
+                offset += len(raw)
+                if not text.strip():
+                    continue
+                try:
+                    record = msgspec.json.decode(text)
+                except msgspec.DecodeError as exc:
+                    raise CorpusFormatError(path, number, f"not valid JSON ({exc})") from exc
+                value = record.get(self.text_field) if isinstance(record, dict) else None
+                if not isinstance(value, str):
+                    raise CorpusFormatError(
+                        path, number, f"expected an object with a string field {self.text_field!r} (text_field)"
+                    )
+                if "\r" in value:
+                    value = value.replace("\r\n", "\n").replace("\r", "\n")
+                for line in value.splitlines(keepends=True):
+                    yield line if line.endswith("\n") else line + "\n"
+
+    def _decode(self, chunk: bytes, path: Path, offset: int) -> str:
+        """``chunk`` as text; ``offset`` is where it starts in the file."""
+        try:
+            return chunk.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if self.encoding_errors == "strict":
+                raise CorpusDecodeError(path, offset + exc.start) from exc
+        parts: list[str] = []
+        rest = chunk
+        while True:
+            try:
+                parts.append(rest.decode("utf-8"))
+                return "".join(parts)
+            except UnicodeDecodeError as exc:
+                parts.append(rest[: exc.start].decode("utf-8"))
+                parts.append(_REPLACEMENT)
+                self.replaced_bytes += exc.end - exc.start
+                rest = rest[exc.end :]
+
+    def _split(self, line: str) -> Iterator[str]:
+        """``line`` as pieces of at most ``max_line_bytes`` UTF-8 bytes (the line itself when it fits)."""
+        limit = self.max_line_bytes
+        if limit is None or len(line) * 4 <= limit or len(line.encode()) <= limit:
+            yield line
+            return
+        self.split_lines += 1
+        rest = line
+        while len(rest.encode()) > limit:
+            # The longest prefix that fits in ``limit`` bytes, found on the encoded form then backed off to a
+            # character boundary.
+            head = rest.encode()[:limit].decode("utf-8", errors="ignore")
+            cut = max(head.rfind(" "), head.rfind("\t"))
+            end = cut + 1 if cut > 0 else len(head)
+            yield rest[:end]
+            rest = rest[end:]
+        if rest:
+            yield rest
+
+
+def _has_text(path: Path) -> bool:
+    """True when the file holds a byte other than ASCII whitespace after its BOM; stops at the first one."""
+    with path.open("rb") as handle:
+        chunk = handle.read(_CHUNK)
+        chunk = chunk[3:] if chunk.startswith(_BOM) else chunk
+        while chunk:
+            if chunk.strip():
+                return True
+            chunk = handle.read(_CHUNK)
+    return False
+
+
+def _hash_file(path: Path, digest: _Digest) -> None:
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+
+
+def iter_corpus_lines(
+    files: list[Path],
+    *,
+    text_field: str = "text",
+    encoding_errors: EncodingErrors = "strict",
+    max_line_bytes: int | None = None,
+) -> Iterator[str]:
+    """Every line of ``files`` in order (see ``CorpusReader``), without the counts.
+
+    Raises:
+        CorpusDecodeError: a file holds bytes that are not UTF-8 (under ``encoding_errors="strict"``).
+        CorpusFormatError: a ``.jsonl`` line is not an object with a string ``text_field``.
+    """
+    reader = CorpusReader(files, text_field=text_field, encoding_errors=encoding_errors, max_line_bytes=max_line_bytes)
+    return reader.lines()

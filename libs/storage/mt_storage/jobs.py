@@ -3,6 +3,9 @@
 Every update is an optimistic transaction (WATCH / MULTI / EXEC): read the record, apply a change, refuse
 the write when the status transition is not allowed (``mt_contracts.jobs.transition_allowed``), retry when
 another writer got there first. A late or retried writer therefore never moves a finished job backwards.
+
+Each kind also keeps an index, a sorted set ``<prefix>index`` of its ids with score 0, written by
+``create``: ids are ULIDs, so their lexical order is creation order and ``list_page`` reads it newest first.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from mt_contracts import codec
-from mt_contracts.jobs import Job, JobError, RunJob, TokenizerJob, transition_allowed
+from mt_contracts.jobs import Job, JobError, JobStatus, RunJob, TokenizerJob, transition_allowed
 from mt_storage import RecordNotFound, StorageError
 
 ACTIVE_STATUSES = frozenset({"running", "cancelling"})
@@ -66,15 +69,59 @@ class JobStore(Generic[R]):
             (members,) = await pipe.execute()
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
+    @property
+    def index_key(self) -> str:
+        """The sorted set of this kind's ids (lexical order = creation order)."""
+        return f"{self._prefix}index"
+
     async def create(self, record: R) -> None:
-        """Store a new record.
+        """Store a new record and add its id to the index, in one transaction.
 
         Raises:
             StorageError: a record with this id already exists.
         """
-        created = await self._redis.set(self.key(record.id), codec.encode(record), nx=True, ex=self._retention)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.key(record.id), codec.encode(record), nx=True, ex=self._retention)
+            pipe.zadd(self.index_key, {record.id: 0})
+            created, _ = await pipe.execute()
         if not created:
             raise StorageError(f"job {record.id} already exists")
+
+    async def list_page(
+        self, *, limit: int, cursor: str | None = None, status: JobStatus | None = None
+    ) -> tuple[list[R], str | None]:
+        """Up to ``limit`` records, newest first, created before the record ``cursor`` (exclusive; ``None``
+        starts at the newest), only those in ``status`` when given.
+
+        Returns the records and the cursor of the next page: the last id examined when older ids remain,
+        else ``None``. With a ``status`` filter the scan reads ids in batches until the page is full, so a
+        rare status costs a longer scan. Ids whose record expired are dropped from the index on the way.
+        """
+        items: list[R] = []
+        upper = f"({cursor}" if cursor else "+"
+        batch = limit if status is None else max(limit, 100)
+        while True:
+            found = await self._redis.zrevrangebylex(self.index_key, upper, "-", start=0, num=batch)
+            ids = [value.decode() if isinstance(value, bytes) else str(value) for value in found]
+            if not ids:
+                return items, None
+            raws = await self._redis.mget([self.key(job_id) for job_id in ids])
+            expired = []
+            for job_id, raw in zip(ids, raws, strict=True):
+                upper = f"({job_id}"
+                if raw is None:
+                    expired.append(job_id)
+                    continue
+                record = self._decode(raw)
+                if status is None or record.status == status:
+                    items.append(record)
+                if len(items) == limit:
+                    break
+            if expired:
+                await self._redis.zrem(self.index_key, *expired)
+            if len(items) == limit:
+                more = await self._redis.zrevrangebylex(self.index_key, upper, "-", start=0, num=1)
+                return items, (upper[1:] if more else None)
 
     async def get(self, job_id: str) -> R | None:
         """The record, or ``None`` when there is none."""

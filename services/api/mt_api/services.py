@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from mt_api.tokenizer_cache import TokenizerCache
 from mt_contracts.jobs import RunJob, TokenizerJob
 from mt_contracts.settings import ApiSettings
 from mt_storage.jobs import JobStore, run_jobs, tokenizer_jobs
@@ -21,6 +22,7 @@ class Services:
         self.layout = Layout.from_settings(settings.app)
         self.tokenizers: JobStore[TokenizerJob] = tokenizer_jobs(redis)
         self.runs: JobStore[RunJob] = run_jobs(redis)
+        self.tokenizer_cache = TokenizerCache()
 
     async def readiness(self) -> list[str]:
         """Reasons the service is not ready; empty when Redis answers and each worker kind has a fresh

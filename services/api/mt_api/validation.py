@@ -23,19 +23,28 @@ def check_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
 
 
 def check_tokenizer_request(request: TrainTokenizerRequest, corpus_root: Path) -> None:
-    """Special tokens unique and not blank; ``vocab_size`` room for the byte alphabet, the special tokens
-    and at least one merge; the corpus inside the root."""
+    """Only the options of the request's method; special tokens unique and not blank; ``vocab_size`` room
+    for the method's fixed symbols (the byte alphabet, the special tokens, SentencePiece's unknown piece)
+    and one learned token; the corpus inside the root."""
+    for name in request.options_for_other_method():
+        other = "sentencepiece" if request.method == "bpe" else "bpe"
+        raise InvalidField(f"{name} applies to method {other!r} only; remove it or send method={other!r}", field=name)
     if any(not token.strip() for token in request.special_tokens):
         raise InvalidField("special tokens may not be empty or whitespace", field="special_tokens")
     if len(set(request.special_tokens)) != len(request.special_tokens):
         raise InvalidField("special tokens must be unique; remove the duplicates", field="special_tokens")
-    needed = BYTE_ALPHABET_SIZE + len(with_end_of_text(request.special_tokens)) + 1
+    specials = len(with_end_of_text(request.special_tokens))
+    if request.method == "bpe":
+        needed = BYTE_ALPHABET_SIZE + specials + 1
+        parts = f"256 byte symbols, {specials} special token(s) and one merge"
+    elif request.byte_fallback is False:
+        needed = specials + 2
+        parts = f"{specials} special token(s), the unknown piece and one learned piece"
+    else:
+        needed = BYTE_ALPHABET_SIZE + specials + 2
+        parts = f"256 byte-fallback pieces, {specials} special token(s), the unknown piece and one learned piece"
     if request.vocab_size < needed:
-        raise InvalidField(
-            f"vocab_size must be at least {needed}: 256 byte symbols, "
-            f"{needed - BYTE_ALPHABET_SIZE - 1} special token(s) and one merge",
-            field="vocab_size",
-        )
+        raise InvalidField(f"vocab_size must be at least {needed}: {parts}", field="vocab_size")
     check_corpus(corpus_root, request.corpus_path)
 
 

@@ -20,7 +20,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     store = tokenizer_jobs(redis)
 
     async def handle(tokenizer_id: str) -> None:
-        await run_tokenizer_job(store, layout, tokenizer_id)
+        await run_tokenizer_job(store, layout, tokenizer_id, settings.worker)
 
     return build_worker(
         task=TRAIN_TOKENIZER_TASK,

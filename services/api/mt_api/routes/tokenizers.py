@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from mt_api import NotFound
+from mt_api import Conflict, InvalidField, NotFound
 from mt_api.routes.common import accepted, cancel, enqueue, new_id
 from mt_api.services import Services
 from mt_api.validation import check_tokenizer_request
 from mt_contracts.ids import is_tokenizer_id
-from mt_contracts.jobs import JobAccepted, TokenizerJob
+from mt_contracts.jobs import JobAccepted, JobStatus, TokenizerJob, TokenizerPage
 from mt_contracts.queue import TRAIN_TOKENIZER_TASK
-from mt_contracts.requests import TrainTokenizerRequest
+from mt_contracts.requests import EncodeRequest, TrainTokenizerRequest
+from mt_contracts.tokenizers import EncodeResponse
 from mt_storage.jobs import utcnow
+from mt_storage.layout import MANIFEST
 
 
 @post("/tokenizers/train", status_code=HTTP_202_ACCEPTED, tags=["tokenizers"])
@@ -31,13 +35,42 @@ async def train_tokenizer(
     return accepted(job.id, f"/tokenizers/{job.id}")
 
 
+@get("/tokenizers", tags=["tokenizers"])
+async def list_tokenizers(
+    services: NamedDependency[Services],
+    limit: Annotated[int, Parameter(ge=1, le=100, description="Jobs per page.")] = 20,
+    cursor: Annotated[str | None, Parameter(description="next_cursor of the previous page.")] = None,
+    status: Annotated[JobStatus | None, Parameter(description="Only jobs in this status.")] = None,
+) -> TokenizerPage:
+    """Tokenizer jobs, newest first, ``limit`` per page; follow ``next_cursor`` for older ones."""
+    if cursor is not None and not is_tokenizer_id(cursor):
+        raise InvalidField(f"cursor {cursor!r} is not a tokenizer id; pass next_cursor as it came", field="cursor")
+    items, next_cursor = await services.tokenizers.list_page(limit=limit, cursor=cursor, status=status)
+    return TokenizerPage(items=items, next_cursor=next_cursor)
+
+
 @get("/tokenizers/{tokenizer_id:str}", tags=["tokenizers"])
 async def get_tokenizer(tokenizer_id: FromPath[str], services: NamedDependency[Services]) -> TokenizerJob:
-    """The tokenizer job: status, timestamps, result or error."""
+    """The tokenizer job: status, timestamps, result with statistics, or error."""
     job = await services.tokenizers.get(tokenizer_id) if is_tokenizer_id(tokenizer_id) else None
     if job is None:
         raise NotFound(f"no tokenizer {tokenizer_id}")
     return job
+
+
+@post("/tokenizers/{tokenizer_id:str}/encode", status_code=200, tags=["tokenizers"])
+async def encode_text(
+    tokenizer_id: FromPath[str], data: JSONBody[EncodeRequest], services: NamedDependency[Services]
+) -> EncodeResponse:
+    """Encode ``text`` with a succeeded tokenizer: ids, token strings and the decoded text. 409 while the
+    tokenizer is not ``succeeded``."""
+    job = await services.tokenizers.get(tokenizer_id) if is_tokenizer_id(tokenizer_id) else None
+    if job is None:
+        raise NotFound(f"no tokenizer {tokenizer_id}")
+    directory = services.layout.tokenizer_dir(tokenizer_id)
+    if job.status != "succeeded" or not (directory / MANIFEST).is_file():
+        raise Conflict(f"tokenizer {tokenizer_id} is {job.status}; only a succeeded tokenizer encodes")
+    return await services.tokenizer_cache.encode(tokenizer_id, directory, data.text)
 
 
 @post("/tokenizers/{tokenizer_id:str}/cancel", status_code=200, tags=["tokenizers"])
@@ -49,4 +82,4 @@ async def cancel_tokenizer(tokenizer_id: FromPath[str], services: NamedDependenc
     return await cancel(services, services.tokenizers, tokenizer_id, "tokenizer")
 
 
-ROUTES = [train_tokenizer, get_tokenizer, cancel_tokenizer]
+ROUTES = [train_tokenizer, list_tokenizers, get_tokenizer, encode_text, cancel_tokenizer]

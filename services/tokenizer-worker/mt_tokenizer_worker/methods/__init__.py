@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from mt_tokenizer_worker.methods.base import TokenizerMethod, TrainedTokenizer
 from mt_tokenizer_worker.methods.bpe import BpeMethod
+from mt_tokenizer_worker.methods.sentencepiece import SentencePieceMethod
 
-METHODS: dict[str, TokenizerMethod] = {BpeMethod.name: BpeMethod()}
+METHODS: dict[str, TokenizerMethod] = {BpeMethod.name: BpeMethod(), SentencePieceMethod.name: SentencePieceMethod()}
 
 __all__ = ["METHODS", "TokenizerMethod", "TrainedTokenizer"]

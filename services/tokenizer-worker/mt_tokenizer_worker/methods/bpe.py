@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from mt_contracts.requests import TrainTokenizerRequest, with_end_of_text
+from mt_contracts.tokenizers import BpeConfig, TokenizerConfig
 from mt_storage.files import atomic_write_bytes
 from mt_tokenizer_worker import TokenizerTrainingError
 from mt_tokenizer_worker.methods.base import TOKENIZER_JSON, TrainedTokenizer, write_hf_sidecars
@@ -22,17 +22,30 @@ class BpeMethod:
 
     name: ClassVar[str] = "bpe"
 
-    def train(self, lines: Iterator[str], request: TrainTokenizerRequest, out_dir: Path) -> TrainedTokenizer:
-        special_tokens = with_end_of_text(request.special_tokens)
+    def max_line_bytes(self, config: TokenizerConfig) -> int | None:
+        return None
+
+    def train(self, lines: Iterator[str], config: TokenizerConfig, out_dir: Path) -> TrainedTokenizer:
+        """Learn merges until ``vocab_size`` or until no pair occurs ``min_frequency`` times.
+
+        Raises:
+            TokenizerTrainingError: ``no_merges_learned``; ``vocab_size_too_large`` (the corpus supports fewer
+                tokens at this ``min_frequency``; the message gives how many).
+        """
+        if not isinstance(config, BpeConfig):
+            raise TypeError(f"BpeMethod needs a BpeConfig, got {type(config).__name__}")
+        special_tokens = config.special_tokens
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()
         tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
         trainer = trainers.BpeTrainer(
-            vocab_size=request.vocab_size,
-            min_frequency=request.min_frequency,
+            vocab_size=config.vocab_size,
+            min_frequency=config.min_frequency,
             special_tokens=special_tokens,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            # tokenizers 0.23 keeps only tokens strictly shorter than its max_token_length.
+            max_token_length=None if config.max_token_length is None else config.max_token_length + 1,
             show_progress=False,
         )
         tokenizer.train_from_iterator(lines, trainer=trainer)
@@ -40,10 +53,26 @@ class BpeMethod:
         if vocab_size <= BYTE_ALPHABET_SIZE + len(special_tokens):
             raise TokenizerTrainingError(
                 "no_merges_learned",
-                f"no pair of symbols occurs at least min_frequency={request.min_frequency} times; "
+                f"no pair of symbols occurs at least min_frequency={config.min_frequency} times; "
                 "lower min_frequency or use a larger corpus",
+            )
+        if vocab_size < config.vocab_size:
+            limits = f"min_frequency={config.min_frequency}"
+            if config.max_token_length is not None:
+                limits += f" and max_token_length={config.max_token_length}"
+            raise TokenizerTrainingError(
+                "vocab_size_too_large",
+                f"the corpus supports at most vocab_size={vocab_size} with {limits}; "
+                "lower vocab_size or min_frequency, or use a larger corpus",
             )
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out_dir / TOKENIZER_JSON, tokenizer.to_str().encode())
         sidecars = write_hf_sidecars(out_dir, special_tokens)
-        return TrainedTokenizer(vocab_size=vocab_size, special_tokens=special_tokens, files=[TOKENIZER_JSON, *sidecars])
+        # Byte-level symbols stand for one byte each, so a token's length in symbols is its length in bytes.
+        lengths = [len(token) for token in tokenizer.get_vocab() if token not in special_tokens]
+        return TrainedTokenizer(
+            vocab_size=vocab_size,
+            special_tokens=special_tokens,
+            files=[TOKENIZER_JSON, *sidecars],
+            token_byte_lengths=sorted(lengths),
+        )

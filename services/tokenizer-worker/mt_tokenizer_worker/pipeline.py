@@ -1,0 +1,106 @@
+"""Train one tokenizer, top to bottom: read the corpus, hold lines out, train, measure, write the artifacts
+with ``manifest.json`` last. A plain blocking function: the worker runs it in a child process
+(``mt_tokenizer_worker.process``) so that a cancel can kill it; tests call it directly."""
+
+from __future__ import annotations
+
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from mt_contracts import codec
+from mt_contracts.manifests import TokenizerManifest
+from mt_contracts.tokenizers import TokenizerSpec, TokenizerStatistics, TokenizerTrained, resolve_config
+from mt_storage.corpus import CorpusReader, resolve_corpus
+from mt_storage.files import atomic_write_bytes, file_entries
+from mt_storage.joblog import JobLog
+from mt_storage.jobs import utcnow
+from mt_storage.layout import MANIFEST
+from mt_tokenizer_worker import TokenizerTrainingError
+from mt_tokenizer_worker.methods import METHODS
+from mt_tokenizer_worker.methods.base import TOKENIZER_JSON
+from mt_tokenizer_worker.statistics import HoldoutSplit, heldout_statistics, length_histogram
+
+VERSIONED_PACKAGES = ("tokenizers", "sentencepiece")
+
+
+def train_tokenizer(spec: TokenizerSpec, log: JobLog) -> TokenizerTrained:
+    """Train ``spec``'s tokenizer into ``spec.out_dir``; ``log`` receives the phases (reading, training,
+    statistics, writing).
+
+    Raises:
+        TokenizerTrainingError: ``unknown_method``, ``empty_corpus``, or the method's own codes
+            (``no_merges_learned``, ``vocab_size_too_large``...).
+        CorpusPathError: the corpus vanished (``CorpusDecodeError``: not UTF-8; ``CorpusFormatError``: a bad
+            ``.jsonl`` line).
+    """
+    request = spec.request
+    config = resolve_config(request)
+    method = METHODS.get(request.method)
+    if method is None:
+        raise TokenizerTrainingError("unknown_method", f"method {request.method!r} is not installed in this worker")
+    corpus_root, out_dir = Path(spec.corpus_root), Path(spec.out_dir)
+    files = resolve_corpus(corpus_root, request.corpus_path)
+    log.write("info", "reading", f"reading {len(files)} file(s) from {request.corpus_path}", files=len(files))
+    reader = CorpusReader(
+        files,
+        root=corpus_root.resolve(),
+        text_field=config.text_field,
+        encoding_errors=config.encoding_errors,
+        max_line_bytes=method.max_line_bytes(config),
+    )
+    split = HoldoutSplit(reader.lines(), config.holdout_fraction, config.seed)
+    log.write("info", "training", f"training {request.method} with vocab_size={config.vocab_size}")
+    started = time.perf_counter()
+    try:
+        trained = method.train(split.training(), config, out_dir)
+    except TokenizerTrainingError:
+        _raise_if_empty(reader.non_blank_lines, split.training_non_blank_lines, request.corpus_path)
+        raise
+    seconds = time.perf_counter() - started
+    _raise_if_empty(reader.non_blank_lines, split.training_non_blank_lines, request.corpus_path)
+    corpus = reader.stats()
+    log.write(
+        "info", "statistics", f"measuring on {len(split.heldout)} held-out line(s)",
+        vocab_size=trained.vocab_size, corpus_bytes=corpus.bytes, seconds=seconds,
+    )  # fmt: skip
+    tokenizer = Tokenizer.from_file(str(out_dir / TOKENIZER_JSON))
+    statistics = TokenizerStatistics(
+        vocab_size=trained.vocab_size,
+        corpus=corpus,
+        training_lines=split.training_lines,
+        sampled_lines=split.training_lines if trained.sampled_lines is None else trained.sampled_lines,
+        heldout=heldout_statistics(tokenizer, split.heldout, trained),
+        token_length_histogram=length_histogram(trained.token_byte_lengths),
+        training_seconds=seconds,
+        megabytes_per_second=corpus.bytes / 1e6 / seconds if seconds > 0 else 0.0,
+    )
+    log.write("info", "writing", f"writing the manifest of {len(trained.files)} file(s)")
+    manifest = TokenizerManifest(
+        tokenizer_id=spec.tokenizer_id,
+        method=request.method,
+        request=request,
+        config=config,
+        seed=config.seed,
+        vocab_size=trained.vocab_size,
+        special_tokens=trained.special_tokens,
+        corpus=reader.fingerprint(),
+        statistics=statistics,
+        files=file_entries(out_dir, trained.files),
+        created_at=utcnow(),
+        versions={name: version(name) for name in VERSIONED_PACKAGES},
+    )
+    atomic_write_bytes(out_dir / MANIFEST, codec.encode(manifest))
+    return TokenizerTrained(vocab_size=trained.vocab_size, special_tokens=trained.special_tokens, statistics=statistics)
+
+
+def _raise_if_empty(non_blank_lines: int, training_non_blank_lines: int, corpus_path: str) -> None:
+    if non_blank_lines == 0:
+        raise TokenizerTrainingError("empty_corpus", f"{corpus_path!r} holds no non-whitespace text")
+    if training_non_blank_lines == 0:
+        raise TokenizerTrainingError(
+            "empty_corpus",
+            f"every non-blank line of {corpus_path!r} was held out; lower holdout_fraction or add text",
+        )

@@ -1,0 +1,52 @@
+"""``python -m mt_tokenizer_worker.process [--nice N]``: the tokenizer training process.
+
+Reads a ``TokenizerSpec`` (JSON) on stdin, trains, and writes one ``TokenizerOutcome`` line on stdout. The
+worker runs it in its own process group so that a cancel kills it at once; an unexpected error leaves a
+traceback on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mt_contracts import codec
+from mt_contracts.tokenizers import TokenizerFailed, TokenizerOutcome, TokenizerSpec
+from mt_storage import CorpusPathError
+from mt_storage.corpus import CorpusDecodeError, CorpusFormatError
+from mt_storage.joblog import JobLog
+from mt_tokenizer_worker import TokenizerTrainingError
+from mt_tokenizer_worker.pipeline import train_tokenizer
+
+
+def run(spec: TokenizerSpec, log: JobLog) -> TokenizerOutcome:
+    """Train, turning every error the user can act on into ``TokenizerFailed`` with a stable code."""
+    try:
+        return train_tokenizer(spec, log)
+    except TokenizerTrainingError as exc:
+        return TokenizerFailed(code=exc.code, message=exc.message)
+    except CorpusDecodeError as exc:
+        return TokenizerFailed(code="invalid_utf8", message=str(exc))
+    except CorpusFormatError as exc:
+        return TokenizerFailed(code="invalid_jsonl", message=str(exc))
+    except CorpusPathError as exc:
+        return TokenizerFailed(code="corpus_unavailable", message=str(exc))
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mt_tokenizer_worker.process")
+    parser.add_argument("--nice", type=int, default=0, help="added to this process's niceness")
+    args = parser.parse_args(argv)
+    if args.nice:
+        os.nice(args.nice)
+    spec = codec.decode(sys.stdin.buffer.read(), TokenizerSpec)
+    outcome = run(spec, JobLog(Path(spec.log_path), spec.tokenizer_id))
+    sys.stdout.buffer.write(codec.encode(outcome) + b"\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

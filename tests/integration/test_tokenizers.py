@@ -1,0 +1,162 @@
+"""Tokenizer jobs end to end: the real Litestar app, the real arq workers on a private Redis and the real
+training process, on a slice of Tiny Shakespeare."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
+from tokenizers import Tokenizer
+from transformers import AutoTokenizer
+
+from mt_api.app import create_app
+from mt_contracts import codec
+from mt_contracts.jobs import JobAccepted, TokenizerJob, TokenizerPage
+from mt_contracts.manifests import TokenizerManifest
+from mt_contracts.settings import ApiSettings, WorkerServiceSettings
+from mt_contracts.tokenizers import EncodeResponse
+from mt_storage.files import sha256_file
+from tests.helpers import running_workers, wait_for
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+TEXT = "ROMEO: Ünïcödé 東京 🙂\tdigits 0123456789\n"
+
+
+async def _tokenizer(client: AsyncTestClient[Litestar], job_id: str) -> TokenizerJob:
+    return codec.decode((await client.get(f"/tokenizers/{job_id}")).content, TokenizerJob)
+
+
+async def _submit(client: AsyncTestClient[Litestar], body: dict[str, object]) -> str:
+    response = await client.post("/tokenizers/train", json=body)
+    assert response.status_code == 202, response.text
+    return codec.decode(response.content, JobAccepted).id
+
+
+async def _finished(client: AsyncTestClient[Litestar], job_id: str, timeout: float = 60) -> TokenizerJob:
+    return await wait_for(lambda: _tokenizer(client, job_id), lambda j: j.status in TERMINAL, timeout)
+
+
+async def test_both_methods_train_list_and_encode_through_the_api(
+    api_settings: ApiSettings, worker_settings: WorkerServiceSettings, redis: Redis
+) -> None:
+    bodies: list[dict[str, object]] = [
+        {"corpus_path": "small.txt", "vocab_size": 500},
+        {"corpus_path": "small.txt", "method": "sentencepiece", "vocab_size": 500},
+        {"corpus_path": "small.txt", "method": "sentencepiece", "model_type": "bpe", "vocab_size": 500},
+    ]
+    async with AsyncTestClient(app=create_app(api_settings)) as client, running_workers(worker_settings):
+        ids = [await _submit(client, body) for body in bodies]
+        jobs = [await _finished(client, job_id) for job_id in ids]
+        assert [job.status for job in jobs] == ["succeeded"] * 3, [job.error for job in jobs]
+
+        for job in jobs:
+            assert job.result is not None and job.result.statistics is not None
+            assert job.result.vocab_size == job.result.statistics.vocab_size == 500
+            assert job.result.statistics.heldout is not None
+            assert job.result.statistics.heldout.roundtrip_exact_rate == 1.0
+            directory = Path(job.result.artifact_dir)
+            manifest = codec.decode((directory / "manifest.json").read_bytes(), TokenizerManifest)
+            assert manifest.method == job.request.method
+            assert all(sha256_file(directory / f.path) == f.sha256 for f in manifest.files)
+            tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+            hf = AutoTokenizer.from_pretrained(directory)
+            assert hf(TEXT)["input_ids"] == tokenizer.encode(TEXT).ids
+            response = await client.post(f"/tokenizers/{job.id}/encode", json={"text": TEXT})
+            assert response.status_code == 200, response.text
+            encoded = codec.decode(response.content, EncodeResponse)
+            assert encoded == EncodeResponse(
+                ids=tokenizer.encode(TEXT).ids, tokens=tokenizer.encode(TEXT).tokens, decoded=TEXT
+            )
+            events = [
+                msgspec.json.decode(line)["event"] for line in (directory / "logs.jsonl").read_bytes().splitlines()
+            ]
+            assert events == ["started", "reading", "training", "statistics", "writing", "succeeded"]
+
+        # Newest first, two per page, then the rest; the filter keeps only the status asked for.
+        page = codec.decode((await client.get("/tokenizers?limit=2")).content, TokenizerPage)
+        assert [job.id for job in page.items] == ids[:0:-1] and page.next_cursor == ids[1]
+        rest = codec.decode((await client.get(f"/tokenizers?limit=2&cursor={page.next_cursor}")).content, TokenizerPage)
+        assert ([job.id for job in rest.items], rest.next_cursor) == ([ids[0]], None)
+        failed = codec.decode((await client.get("/tokenizers?status=failed")).content, TokenizerPage)
+        assert failed == TokenizerPage(items=[], next_cursor=None)
+
+
+@pytest.mark.parametrize(
+    ("files", "body", "code", "message"),
+    [
+        ({"blank.txt": b" \n\t\n"}, {"corpus_path": "blank.txt"}, "empty_corpus", "no non-whitespace text"),
+        (
+            {"bad.txt": b"fine\nbad \xff\n"},
+            {"corpus_path": "bad.txt"},
+            "invalid_utf8",
+            "bad.txt is not valid UTF-8 at byte offset 9",
+        ),
+        ({"bad.jsonl": b'{"txt": "x"}\n'}, {"corpus_path": "bad.jsonl"}, "invalid_jsonl", "bad.jsonl line 1"),
+        (
+            {"a.txt": b"a short line\n"},
+            {"corpus_path": "a.txt", "min_frequency": 50},
+            "no_merges_learned",
+            "min_frequency=50",
+        ),
+        ({}, {"corpus_path": "small.txt", "vocab_size": 50_000}, "vocab_size_too_large", "at most vocab_size="),
+        (
+            {},
+            {"corpus_path": "small.txt", "method": "sentencepiece", "vocab_size": 50_000},
+            "vocab_size_too_large",
+            "at most vocab_size=",
+        ),
+    ],
+)
+async def test_user_errors_fail_the_job_once_with_a_stable_code(
+    api_settings: ApiSettings,
+    worker_settings: WorkerServiceSettings,
+    redis: Redis,
+    files: dict[str, bytes],
+    body: dict[str, object],
+    code: str,
+    message: str,
+) -> None:
+    for name, data in files.items():
+        (Path(api_settings.app.corpus_root) / name).write_bytes(data)
+    async with AsyncTestClient(app=create_app(api_settings)) as client, running_workers(worker_settings):
+        job = await _finished(client, await _submit(client, body))
+    assert job.status == "failed" and job.error is not None
+    assert (job.error.code, job.attempts) == (code, 1)
+    assert message in job.error.message
+    assert not (Path(api_settings.app.artifacts_root) / "tokenizers" / job.id / "manifest.json").exists()
+
+
+async def test_cancel_stops_a_running_tokenizer_within_ten_seconds(
+    api_settings: ApiSettings, worker_settings: WorkerServiceSettings, redis: Redis, shakespeare: str
+) -> None:
+    corpus = Path(api_settings.app.corpus_root) / "big"
+    corpus.mkdir()
+    for index in range(4):
+        (corpus / f"part{index}.txt").write_text(shakespeare, encoding="utf-8")
+    body = {"corpus_path": "big", "method": "sentencepiece", "vocab_size": 8000, "input_sentence_size": 0}
+    async with AsyncTestClient(app=create_app(api_settings)) as client, running_workers(worker_settings):
+        job_id = await _submit(client, body)
+        logs = Path(api_settings.app.artifacts_root) / "tokenizers" / job_id / "logs.jsonl"
+
+        async def training_phase() -> bool:
+            return logs.is_file() and b'"event":"training"' in logs.read_bytes()
+
+        await wait_for(training_phase, bool, timeout=30)
+        await asyncio.sleep(1.0)
+        # The worker's event loop is free while the process trains: its health key stays fresh.
+        assert (await client.get("/readyz")).status_code == 200
+        started = time.monotonic()
+        response = await client.post(f"/tokenizers/{job_id}/cancel")
+        assert response.status_code == 200 and response.json()["status"] == "cancelling", response.text
+        job = await _finished(client, job_id, timeout=10)
+        elapsed = time.monotonic() - started
+    assert job.status == "cancelled", job
+    assert elapsed < 10
+    assert not (logs.parent / "manifest.json").exists()
+    assert b'"event":"stopped"' in logs.read_bytes()
