@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from mt_api.app import create_app
 from mt_contracts import codec
-from mt_contracts.jobs import CheckpointInfo, JobAccepted, RunJob, RunSeries, TokenizerJob
+from mt_contracts.jobs import CheckpointInfo, JobAccepted, RunJob, RunPage, RunSeries, TokenizerJob
 from mt_contracts.settings import ApiSettings, WorkerServiceSettings
 from tests.helpers import running_workers, wait_for
 
@@ -102,6 +102,17 @@ async def test_cancel_queued_and_running_runs_then_resume_from_the_checkpoint(
     series = codec.decode((await client.get(f"/runs/{long_run}/metrics")).content, RunSeries)
     steps = [point.step for point in series.train]
     assert steps == sorted(steps) and steps[-1] == last + 15
+
+    # Newest first, one per page, then filtered by status.
+    first_page = codec.decode((await client.get("/runs", params={"limit": 1})).content, RunPage)
+    assert [job.id for job in first_page.items] == [queued_run] and first_page.next_cursor == queued_run
+    second_page = codec.decode(
+        (await client.get("/runs", params={"limit": 1, "cursor": first_page.next_cursor})).content, RunPage
+    )
+    assert [job.id for job in second_page.items] == [long_run]
+    cancelled_page = codec.decode((await client.get("/runs", params={"status": "cancelled"})).content, RunPage)
+    assert [job.id for job in cancelled_page.items] == [queued_run]
+    assert (await client.get("/runs", params={"cursor": "tok_x"})).status_code == 400
 
 
 async def test_a_killed_training_process_is_restarted_from_its_checkpoint(

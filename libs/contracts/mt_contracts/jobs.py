@@ -174,3 +174,11 @@ class RunSeries(msgspec.Struct, frozen=True):
 
     train: list[RunProgress]
     val: list[EvalPoint]
+
+
+class RunPage(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /runs``: runs newest first; pass ``next_cursor`` as ``cursor`` for the next page (``None`` on
+    the last page)."""
+
+    items: list[RunJob]
+    next_cursor: str | None

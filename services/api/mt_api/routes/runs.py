@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 from litestar import Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from mt_api import Conflict, InvalidField, NotFound
@@ -16,7 +18,16 @@ from mt_api.routes.common import accepted, cancel, enqueue, new_id
 from mt_api.services import Services
 from mt_api.validation import check_run_request
 from mt_contracts.ids import is_run_id
-from mt_contracts.jobs import CheckpointInfo, EvalPoint, JobAccepted, RunJob, RunProgress, RunSeries
+from mt_contracts.jobs import (
+    CheckpointInfo,
+    EvalPoint,
+    JobAccepted,
+    JobStatus,
+    RunJob,
+    RunPage,
+    RunProgress,
+    RunSeries,
+)
 from mt_contracts.queue import TRAIN_MODEL_TASK
 from mt_contracts.requests import ResumeRunRequest, TrainRunRequest
 from mt_contracts.training import Eval, Progress, decode_event
@@ -36,6 +47,29 @@ async def train_run(data: JSONBody[TrainRunRequest], services: NamedDependency[S
     return accepted(job.id, f"/runs/{job.id}")
 
 
+@get("/runs", tags=["runs"])
+async def list_runs(
+    services: NamedDependency[Services],
+    limit: Annotated[int, Parameter(ge=1, le=100, description="Runs per page.")] = 20,
+    cursor: Annotated[str | None, Parameter(description="next_cursor of the previous page.")] = None,
+    status: Annotated[JobStatus | None, Parameter(description="Only runs in this stored status.")] = None,
+) -> RunPage:
+    """Runs, newest first, ``limit`` per page; follow ``next_cursor`` for older ones. ``stalled`` is shown
+    but never stored, so a ``status=running`` page also holds the stalled runs."""
+    if cursor is not None and not is_run_id(cursor):
+        raise InvalidField(f"cursor {cursor!r} is not a run id; pass next_cursor as it came", field="cursor")
+    items, next_cursor = await services.runs.list_page(limit=limit, cursor=cursor, status=status)
+    now = utcnow()
+    return RunPage(items=[_shown(services, job, now) for job in items], next_cursor=next_cursor)
+
+
+def _shown(services: Services, job: RunJob, now: datetime) -> RunJob:
+    """The record as clients see it: ``stalled`` when its heartbeat is too old."""
+    if is_stalled(job, now, services.settings.app.stall_after_seconds):
+        return msgspec.structs.replace(job, status="stalled")
+    return job
+
+
 async def _get(services: Services, run_id: str) -> RunJob:
     job = await services.runs.get(run_id) if is_run_id(run_id) else None
     if job is None:
@@ -47,10 +81,7 @@ async def _get(services: Services, run_id: str) -> RunJob:
 async def get_run(run_id: FromPath[str], services: NamedDependency[Services]) -> RunJob:
     """The run: status, progress, heartbeat, last validation estimate, latest checkpoint, final metrics or
     error. A running run whose heartbeat is older than ``APP__STALL_AFTER_SECONDS`` shows ``stalled``."""
-    job = await _get(services, run_id)
-    if is_stalled(job, utcnow(), services.settings.app.stall_after_seconds):
-        return msgspec.structs.replace(job, status="stalled")
-    return job
+    return _shown(services, await _get(services, run_id), utcnow())
 
 
 @post("/runs/{run_id:str}/resume", status_code=HTTP_202_ACCEPTED, tags=["runs"])
@@ -123,4 +154,4 @@ async def cancel_run(run_id: FromPath[str], services: NamedDependency[Services])
     return await cancel(services, services.runs, run_id, "run")
 
 
-ROUTES = [train_run, get_run, cancel_run, resume_run, list_checkpoints, run_metrics]
+ROUTES = [train_run, list_runs, get_run, cancel_run, resume_run, list_checkpoints, run_metrics]
