@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo dev test lint fmt clean-data
+.PHONY: help setup demo dev test lint fmt bench clean-data
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ dev: setup ## Run Redis (embedded unless REDIS__URL is set), the API and both wo
 
 test: setup ## Run the test suite (starts its own private redis-server)
 	$(BIN)/python -m pytest
+
+bench: setup ## Run the benchmarks (several minutes) and write docs/benchmarks.md
+	$(BIN)/python scripts/bench.py $(BENCH)
 
 lint: setup ## ruff check, ruff format --check, mypy --strict and the guard script
 	$(BIN)/ruff check .

@@ -1,0 +1,58 @@
+"""``make bench``: run every benchmark module in ``scripts/benchmarks/`` (or those named on the command line)
+and write their markdown sections to ``docs/benchmarks.md``.
+
+Each module exposes ``main() -> str`` returning one markdown section. Benchmarks report medians of repeated
+runs as ratios against a reference measured in the same run, so a noisy shared machine moves both sides.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "scripts" / "benchmarks"
+OUTPUT = ROOT / "docs" / "benchmarks.md"
+
+
+def machine() -> str:
+    """One line naming the machine the numbers come from."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
+
+
+def main(argv: list[str]) -> int:
+    names = argv or sorted(p.stem for p in BENCHMARKS.glob("*.py") if not p.stem.startswith("_"))
+    sys.path.insert(0, str(BENCHMARKS.parent))
+    sections = []
+    for name in names:
+        print(f"bench: {name}", flush=True)
+        started = time.monotonic()
+        module = importlib.import_module(f"benchmarks.{name}")
+        section: str = module.main()
+        sections.append(section.strip())
+        print(f"bench: {name} done in {time.monotonic() - started:.0f} s", flush=True)
+    header = (
+        "# Benchmarks\n\n"
+        f"Written by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {machine()}.\n"
+        "Numbers are medians of repeated runs; ratios compare against a reference measured in the same run.\n"
+    )
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.write_text(header + "\n" + "\n\n".join(sections) + "\n", encoding="utf-8")
+    print(f"bench: wrote {OUTPUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

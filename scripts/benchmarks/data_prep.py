@@ -1,0 +1,96 @@
+"""Data preparation at scale: a generated corpus encoded into training token files by ``prepare_data``.
+
+The corpus is Tiny Shakespeare's lines in a seeded random order, repeated to the size asked, in several
+files (documents). Each size runs in a fresh process that reports its own peak RSS. Sizes in MB come from
+``BENCH_DATA_MB`` (default ``64,256``; the issue's goal is stated for 1024). Goals: peak RSS <= 500 MB
+whatever the size, time linear in size, >= 5 MB/s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import msgspec
+
+from benchmarks._common import SHAKESPEARE, bpe_tokenizer
+
+FILE_MB = 32
+VOCAB_SIZE = 8192
+_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from mt_trainer_worker.training.data import prepare_data
+files = sorted(Path(sys.argv[1]).glob("*.txt"))
+started = time.perf_counter()
+data = prepare_data(Path(sys.argv[2]), files, 0.01, 1337, Path(sys.argv[3]))
+print(json.dumps({"seconds": time.perf_counter() - started, "tokens": data.train_tokens + data.val_tokens,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+class Measured(msgspec.Struct, frozen=True):
+    seconds: float
+    tokens: int
+    peak_rss_mb: float
+
+
+def write_corpus(directory: Path, megabytes: int) -> int:
+    """Write ``megabytes`` MB of shuffled Shakespeare lines into ``FILE_MB``-sized files; returns bytes."""
+    lines = SHAKESPEARE.read_text(encoding="utf-8").splitlines(keepends=True)
+    rng = random.Random(0)
+    directory.mkdir(parents=True)
+    written, index = 0, 0
+    while written < megabytes * 2**20:
+        with (directory / f"part-{index:04d}.txt").open("w", encoding="utf-8") as out:
+            size = 0
+            while size < FILE_MB * 2**20 and written + size < megabytes * 2**20:
+                rng.shuffle(lines)
+                chunk = "".join(lines)
+                out.write(chunk)
+                size += len(chunk.encode())
+        written += size
+        index += 1
+    return written
+
+
+def main() -> str:
+    sizes = [int(part) for part in os.environ.get("BENCH_DATA_MB", "64,256").split(",")]
+    rows = []
+    per_mb = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        tokenizer = bpe_tokenizer(work / "tokenizer", VOCAB_SIZE)
+        for megabytes in sizes:
+            corpus = work / f"corpus-{megabytes}"
+            size = write_corpus(corpus, megabytes)
+            command = [sys.executable, "-c", _CHILD, str(corpus), str(tokenizer), str(work / f"cache-{megabytes}")]
+            result = subprocess.run(
+                command, capture_output=True, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "true"}
+            )
+            measured = msgspec.json.decode(result.stdout.splitlines()[-1], type=Measured)
+            rate = size / 2**20 / measured.seconds
+            per_mb.append(measured.seconds / (size / 2**20))
+            rows.append(
+                f"| {size / 2**20:,.0f} | {measured.seconds:,.1f} | {rate:.2f} | {measured.tokens:,} "
+                f"| {measured.peak_rss_mb:,.0f} |"
+            )
+    linearity = per_mb[-1] / per_mb[0] if len(per_mb) > 1 else 1.0
+    return "\n".join(
+        [
+            "## Data preparation (issue 4)",
+            "",
+            f"`prepare_data` on generated corpora ({FILE_MB} MB files of shuffled Tiny Shakespeare lines), "
+            f"byte-level BPE with vocab_size {VOCAB_SIZE}, one process per size. "
+            f"Time per MB, largest over smallest size: {linearity:.2f} (1.00 = linear).",
+            "Goals: peak RSS <= 500 MB at any size; time linear in size; >= 5 MB/s on 2 cores.",
+            "",
+            "| corpus MB | seconds | MB/s | tokens | peak RSS MB |",
+            "| --- | --- | --- | --- | --- |",
+            *rows,
+        ]
+    )
