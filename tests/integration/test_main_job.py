@@ -103,6 +103,14 @@ async def test_tokenizer_and_gpt2_trained_through_the_api(
     model_dir = Path(run.artifact_dir)
     model_manifest = codec.decode((model_dir / "manifest.json").read_bytes(), ModelManifest)
     assert model_manifest.metrics == metrics
+    assert model_manifest.dataset is not None
+    assert (model_manifest.dataset.val_bytes, model_manifest.dataset.val_tokens) == (
+        metrics.val_bytes,
+        metrics.val_tokens + 1,
+    )
+    assert model_manifest.total_steps == 120 and model_manifest.checkpoints[-1].step == 120
+    assert model_manifest.timings is not None and model_manifest.timings.training > 0
+    assert model_manifest.tokens_per_second > 0 and model_manifest.device == "cpu"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {f.path for f in model_manifest.files}
     assert all(sha256_file(model_dir / f.path) == f.sha256 for f in model_manifest.files)
     run_manifest = codec.decode((Path(api_settings.app.runs_root) / run_id / "manifest.json").read_bytes(), RunManifest)

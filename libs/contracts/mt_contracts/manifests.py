@@ -7,7 +7,7 @@ from datetime import datetime
 
 import msgspec
 
-from mt_contracts.jobs import RunMetrics
+from mt_contracts.jobs import CheckpointInfo, RunMetrics
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.tokenizers import CorpusFingerprint, TokenizerConfig, TokenizerStatistics
 
@@ -38,17 +38,49 @@ class TokenizerManifest(msgspec.Struct, frozen=True, kw_only=True):
     versions: dict[str, str]
 
 
+class DatasetInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The prepared token data a run trained on: its cache ``key``, the corpus fingerprint and tokenizer
+    file digests (sha256) it derives from, and token and document counts per split."""
+
+    key: str
+    corpus_sha256: str
+    tokenizer_sha256: str
+    train_tokens: int
+    val_tokens: int
+    train_documents: int
+    val_documents: int
+    val_bytes: int
+    reused: bool
+
+
+class Timings(msgspec.Struct, frozen=True, kw_only=True):
+    """Seconds spent in each phase of the last training process (training spans resumes)."""
+
+    data_preparation: float
+    training: float
+    evaluation: float
+    saving: float
+
+
 class ModelManifest(msgspec.Struct, frozen=True, kw_only=True):
-    """``artifacts/models/<run_id>/manifest.json``."""
+    """``artifacts/models/<run_id>/manifest.json``: the resolved request (seed included), data, device,
+    threads, timings, training tokens per second, final metrics, kept checkpoints and every file."""
 
     run_id: str
     tokenizer_id: str
     request: TrainRunRequest
+    total_steps: int
     vocab_size: int
     metrics: RunMetrics
     files: list[FileEntry]
     created_at: datetime
     versions: dict[str, str]
+    dataset: DatasetInfo | None = None
+    device: str = "cpu"
+    threads: int = 0
+    timings: Timings | None = None
+    tokens_per_second: float = 0.0
+    checkpoints: list[CheckpointInfo] = msgspec.field(default_factory=list)
 
 
 class RunManifest(msgspec.Struct, frozen=True, kw_only=True):

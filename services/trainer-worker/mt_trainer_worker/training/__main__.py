@@ -15,15 +15,19 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
 
+import torch
+
 from mt_contracts import codec
 from mt_contracts.jobs import RunMetrics
-from mt_contracts.manifests import ModelManifest
+from mt_contracts.manifests import DatasetInfo, ModelManifest, Timings
 from mt_contracts.training import Failed, Finished, RunSpec
+from mt_storage.checkpoints import read_index
 from mt_storage.corpus import CorpusDecodeError
 from mt_storage.files import atomic_move, atomic_write_bytes, file_entries
 from mt_storage.jobs import utcnow
@@ -34,7 +38,6 @@ from mt_trainer_worker.training.events import EventWriter, HeartbeatThread
 from mt_trainer_worker.training.loop import (
     LN2,
     StopTraining,
-    pick_device,
     safe_exp,
     save_dir_files,
     score_tokens,
@@ -49,16 +52,19 @@ def run(spec: RunSpec, writer: EventWriter, stop: threading.Event) -> Finished:
     request = spec.request
     tokenizer_dir = Path(spec.tokenizer_dir)
     corpus_files = [Path(p) for p in spec.corpus_files]
+    clock = time.monotonic()
     data = prepare_data(
         tokenizer_dir / "tokenizer.json", corpus_files, request.val_fraction, request.seed, Path(spec.dataset_cache)
     )
+    preparation_seconds, clock = time.monotonic() - clock, time.monotonic()
     trained = train(spec, data, writer, stop)
+    clock = time.monotonic()
 
     writer.phase = "evaluating"
     val = open_tokens(data.val_path, data.dtype)
-    total_nats, scored = score_tokens(
-        trained.model, val, request.block_size, request.batch_size, pick_device(request.device)
-    )
+    device = next(trained.model.parameters()).device
+    total_nats, scored = score_tokens(trained.model, val, request.block_size, request.batch_size, device)
+    evaluation_seconds, clock = time.monotonic() - clock, time.monotonic()
     val_loss = total_nats / scored
     metrics = RunMetrics(
         val_loss=val_loss,
@@ -90,11 +96,33 @@ def run(spec: RunSpec, writer: EventWriter, stop: threading.Event) -> Finished:
         run_id=spec.run_id,
         tokenizer_id=spec.tokenizer_id,
         request=request,
+        total_steps=request.total_steps,
         vocab_size=data.vocab_size,
         metrics=metrics,
         files=file_entries(model_dir, names),
         created_at=utcnow(),
         versions={name: version(name) for name in ("torch", "transformers", "tokenizers")},
+        dataset=DatasetInfo(
+            key=data.key,
+            corpus_sha256=data.corpus_sha256,
+            tokenizer_sha256=data.tokenizer_sha256,
+            train_tokens=data.train_tokens,
+            val_tokens=data.val_tokens,
+            train_documents=data.train_documents,
+            val_documents=data.val_documents,
+            val_bytes=data.val_bytes,
+            reused=data.reused,
+        ),
+        device=str(device),
+        threads=torch.get_num_threads(),
+        timings=Timings(
+            data_preparation=preparation_seconds,
+            training=trained.seconds,
+            evaluation=evaluation_seconds,
+            saving=time.monotonic() - clock,
+        ),
+        tokens_per_second=trained.tokens_seen / trained.seconds if trained.seconds > 0 else 0.0,
+        checkpoints=read_index(Path(spec.run_dir)),
     )
     atomic_write_bytes(model_dir / MANIFEST, codec.encode(manifest))
     return Finished(metrics=metrics, model_dir=str(model_dir))
