@@ -7,7 +7,9 @@ abort are explicit; jobs travel as MessagePack.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -26,8 +28,9 @@ from arq.constants import (
 from arq.worker import Function, Worker, func
 
 from mt_contracts.jobs import JobError
+from mt_contracts.logs import configure_logging
 from mt_contracts.queue import deserialize_job, serialize_job
-from mt_contracts.settings import WorkerSettings
+from mt_contracts.settings import WorkerServiceSettings, WorkerSettings, from_env
 
 HEALTH_CHECK_SUFFIX = ":health-check"
 
@@ -209,4 +212,26 @@ def check_health(redis_url: str, queue_name: str) -> int:
         print(f"unhealthy: no live worker on queue {queue_name} (health key missing or expired)", file=sys.stderr)
         return 1
     print(f"healthy: {queue_name}: {health}")
+    return 0
+
+
+def worker_main(
+    prog: str,
+    create: Callable[[WorkerServiceSettings], Worker],
+    queue_of: Callable[[WorkerServiceSettings], str],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """The command line of a worker service (``python -m <prog>``): read settings from the environment, log
+    JSON to stdout and run until SIGINT/SIGTERM; ``--check`` is the liveness probe instead (exit 0 when a
+    worker on the queue refreshed arq's health key in time, else 1)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=f"Run the {prog} worker.")
+    parser.add_argument(
+        "--check", action="store_true", help="check arq's health key for the worker's queue and exit (0: healthy)"
+    )
+    check = parser.parse_args(argv).check is True
+    settings = from_env(WorkerServiceSettings, os.environ)
+    if check:
+        return check_health(settings.redis.url, queue_of(settings))
+    configure_logging(settings.app.log_level)
+    create(settings).run()
     return 0
