@@ -32,24 +32,37 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
 
 
+def _existing_sections() -> dict[str, str]:
+    """The sections already in docs/benchmarks.md, by heading, so running one benchmark keeps the others."""
+    if not OUTPUT.is_file():
+        return {}
+    sections: dict[str, str] = {}
+    for chunk in OUTPUT.read_text(encoding="utf-8").split("\n## ")[1:]:
+        section = "## " + chunk.strip()
+        sections[section.splitlines()[0]] = section
+    return sections
+
+
 def main(argv: list[str]) -> int:
     names = argv or sorted(p.stem for p in BENCHMARKS.glob("*.py") if not p.stem.startswith("_"))
     sys.path.insert(0, str(BENCHMARKS.parent))
-    sections = []
+    sections = _existing_sections()
     for name in names:
         print(f"bench: {name}", flush=True)
         started = time.monotonic()
         module = importlib.import_module(f"benchmarks.{name}")
         section: str = module.main()
-        sections.append(section.strip())
+        sections[section.strip().splitlines()[0]] = section.strip()
         print(f"bench: {name} done in {time.monotonic() - started:.0f} s", flush=True)
     header = (
         "# Benchmarks\n\n"
         f"Written by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {machine()}.\n"
         "Numbers are medians of repeated runs; ratios compare against a reference measured in the same run.\n"
+        "A section run on its own keeps the others as they were (each names what it measured).\n"
     )
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(header + "\n" + "\n\n".join(sections) + "\n", encoding="utf-8")
+    body = "\n\n".join(sections[heading] for heading in sorted(sections))
+    OUTPUT.write_text(header + "\n" + body + "\n", encoding="utf-8")
     print(f"bench: wrote {OUTPUT}")
     return 0
 

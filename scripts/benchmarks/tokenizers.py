@@ -1,0 +1,124 @@
+"""Tokenizer jobs against the library alone: the same options, the same corpus, measured in one run.
+
+Ours is the real training process of a tokenizer job (``python -m mt_tokenizer_worker.process``: reading,
+training, held-out statistics, artifacts, manifest); the reference calls the library directly on the same
+file (HF ``tokenizers`` ``BpeTrainer`` over the file's lines; ``sentencepiece.SentencePieceTrainer`` on the
+file). Wall time and peak RSS come from GNU time around each process. Medians of ``REPEATS`` alternating runs.
+The corpus is Tiny Shakespeare's lines in a seeded random order, ``BENCH_TOKENIZER_MB`` MB (default 50).
+Goals: time ratio <= 1.10 and peak RSS <= 1.5x the library alone, for bpe and both SentencePiece types.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks._common import SHAKESPEARE, median
+from mt_contracts import codec
+from mt_contracts.requests import TrainTokenizerRequest
+from mt_contracts.tokenizers import TokenizerSpec
+
+REPEATS = 3
+VOCAB_SIZE = 8000
+METHODS: dict[str, dict[str, str]] = {
+    "bpe": {"method": "bpe"},
+    "sentencepiece unigram": {"method": "sentencepiece", "model_type": "unigram"},
+    "sentencepiece bpe": {"method": "sentencepiece", "model_type": "bpe"},
+}
+_LIBRARY = """
+import sys
+path, method, model_type, vocab = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+if method == "bpe":
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, special_tokens=["<|endoftext|>", "<|pad|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    with open(path, encoding="utf-8") as lines:
+        tokenizer.train_from_iterator(lines, trainer=trainer)
+    tokenizer.save(sys.argv[5] + "/tokenizer.json")
+else:
+    import sentencepiece as spm
+    spm.SentencePieceTrainer.train(input=path, model_prefix=sys.argv[5] + "/sp", model_type=model_type,
+        vocab_size=vocab, byte_fallback=True, character_coverage=0.9995, input_sentence_size=2_000_000,
+        shuffle_input_sentence=True, normalization_rule_name="identity", user_defined_symbols=["<|endoftext|>",
+        "<|pad|>"], minloglevel=2)
+"""
+
+
+def measure(command: list[str], stdin: bytes | None = None) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one process, from GNU time."""
+    timed = ["/usr/bin/time", "-f", "%e %M", *command]
+    result = subprocess.run(timed, input=stdin, capture_output=True, check=True)
+    seconds, kilobytes = result.stderr.decode().strip().splitlines()[-1].split()
+    return float(seconds), int(kilobytes) / 1024
+
+
+def write_corpus(path: Path, megabytes: int) -> None:
+    lines = SHAKESPEARE.read_text(encoding="utf-8").splitlines(keepends=True)
+    rng = random.Random(0)
+    written = 0
+    with path.open("w", encoding="utf-8") as out:
+        while written < megabytes * 2**20:
+            rng.shuffle(lines)
+            chunk = "".join(lines)
+            out.write(chunk)
+            written += len(chunk.encode())
+
+
+def main() -> str:
+    megabytes = int(os.environ.get("BENCH_TOKENIZER_MB", "50"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        corpus_root = work / "corpus"
+        corpus_root.mkdir()
+        write_corpus(corpus_root / "corpus.txt", megabytes)
+        for label, options in METHODS.items():
+            ours_runs, library_runs = [], []
+            for repeat in range(REPEATS):
+                out = work / f"{label.replace(' ', '-')}-{repeat}"
+                out.mkdir()
+                request = codec.decode(
+                    codec.encode({"corpus_path": "corpus.txt", "vocab_size": VOCAB_SIZE, **options}),
+                    TrainTokenizerRequest,
+                )
+                spec = TokenizerSpec(
+                    tokenizer_id="tok_01JDQ8ZQ0000000000000000AA",
+                    request=request,
+                    corpus_root=str(corpus_root),
+                    out_dir=str(out / "ours"),
+                    log_path=str(out / "logs.jsonl"),
+                )
+                command = [sys.executable, "-m", "mt_tokenizer_worker.process"]
+                ours_runs.append(measure(command, stdin=codec.encode(spec)))
+                (out / "library").mkdir()
+                library = [
+                    sys.executable, "-c", _LIBRARY, str(corpus_root / "corpus.txt"), options["method"],
+                    options.get("model_type", "-"), str(VOCAB_SIZE), str(out / "library"),
+                ]  # fmt: skip
+                library_runs.append(measure(library))
+            ours_s, ours_mb = median([r[0] for r in ours_runs]), median([r[1] for r in ours_runs])
+            lib_s, lib_mb = median([r[0] for r in library_runs]), median([r[1] for r in library_runs])
+            rows.append(
+                f"| {label} | {lib_s:.1f} | {ours_s:.1f} | {ours_s / lib_s:.2f} | {lib_mb:,.0f} | {ours_mb:,.0f} "
+                f"| {ours_mb / lib_mb:.2f} |"
+            )
+    return "\n".join(
+        [
+            "## Tokenizer training (issue 3)",
+            "",
+            f"A {megabytes} MB corpus (shuffled Tiny Shakespeare lines), vocab_size {VOCAB_SIZE}; median of "
+            f"{REPEATS} alternating runs. Ours includes reading, held-out statistics, artifacts and manifest.",
+            "Goals: time ratio <= 1.10; peak RSS <= 1.5x the library alone.",
+            "",
+            "| method | library s | ours s | time ratio | library peak MB | ours peak MB | memory ratio |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            *rows,
+        ]
+    )
