@@ -74,8 +74,10 @@ class ArqJobQueue:
         await self.pool.zadd(abort_jobs_ss, {job_id: int(time.time() * 1000)})
 
     async def requeue(self, task: str, job_id: str, queue_name: str) -> bool:
-        """Enqueue a job whose id already ran (a resume): forget arq's result and try count first."""
+        """Enqueue a job whose id already ran (a resume): forget arq's result, try count and any abort request
+        first, so an earlier cancel does not stop the new run as it starts."""
         await self.pool.delete(result_key_prefix + job_id, retry_key_prefix + job_id, in_progress_key_prefix + job_id)
+        await self.pool.zrem(abort_jobs_ss, job_id)
         return await self.enqueue(task, job_id, queue_name)
 
     async def release(self, job_id: str) -> None:
@@ -86,6 +88,7 @@ class ArqJobQueue:
     async def discard(self, job_id: str, queue_name: str) -> None:
         """Remove a job from its queue and forget it, so no worker runs it again."""
         await self.pool.zrem(queue_name, job_id)
+        await self.pool.zrem(abort_jobs_ss, job_id)
         await self.pool.delete(job_key_prefix + job_id, in_progress_key_prefix + job_id, retry_key_prefix + job_id)
 
     async def close(self) -> None:
