@@ -77,6 +77,23 @@ class WorkerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     niceness: int = 10
 
 
+class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Access and live streams of the HTTP gateway.
+
+    ``keys`` is a comma-separated list of API keys; when it is not empty every endpoint except ``/healthz``
+    and ``/readyz`` needs ``Authorization: Bearer <key>``. ``keepalive_seconds`` is the gap after which an
+    idle live stream (SSE or WebSocket) sends a keep-alive.
+    """
+
+    keys: str = ""
+    keepalive_seconds: float = 15.0
+
+    @property
+    def key_list(self) -> list[str]:
+        """The configured keys, blanks dropped."""
+        return [key.strip() for key in self.keys.split(",") if key.strip()]
+
+
 class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Settings of the HTTP gateway."""
 
@@ -84,6 +101,7 @@ class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     app: AppSettings = AppSettings()
     queue: QueueSettings = QueueSettings()
     http: HttpSettings = HttpSettings()
+    api: GatewaySettings = GatewaySettings()
 
 
 class WorkerServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -6,6 +6,8 @@ another writer got there first. A late or retried writer therefore never moves a
 
 Each kind also keeps an index, a sorted set ``<prefix>index`` of its ids with score 0, written by
 ``create``: ids are ULIDs, so their lexical order is creation order and ``list_page`` reads it newest first.
+Creating a record and every status change also append a ``status`` event to the job's live event stream
+(``mt_storage.events``) in the same transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from redis.exceptions import WatchError
 from mt_contracts import codec
 from mt_contracts.jobs import Job, JobError, JobStatus, RunJob, TokenizerJob, transition_allowed
 from mt_storage import RecordNotFound, StorageError
+from mt_storage.events import STREAM_MAXLEN, status_fields, stream_key
 
 ACTIVE_STATUSES = frozenset({"running", "cancelling"})
 
@@ -83,7 +86,8 @@ class JobStore(Generic[R]):
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self.key(record.id), codec.encode(record), nx=True, ex=self._retention)
             pipe.zadd(self.index_key, {record.id: 0})
-            created, _ = await pipe.execute()
+            pipe.xadd(stream_key(record.id), status_fields(record), maxlen=STREAM_MAXLEN, approximate=True)
+            created, *_ = await pipe.execute()
         if not created:
             raise StorageError(f"job {record.id} already exists")
 
@@ -123,6 +127,21 @@ class JobStore(Generic[R]):
                 more = await self._redis.zrevrangebylex(self.index_key, upper, "-", start=0, num=1)
                 return items, (upper[1:] if more else None)
 
+    async def count_by_status(self, batch: int = 500) -> dict[str, int]:
+        """How many records are in each status, read from the index in batches of ``batch`` ids."""
+        counts: dict[str, int] = {}
+        start = 0
+        while True:
+            found = await self._redis.zrange(self.index_key, start, start + batch - 1)
+            if not found:
+                return counts
+            ids = [value.decode() if isinstance(value, bytes) else str(value) for value in found]
+            for raw in await self._redis.mget([self.key(job_id) for job_id in ids]):
+                if raw is not None:
+                    status = self._decode(raw).status
+                    counts[status] = counts.get(status, 0) + 1
+            start += batch
+
     async def get(self, job_id: str) -> R | None:
         """The record, or ``None`` when there is none."""
         raw = await self._redis.get(self.key(job_id))
@@ -156,6 +175,9 @@ class JobStore(Generic[R]):
                         pipe.sadd(self.active_key, job_id)
                     else:
                         pipe.srem(self.active_key, job_id)
+                    if updated.status != current.status or updated.error != current.error:
+                        # Live streams see the change in the same transaction as the record.
+                        pipe.xadd(stream_key(job_id), status_fields(updated), maxlen=STREAM_MAXLEN, approximate=True)
                     await pipe.execute()
                     return updated
                 except WatchError:

@@ -45,6 +45,12 @@ class Layout(msgspec.Struct, frozen=True):
     def model_dir(self, run_id: str) -> Path:
         return self.artifacts_root / "models" / run_id
 
+    def tokenizer_logs(self, tokenizer_id: str) -> Path:
+        return self.tokenizer_dir(tokenizer_id) / LOGS
+
+    def run_logs(self, run_id: str) -> Path:
+        return self.model_dir(run_id) / LOGS
+
     def run_dir(self, run_id: str) -> Path:
         return self.runs_root / run_id
 

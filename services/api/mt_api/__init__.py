@@ -1,34 +1,52 @@
-"""The HTTP gateway: validates requests, writes job records and enqueues jobs. It never trains.
+"""The HTTP gateway: validates requests, writes job records and enqueues jobs, streams job logs and serves
+artifacts. It never trains.
 
 Errors::
 
     ApiError                 an HTTP error with a status, a detail and, for bad input, the field
     ├── InvalidField         400: a request field is unusable; names the field and the fix
-    ├── NotFound             404: no such tokenizer or run
-    └── Conflict             409: the request is valid but the referenced job is not ready
+    ├── Unauthorized         401: no API key, or not a configured one (with ``WWW-Authenticate``)
+    ├── NotFound             404: no such tokenizer, run or artifact file
+    ├── Conflict             409: the request is valid but the referenced job is not ready
+    └── RangeNotSatisfiable  416: no requested byte range overlaps the file (``Content-Range: bytes */size``)
 """
 
 from __future__ import annotations
 
 
 class ApiError(Exception):
-    """Base of the gateway's HTTP errors; ``errors.py`` maps each to a response."""
+    """Base of the gateway's HTTP errors; ``errors.py`` maps each to a problem JSON response."""
 
     status_code = 500
+    slug = "internal-error"
 
-    def __init__(self, detail: str, *, field: str | None = None) -> None:
+    def __init__(self, detail: str, *, field: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
+        self.headers = headers or {}
 
 
 class InvalidField(ApiError):
     status_code = 400
+    slug = "invalid-field"
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    slug = "unauthorized"
 
 
 class NotFound(ApiError):
     status_code = 404
+    slug = "not-found"
 
 
 class Conflict(ApiError):
     status_code = 409
+    slug = "conflict"
+
+
+class RangeNotSatisfiable(ApiError):
+    status_code = 416
+    slug = "range-not-satisfiable"

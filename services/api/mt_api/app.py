@@ -7,25 +7,32 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 
+from mt_api.auth import key_guard
 from mt_api.errors import EXCEPTION_HANDLERS
+from mt_api.metrics import Metrics, MetricsMiddleware
 from mt_api.routes import ROUTES
 from mt_api.services import Services
+from mt_api.tracing import add_request_id
 from mt_contracts.settings import ApiSettings
 from mt_storage.queue import ArqJobQueue
 
 
 def create_app(settings: ApiSettings) -> Litestar:
-    """The Litestar app. Redis and the arq pool open at startup and close at shutdown."""
+    """The Litestar app. Redis and the arq pool open at startup and close at shutdown. Every response gets
+    ``X-Request-ID``; every error is problem JSON (``errors.py``); with ``API__KEYS`` set every route but
+    the health checks needs a key."""
     holder: list[Services] = []
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         redis = Redis.from_url(settings.redis.url)
         queue = await ArqJobQueue.connect(settings.redis.url)
-        holder.append(Services(settings, redis, queue))
+        holder.append(Services(settings, redis, queue, metrics))
         try:
             yield
         finally:
@@ -40,6 +47,9 @@ def create_app(settings: ApiSettings) -> Litestar:
         route_handlers=ROUTES,
         dependencies={"services": Provide(services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
+        guards=[key_guard(settings.api.key_list)],
+        middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics)],
+        before_send=[add_request_id],
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Model Trainer", version="0.1.0", path="/schema"),
         logging_config=None,  # logging is configured once, as JSON, by the entry point

@@ -1,12 +1,16 @@
-"""What the handlers need, built once per app: settings, layout, job stores and the queue."""
+"""What the handlers need, built once per app: settings, layout, job stores, live events, metrics and the
+queue."""
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from mt_api.artifacts import DigestCache
+from mt_api.metrics import Metrics
 from mt_api.tokenizer_cache import TokenizerCache
 from mt_contracts.jobs import RunJob, TokenizerJob
 from mt_contracts.settings import ApiSettings
+from mt_storage.events import JobEvents
 from mt_storage.jobs import JobStore, run_jobs, tokenizer_jobs
 from mt_storage.layout import Layout
 from mt_storage.queue import HEALTH_CHECK_SUFFIX, JobQueue
@@ -15,14 +19,17 @@ from mt_storage.queue import HEALTH_CHECK_SUFFIX, JobQueue
 class Services:
     """The gateway's collaborators; ``create_app`` builds one and handlers receive it by injection."""
 
-    def __init__(self, settings: ApiSettings, redis: Redis, queue: JobQueue) -> None:
+    def __init__(self, settings: ApiSettings, redis: Redis, queue: JobQueue, metrics: Metrics) -> None:
         self.settings = settings
+        self.metrics = metrics
+        self.events = JobEvents(redis)
         self.redis = redis
         self.queue = queue
         self.layout = Layout.from_settings(settings.app)
         self.tokenizers: JobStore[TokenizerJob] = tokenizer_jobs(redis)
         self.runs: JobStore[RunJob] = run_jobs(redis)
         self.tokenizer_cache = TokenizerCache()
+        self.digests = DigestCache()
 
     async def readiness(self) -> list[str]:
         """Reasons the service is not ready; empty when Redis answers and each worker kind has a fresh

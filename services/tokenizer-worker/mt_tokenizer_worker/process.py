@@ -16,6 +16,7 @@ from mt_contracts import codec
 from mt_contracts.tokenizers import TokenizerFailed, TokenizerOutcome, TokenizerSpec
 from mt_storage import CorpusPathError
 from mt_storage.corpus import CorpusDecodeError, CorpusFormatError
+from mt_storage.events import SyncPublisher
 from mt_storage.joblog import JobLog
 from mt_tokenizer_worker import TokenizerTrainingError
 from mt_tokenizer_worker.pipeline import train_tokenizer
@@ -42,7 +43,12 @@ def main(argv: list[str]) -> int:
     if args.nice:
         os.nice(args.nice)
     spec = codec.decode(sys.stdin.buffer.read(), TokenizerSpec)
-    outcome = run(spec, JobLog(Path(spec.log_path), spec.tokenizer_id))
+    publisher = SyncPublisher(spec.events_url) if spec.events_url else None
+    try:
+        outcome = run(spec, JobLog(Path(spec.log_path), spec.tokenizer_id, publisher.publish if publisher else None))
+    finally:
+        if publisher is not None:
+            publisher.close()
     sys.stdout.buffer.write(codec.encode(outcome) + b"\n")
     sys.stdout.flush()
     return 0

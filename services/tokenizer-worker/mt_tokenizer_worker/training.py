@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -19,6 +20,7 @@ from mt_contracts import codec
 from mt_contracts.jobs import JobError, TokenizerJob, TokenizerResult
 from mt_contracts.settings import WorkerSettings
 from mt_contracts.tokenizers import TokenizerFailed, TokenizerOutcome, TokenizerSpec, TokenizerTrained
+from mt_storage.events import LivePublisher
 from mt_storage.joblog import JobLog
 from mt_storage.jobs import JobStore, utcnow
 from mt_storage.layout import LOGS, MANIFEST, Layout
@@ -31,9 +33,19 @@ _outcome_decoder: msgspec.json.Decoder[TokenizerOutcome] = msgspec.json.Decoder(
 
 
 async def run_tokenizer_job(
-    store: JobStore[TokenizerJob], layout: Layout, tokenizer_id: str, settings: WorkerSettings
+    store: JobStore[TokenizerJob],
+    layout: Layout,
+    tokenizer_id: str,
+    settings: WorkerSettings,
+    *,
+    publisher: LivePublisher | None = None,
+    events_url: str | None = None,
 ) -> None:
     """Move the job to ``running``, train, and record ``succeeded`` or ``failed`` with an actionable error.
+
+    Log lines go to the job's ``logs.jsonl`` and, with ``publisher`` (this process's lines) and
+    ``events_url`` (the training process's lines), to its live event stream; every line reaches the stream
+    before the terminal status.
 
     ``asyncio.CancelledError`` (a cancel, the job's timeout, worker shutdown) kills the training process,
     removes any ``manifest.json`` it wrote (so no artifact looks complete) unless the job already succeeded,
@@ -44,7 +56,12 @@ async def run_tokenizer_job(
         logger.info("job already finished", extra={"event": "job_skipped", "job_id": tokenizer_id})
         return
     out_dir = layout.tokenizer_dir(tokenizer_id)
-    log = JobLog(out_dir / LOGS, tokenizer_id)
+    log = JobLog(out_dir / LOGS, tokenizer_id, publisher.publish if publisher else None)
+
+    async def flush() -> None:
+        if publisher is not None:
+            await publisher.flush()
+
     log.write("info", "started", f"attempt {job.attempts}", attempt=job.attempts)
     spec = TokenizerSpec(
         tokenizer_id=tokenizer_id,
@@ -52,6 +69,7 @@ async def run_tokenizer_job(
         corpus_root=str(layout.corpus_root),
         out_dir=str(out_dir),
         log_path=str(out_dir / LOGS),
+        events_url=events_url,
     )
     try:
         outcome = await train_in_process(spec, settings.niceness)
@@ -66,6 +84,8 @@ async def run_tokenizer_job(
                     method=job.request.method,
                     statistics=outcome.statistics,
                 )
+                log.write("info", "succeeded", f"vocab_size={outcome.vocab_size}", artifact_dir=str(out_dir))
+                await flush()
                 done = utcnow()
                 await store.update(
                     tokenizer_id,
@@ -73,22 +93,22 @@ async def run_tokenizer_job(
                         r, status="succeeded", finished_at=done, updated_at=done, result=result
                     ),
                 )
-                log.write("info", "succeeded", f"vocab_size={outcome.vocab_size}", artifact_dir=str(out_dir))
             case TokenizerFailed(code=code, message=message):
-                await _fail(store, log, tokenizer_id, JobError(code=code, message=message))
+                await _fail(store, log, tokenizer_id, JobError(code=code, message=message), flush)
     except asyncio.CancelledError:
         current = await asyncio.shield(store.get(tokenizer_id))
         if current is None or current.status != "succeeded":
             (out_dir / MANIFEST).unlink(missing_ok=True)
         log.write("warning", "stopped", "the training process was stopped by the worker")
+        await flush()
         raise
     except TrainingProcessError as exc:
         logger.error("tokenizer process crashed", extra={"event": "job_crashed", "job_id": tokenizer_id})
-        await _fail(store, log, tokenizer_id, JobError(code="internal_error", message=str(exc)))
+        await _fail(store, log, tokenizer_id, JobError(code="internal_error", message=str(exc)), flush)
     except Exception as exc:
         logger.exception("tokenizer job crashed", extra={"event": "job_crashed", "job_id": tokenizer_id})
         message = f"unexpected {type(exc).__name__} while training; see the worker log for job {tokenizer_id}"
-        await _fail(store, log, tokenizer_id, JobError(code="internal_error", message=message))
+        await _fail(store, log, tokenizer_id, JobError(code="internal_error", message=message), flush)
 
 
 class TrainingProcessError(Exception):
@@ -134,6 +154,13 @@ async def train_in_process(spec: TokenizerSpec, niceness: int = 0) -> TokenizerO
     )
 
 
-async def _fail(store: JobStore[TokenizerJob], log: JobLog, tokenizer_id: str, error: JobError) -> None:
+async def _fail(
+    store: JobStore[TokenizerJob],
+    log: JobLog,
+    tokenizer_id: str,
+    error: JobError,
+    flush: Callable[[], Awaitable[None]],
+) -> None:
     log.write("error", "failed", error.message, code=error.code)
+    await flush()
     await store.mark_failed(tokenizer_id, error)

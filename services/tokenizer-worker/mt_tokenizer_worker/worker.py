@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 
 from mt_contracts.queue import TRAIN_TOKENIZER_TASK
 from mt_contracts.settings import WorkerServiceSettings
+from mt_storage.events import LivePublisher
 from mt_storage.jobs import tokenizer_jobs
 from mt_storage.layout import Layout
 from mt_storage.queue import build_worker
@@ -18,9 +19,16 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     layout = Layout.from_settings(settings.app)
     redis = Redis.from_url(settings.redis.url)
     store = tokenizer_jobs(redis)
+    publisher = LivePublisher(redis)
 
     async def handle(tokenizer_id: str) -> None:
-        await run_tokenizer_job(store, layout, tokenizer_id, settings.worker)
+        await run_tokenizer_job(
+            store, layout, tokenizer_id, settings.worker, publisher=publisher, events_url=settings.redis.url
+        )
+
+    async def shutdown() -> None:
+        await publisher.aclose()
+        await redis.aclose()
 
     return build_worker(
         task=TRAIN_TOKENIZER_TASK,
@@ -32,5 +40,5 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         timeout_seconds=settings.worker.tokenizer_job_timeout,
         burst=burst,
         handle_signals=handle_signals,
-        on_shutdown=redis.aclose,
+        on_shutdown=shutdown,
     )

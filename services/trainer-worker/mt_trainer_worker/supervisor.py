@@ -37,6 +37,7 @@ from mt_contracts.training import (
 from mt_storage import CorpusPathError
 from mt_storage.checkpoints import read_index
 from mt_storage.corpus import resolve_corpus
+from mt_storage.events import LivePublisher
 from mt_storage.files import append_line, atomic_write_bytes
 from mt_storage.joblog import JobLog
 from mt_storage.jobs import JobStore, utcnow
@@ -60,10 +61,18 @@ _STDERR_TAIL_LINES = 20
 class RunSupervisor:
     """Runs training jobs for one worker process."""
 
-    def __init__(self, store: JobStore[RunJob], layout: Layout, settings: WorkerSettings) -> None:
+    def __init__(
+        self, store: JobStore[RunJob], layout: Layout, settings: WorkerSettings, publisher: LivePublisher | None = None
+    ) -> None:
         self.store = store
         self.layout = layout
         self.settings = settings
+        self.publisher = publisher
+
+    async def _flush(self) -> None:
+        """Let every log line written so far reach the live stream before a terminal status follows it."""
+        if self.publisher is not None:
+            await self.publisher.flush()
 
     async def run(self, run_id: str) -> None:
         """Execute run ``run_id`` to a terminal status.
@@ -79,7 +88,7 @@ class RunSupervisor:
             logger.info("run already finished", extra={"event": "job_skipped", "job_id": run_id})
             return
         model_dir = self.layout.model_dir(run_id)
-        log = JobLog(model_dir / LOGS, run_id)
+        log = JobLog(model_dir / LOGS, run_id, self.publisher.publish if self.publisher else None)
         log.write("info", "started", f"attempt {job.attempts}", attempt=job.attempts)
         try:
             spec = self._write_spec(job)
@@ -173,6 +182,7 @@ class RunSupervisor:
         except BaseException:
             await _terminate(process, self.settings.shutdown_grace)
             log.write("warning", "process_stopped", "training process stopped by the worker")
+            await self._flush()
             raise
         return outcome, return_code
 
@@ -249,6 +259,7 @@ class RunSupervisor:
             f"val_loss {metrics.val_loss:.4f} val_bits_per_byte {metrics.val_bits_per_byte:.4f}",
             **msgspec.structs.asdict(metrics),
         )  # fmt: skip
+        await self._flush()
         now = utcnow()
         await self.store.update(
             run_id,
@@ -261,6 +272,7 @@ class RunSupervisor:
         """Record the run as ``failed`` with ``error`` (a no-op once the run is terminal)."""
         if log is not None:
             log.write("error", "failed", error.message, code=error.code)
+            await self._flush()
         await self.store.mark_failed(run_id, error)
 
 

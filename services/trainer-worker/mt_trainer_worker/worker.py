@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 
 from mt_contracts.queue import TRAIN_MODEL_TASK
 from mt_contracts.settings import WorkerServiceSettings
+from mt_storage.events import LivePublisher
 from mt_storage.jobs import run_jobs
 from mt_storage.layout import Layout
 from mt_storage.queue import ArqJobQueue, build_worker
@@ -20,7 +21,12 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     redis = Redis.from_url(settings.redis.url)
     store = run_jobs(redis)
     layout = Layout.from_settings(settings.app)
-    supervisor = RunSupervisor(store, layout, settings.worker)
+    publisher = LivePublisher(redis)
+    supervisor = RunSupervisor(store, layout, settings.worker, publisher)
+
+    async def shutdown() -> None:
+        await publisher.aclose()
+        await redis.aclose()
 
     async def reaper() -> None:
         queue = await ArqJobQueue.connect(settings.redis.url)
@@ -39,7 +45,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         timeout_seconds=settings.worker.training_job_timeout,
         burst=burst,
         handle_signals=handle_signals,
-        on_shutdown=redis.aclose,
+        on_shutdown=shutdown,
         # A run can take hours: stop it at once (the supervisor gives the process its own grace period to
         # exit cleanly) and let the retry take it over, rather than wait for it to finish.
         finish_jobs_on_shutdown=False,

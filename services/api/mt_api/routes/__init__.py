@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from mt_api.routes import health, runs, tokenizers
+from mt_api.routes import artifacts, health, logs, runs, tokenizers
 
-ROUTES = [*tokenizers.ROUTES, *runs.ROUTES, *health.ROUTES]
+ROUTES = [*tokenizers.ROUTES, *runs.ROUTES, *logs.ROUTES, *artifacts.ROUTES, *health.ROUTES]
