@@ -5,7 +5,8 @@ Errors::
     ApiError                 an HTTP error with a status, a detail and, for bad input, the field
     ├── InvalidField         400: a request field is unusable; names the field and the fix
     ├── NotFound             404: no such tokenizer or run
-    └── Conflict             409: the request is valid but the referenced job is not ready
+    ├── Conflict             409: the request is valid but the referenced job is not ready
+    └── Unavailable          503: the inference processes did not answer in time; retry later
 """
 
 from __future__ import annotations
@@ -32,3 +33,7 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     status_code = 409
+
+
+class Unavailable(ApiError):
+    status_code = 503

@@ -18,18 +18,21 @@ from mt_storage.queue import ArqJobQueue
 
 
 def create_app(settings: ApiSettings) -> Litestar:
-    """The Litestar app. Redis and the arq pool open at startup and close at shutdown."""
+    """The Litestar app. Redis and the arq pool open at startup and close at shutdown, with the inference
+    processes (started on the first generation or export)."""
     holder: list[Services] = []
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         redis = Redis.from_url(settings.redis.url)
         queue = await ArqJobQueue.connect(settings.redis.url)
-        holder.append(Services(settings, redis, queue))
+        services = Services(settings, redis, queue)
+        holder.append(services)
         try:
             yield
         finally:
             holder.clear()
+            await services.inference.close()
             await queue.close()
             await redis.aclose()
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from mt_api.routes import health, runs, tokenizers
+from mt_api.routes import evals, generation, health, runs, tokenizers
 
-ROUTES = [*tokenizers.ROUTES, *runs.ROUTES, *health.ROUTES]
+ROUTES = [*tokenizers.ROUTES, *runs.ROUTES, *evals.ROUTES, *generation.ROUTES, *health.ROUTES]
