@@ -17,7 +17,7 @@ from typing import Literal
 
 import msgspec
 
-from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
+from mt_contracts.requests import EvalSplit, EvaluateRequest, TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.tokenizers import TokenizerStatistics
 
 JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled", "stalled"]
@@ -159,6 +159,41 @@ class RunJob(Job, kw_only=True):
     checkpoint: CheckpointInfo | None = None
     resumed_from_step: int | None = None
     artifact_dir: str | None = None
+
+
+class EvalMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    """What one evaluation measured, also written to ``artifacts/models/<run_id>/eval/<eval_id>.json``.
+
+    ``loss`` is the mean negative log-likelihood in nats per token over all ``tokens`` scored (every token
+    of the text once, in non-overlapping windows of the run's ``block_size``); ``perplexity`` = exp(loss),
+    capped at the largest finite float; ``bits_per_byte`` = loss * tokens / ln 2 / bytes, where ``bytes``
+    counts the UTF-8 bytes of the text scored. ``checkpoint`` is the step asked for (``None``: the final
+    weights) and ``step`` the training step of the weights scored. ``seconds`` is wall time of scoring.
+    """
+
+    eval_id: str
+    run_id: str
+    tokenizer_id: str
+    split: EvalSplit
+    corpus_path: str
+    checkpoint: int | None
+    step: int
+    loss: float
+    perplexity: float
+    bits_per_byte: float
+    tokens: int
+    bytes: int
+    seconds: float
+    created_at: datetime
+
+
+class EvalJob(Job, kw_only=True):
+    """An evaluation of run ``run_id``; ``result`` once it succeeded."""
+
+    run_id: str
+    request: EvaluateRequest
+    heartbeat_at: datetime | None = None
+    result: EvalMetrics | None = None
 
 
 class JobAccepted(msgspec.Struct, frozen=True):

@@ -10,6 +10,8 @@ import msgspec
 
 TRAIN_TOKENIZER_TASK = "train_tokenizer"
 TRAIN_MODEL_TASK = "train_model"
+# Runs on the training queue, like training: an evaluation also needs a whole worker machine.
+EVALUATE_MODEL_TASK = "evaluate_model"
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=repr)
 _decoder = msgspec.msgpack.Decoder(dict[str, object])

@@ -182,3 +182,52 @@ class EncodeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``POST /tokenizers/{id}/encode``: text to encode with a trained tokenizer, for inspection."""
 
     text: Annotated[str, Meta(max_length=100_000, description="At most 100,000 characters.")]
+
+
+EvalSplit = Literal["val", "train", "corpus"]
+CheckpointStep = Annotated[
+    int,
+    Meta(ge=0, le=10_000_000, description="Step of a kept checkpoint (GET /runs/{id}/checkpoints); default: final."),
+]
+MAX_NEW_TOKENS = 1024
+MAX_SAMPLES = 16
+
+
+class EvaluateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``POST /runs/{id}/evaluate``: score a text with the run's final weights or a kept ``checkpoint``.
+
+    ``split`` ``val`` and ``train`` are the run's own held-out and training splits (the same cut as in
+    training); ``corpus`` is the text at ``corpus_path`` (same path rules as training; required with
+    ``corpus`` and refused otherwise). ``max_tokens`` scores only the first that many tokens.
+    """
+
+    split: EvalSplit = "val"
+    corpus_path: CorpusPath | None = None
+    checkpoint: CheckpointStep | None = None
+    max_tokens: Annotated[int, Meta(ge=1, le=10**12, description="Score at most this many tokens.")] | None = None
+
+
+class GenerateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``POST /runs/{id}/generate``: sample ``num_samples`` continuations of ``prompt``.
+
+    ``temperature`` 0 is greedy decoding; ``top_k`` 0 and ``top_p`` 1 turn those filters off (top-p is the
+    nucleus sampling of Holtzman et al. 2020). The same ``seed`` gives the same text; without one a seed is
+    drawn and returned. An empty ``prompt`` starts from ``<|endoftext|>``. Sampling stops at
+    ``max_new_tokens`` or at ``<|endoftext|>``.
+    """
+
+    prompt: Annotated[str, Meta(max_length=100_000, description="At most 100,000 characters.")] = ""
+    max_new_tokens: Annotated[int, Meta(ge=1, le=MAX_NEW_TOKENS)] = 64
+    temperature: Annotated[float, Meta(ge=0.0, le=100.0)] = 1.0
+    top_k: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
+    top_p: Annotated[float, Meta(gt=0.0, le=1.0)] = 1.0
+    seed: Annotated[int, Meta(ge=0, le=2**32 - 1)] | None = None
+    num_samples: Annotated[int, Meta(ge=1, le=MAX_SAMPLES)] = 1
+    checkpoint: CheckpointStep | None = None
+
+
+class ExportRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``POST /runs/{id}/export``: the ``save_pretrained`` folder of the final weights (the model folder
+    itself) or of a kept ``checkpoint`` (written once under ``export/step-<n>/``)."""
+
+    checkpoint: CheckpointStep | None = None

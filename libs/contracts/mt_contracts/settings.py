@@ -61,14 +61,16 @@ class WorkerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     ``poll_delay`` is seconds between queue polls (arq's 0.5 s default added ~276 ms of median start
     latency here; 0.05 s cut it to ~18 ms). ``health_check_interval`` is seconds between health-key writes;
-    the API's readiness check requires a fresh key. ``tokenizer_job_timeout`` and ``training_job_timeout``
-    are seconds; ``max_tries`` counts runs of one job including the first (a retry follows a lost worker).
+    the API's readiness check requires a fresh key. ``tokenizer_job_timeout``, ``training_job_timeout`` and
+    ``eval_job_timeout`` are seconds; ``max_tries`` counts runs of one job including the first (a retry follows
+    a lost worker).
     """
 
     poll_delay: float = 0.05
     health_check_interval: int = 5
     tokenizer_job_timeout: int = 6 * 3600
     training_job_timeout: int = 7 * 24 * 3600
+    eval_job_timeout: int = 6 * 3600
     max_tries: int = 2
     max_jobs: int = 1
     shutdown_grace: float = 30.0
@@ -94,6 +96,18 @@ class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return [key.strip() for key in self.keys.split(",") if key.strip()]
 
 
+class InferenceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The gateway's inference processes (text generation, checkpoint export), children that load torch so
+    the gateway never does. ``processes`` run at once, each keeping up to ``cache_size`` models loaded;
+    a call waits at most ``timeout`` seconds (the first call also pays the import of torch). ``niceness``
+    is added to their CPU priority so the gateway's event loop stays responsive."""
+
+    processes: int = 1
+    cache_size: int = 4
+    timeout: float = 120.0
+    niceness: int = 5
+
+
 class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Settings of the HTTP gateway."""
 
@@ -102,6 +116,8 @@ class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     queue: QueueSettings = QueueSettings()
     http: HttpSettings = HttpSettings()
     api: GatewaySettings = GatewaySettings()
+
+    inference: InferenceSettings = InferenceSettings()
 
 
 class WorkerServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -7,7 +7,9 @@ Errors::
     ├── CorpusPathError      a corpus path is absolute, escapes the corpus root, or names nothing readable
     │   ├── CorpusDecodeError    (corpus.py) a corpus file is not UTF-8; names the file and byte offset
     │   └── CorpusFormatError    (corpus.py) a .jsonl line is not an object with the text field
-    └── RecordNotFound       no job record has this id
+    ├── RecordNotFound       no job record has this id
+    ├── NoWeights            (checkpoints.py) the run has no final weights yet
+    └── CheckpointNotKept    (checkpoints.py) the run keeps no checkpoint at that step
 """
 
 from __future__ import annotations

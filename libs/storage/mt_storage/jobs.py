@@ -8,6 +8,7 @@ Each kind also keeps an index, a sorted set ``<prefix>index`` of its ids with sc
 ``create``: ids are ULIDs, so their lexical order is creation order and ``list_page`` reads it newest first.
 Creating a record and every status change also append a ``status`` event to the job's live event stream
 (``mt_storage.events``) in the same transaction.
+A record created in a ``group`` (the evaluations of one run) is also indexed in ``<prefix>group:<group>``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from mt_contracts import codec
-from mt_contracts.jobs import Job, JobError, JobStatus, RunJob, TokenizerJob, transition_allowed
+from mt_contracts.jobs import EvalJob, Job, JobError, JobStatus, RunJob, TokenizerJob, transition_allowed
 from mt_storage import RecordNotFound, StorageError
 from mt_storage.events import STREAM_MAXLEN, status_fields, stream_key
 
@@ -77,8 +78,12 @@ class JobStore(Generic[R]):
         """The sorted set of this kind's ids (lexical order = creation order)."""
         return f"{self._prefix}index"
 
-    async def create(self, record: R) -> None:
-        """Store a new record and add its id to the index, in one transaction.
+    def group_key(self, group: str) -> str:
+        """The sorted set of the ids created in ``group``."""
+        return f"{self._prefix}group:{group}"
+
+    async def create(self, record: R, group: str | None = None) -> None:
+        """Store a new record and add its id to the index (and to ``group``'s), in one transaction.
 
         Raises:
             StorageError: a record with this id already exists.
@@ -87,9 +92,20 @@ class JobStore(Generic[R]):
             pipe.set(self.key(record.id), codec.encode(record), nx=True, ex=self._retention)
             pipe.zadd(self.index_key, {record.id: 0})
             pipe.xadd(stream_key(record.id), status_fields(record), maxlen=STREAM_MAXLEN, approximate=True)
+            if group is not None:
+                pipe.zadd(self.group_key(group), {record.id: 0})
             created, *_ = await pipe.execute()
         if not created:
             raise StorageError(f"job {record.id} already exists")
+
+    async def list_group(self, group: str) -> list[R]:
+        """Every record created in ``group``, newest first (ids whose record expired are skipped)."""
+        found = await self._redis.zrevrangebylex(self.group_key(group), "+", "-")
+        ids = [value.decode() if isinstance(value, bytes) else str(value) for value in found]
+        if not ids:
+            return []
+        raws = await self._redis.mget([self.key(job_id) for job_id in ids])
+        return [self._decode(raw) for raw in raws if raw is not None]
 
     async def list_page(
         self, *, limit: int, cursor: str | None = None, status: JobStatus | None = None
@@ -247,6 +263,7 @@ class JobStore(Generic[R]):
 
 TOKENIZER_PREFIX = "mt:tokenizer:"
 RUN_PREFIX = "mt:run:"
+EVAL_PREFIX = "mt:eval:"
 
 
 def tokenizer_jobs(redis: Redis) -> JobStore[TokenizerJob]:
@@ -257,3 +274,8 @@ def tokenizer_jobs(redis: Redis) -> JobStore[TokenizerJob]:
 def run_jobs(redis: Redis) -> JobStore[RunJob]:
     """The store of training run records."""
     return JobStore(redis, RunJob, RUN_PREFIX)
+
+
+def eval_jobs(redis: Redis) -> JobStore[EvalJob]:
+    """The store of evaluation records, grouped by run id."""
+    return JobStore(redis, EvalJob, EVAL_PREFIX)

@@ -6,9 +6,12 @@
                                                 special_tokens_map.json, manifest.json, logs.jsonl}
     <artifacts_root>/models/<run_id>/{config.json, generation_config.json, model.safetensors,
                                       tokenizer.json, ..., manifest.json, logs.jsonl}
+    <artifacts_root>/models/<run_id>/eval/{<eval_id>.json, metrics.json (the latest)}
+    <artifacts_root>/models/<run_id>/export/step-<n>/{the save_pretrained files, manifest.json}
     <runs_root>/datasets/<key>/{train.bin, val.bin, prepared.json}
     <runs_root>/<run_id>/{spec.json, manifest.json, metrics.jsonl, process.log, checkpoints.json,
-                          checkpoints/, work/}
+                          checkpoints/, config.json (the model's HF config), work/}
+    <runs_root>/<run_id>/evals/{<eval_id>.spec.json, <eval_id>.log}
 """
 
 from __future__ import annotations
@@ -72,3 +75,23 @@ class Layout(msgspec.Struct, frozen=True):
 
     def run_work_dir(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "work"
+
+    def eval_dir(self, run_id: str) -> Path:
+        """Evaluation results of a run: ``<eval_id>.json`` each, ``metrics.json`` the latest."""
+        return self.model_dir(run_id) / "eval"
+
+    def eval_result(self, run_id: str, eval_id: str) -> Path:
+        return self.eval_dir(run_id) / f"{eval_id}.json"
+
+    def eval_latest(self, run_id: str) -> Path:
+        return self.eval_dir(run_id) / "metrics.json"
+
+    def eval_spec(self, run_id: str, eval_id: str) -> Path:
+        return self.run_dir(run_id) / "evals" / f"{eval_id}.spec.json"
+
+    def eval_process_log(self, run_id: str, eval_id: str) -> Path:
+        return self.run_dir(run_id) / "evals" / f"{eval_id}.log"
+
+    def export_dir(self, run_id: str, step: int) -> Path:
+        """The ``save_pretrained`` folder of checkpoint ``step``."""
+        return self.model_dir(run_id) / "export" / f"step-{step}"

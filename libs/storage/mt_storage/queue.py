@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Protocol
 
+import msgspec
 import redis
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
@@ -106,6 +107,16 @@ class JobEndings(Protocol):
     async def finish_cancel(self, job_id: str) -> bool: ...
 
 
+class QueueTask(msgspec.Struct, frozen=True):
+    """A further task a worker runs beside its main one: ``handler(job_id)`` for jobs named ``name``, its
+    endings recorded through ``endings``, within ``timeout_seconds``."""
+
+    name: str
+    handler: JobHandler
+    endings: JobEndings
+    timeout_seconds: int
+
+
 def build_worker(
     *,
     task: str,
@@ -120,8 +131,10 @@ def build_worker(
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     finish_jobs_on_shutdown: bool = True,
     background: Callable[[], Coroutine[object, object, None]] | None = None,
+    extra_tasks: Sequence[QueueTask] = (),
 ) -> Worker:
-    """An arq worker that runs ``handler(job_id)`` for jobs named ``task`` on ``queue_name``.
+    """An arq worker that runs ``handler(job_id)`` for jobs named ``task`` on ``queue_name`` (and each of
+    ``extra_tasks`` likewise).
 
     The handler must end the job's record itself. The endings it cannot see are recorded here through
     ``endings``: its deadline of ``timeout_seconds`` (``failed``, code ``timeout``; arq's own timeout is set
@@ -134,23 +147,6 @@ def build_worker(
     ``finish_jobs_on_shutdown``; otherwise they are cancelled at once (and retried later). ``background``
     runs as a task beside the worker from start-up to shutdown (the trainer's reaper).
     """
-
-    async def run(ctx: dict[str, object], job_id: str) -> None:
-        job_try = ctx.get("job_try")
-        try:
-            async with asyncio.timeout(timeout_seconds):
-                await handler(job_id)
-        except TimeoutError:
-            message = f"the job ran longer than its timeout of {timeout_seconds} s; raise the worker's timeout"
-            await endings.mark_failed(job_id, JobError(code="timeout", message=message))
-        except asyncio.CancelledError:
-            if await asyncio.shield(endings.finish_cancel(job_id)):
-                raise
-            if not isinstance(job_try, int) or job_try >= settings.max_tries:
-                message = f"the worker stopped during the job on each of {settings.max_tries} tries; submit it again"
-                await asyncio.shield(endings.mark_failed(job_id, JobError(code="worker_lost", message=message)))
-            raise
-
     tasks: list[asyncio.Task[None]] = []
 
     async def startup(ctx: dict[str, object]) -> None:  # arq passes its ctx by keyword
@@ -165,7 +161,8 @@ def build_worker(
             await on_shutdown()
 
     functions: Sequence[Function] = [
-        func(run, name=task, timeout=timeout_seconds + 60, max_tries=settings.max_tries, keep_result=3600)
+        _function(QueueTask(task, handler, endings, timeout_seconds), settings),
+        *(_function(extra, settings) for extra in extra_tasks),
     ]
     return Worker(
         functions=functions,
@@ -183,6 +180,29 @@ def build_worker(
         on_startup=startup,
         on_shutdown=shutdown,
     )
+
+
+def _function(task: QueueTask, settings: WorkerSettings) -> Function:
+    """The arq function for ``task``, recording the endings its handler cannot see (see ``build_worker``)."""
+    timeout_seconds, endings = task.timeout_seconds, task.endings
+
+    async def run(ctx: dict[str, object], job_id: str) -> None:
+        job_try = ctx.get("job_try")
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                await task.handler(job_id)
+        except TimeoutError:
+            message = f"the job ran longer than its timeout of {timeout_seconds} s; raise the worker's timeout"
+            await endings.mark_failed(job_id, JobError(code="timeout", message=message))
+        except asyncio.CancelledError:
+            if await asyncio.shield(endings.finish_cancel(job_id)):
+                raise
+            if not isinstance(job_try, int) or job_try >= settings.max_tries:
+                message = f"the worker stopped during the job on each of {settings.max_tries} tries; submit it again"
+                await asyncio.shield(endings.mark_failed(job_id, JobError(code="worker_lost", message=message)))
+            raise
+
+    return func(run, name=task.name, timeout=timeout_seconds + 60, max_tries=settings.max_tries, keep_result=3600)
 
 
 def read_health(redis_url: str, queue_name: str, timeout: float = 5.0) -> str | None:

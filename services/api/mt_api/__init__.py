@@ -8,7 +8,8 @@ Errors::
     ├── Unauthorized         401: no API key, or not a configured one (with ``WWW-Authenticate``)
     ├── NotFound             404: no such tokenizer, run or artifact file
     ├── Conflict             409: the request is valid but the referenced job is not ready
-    └── RangeNotSatisfiable  416: no requested byte range overlaps the file (``Content-Range: bytes */size``)
+    ├── RangeNotSatisfiable  416: no requested byte range overlaps the file (``Content-Range: bytes */size``)
+    └── Unavailable          503: the inference processes did not answer in time; retry later
 """
 
 from __future__ import annotations
@@ -50,3 +51,8 @@ class Conflict(ApiError):
 class RangeNotSatisfiable(ApiError):
     status_code = 416
     slug = "range-not-satisfiable"
+
+
+class Unavailable(ApiError):
+    status_code = 503
+    slug = "unavailable"

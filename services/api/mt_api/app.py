@@ -22,9 +22,9 @@ from mt_storage.queue import ArqJobQueue
 
 
 def create_app(settings: ApiSettings) -> Litestar:
-    """The Litestar app. Redis and the arq pool open at startup and close at shutdown. Every response gets
-    ``X-Request-ID``; every error is problem JSON (``errors.py``); with ``API__KEYS`` set every route but
-    the health checks needs a key."""
+    """The Litestar app. Redis and the arq pool open at startup and close at shutdown, with the inference
+    processes (started on the first generation or export). Every response gets ``X-Request-ID``; every error
+    is problem JSON (``errors.py``); with ``API__KEYS`` set every route but the health checks needs a key."""
     holder: list[Services] = []
     metrics = Metrics()
 
@@ -32,11 +32,13 @@ def create_app(settings: ApiSettings) -> Litestar:
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         redis = Redis.from_url(settings.redis.url)
         queue = await ArqJobQueue.connect(settings.redis.url)
-        holder.append(Services(settings, redis, queue, metrics))
+        services = Services(settings, redis, queue, metrics)
+        holder.append(services)
         try:
             yield
         finally:
             holder.clear()
+            await services.inference.close()
             await queue.close()
             await redis.aclose()
 

@@ -1,17 +1,18 @@
-"""What the handlers need, built once per app: settings, layout, job stores, live events, metrics and the
-queue."""
+"""What the handlers need, built once per app: settings, layout, job stores, live events, metrics, the
+queue and the inference processes."""
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
 
 from mt_api.artifacts import DigestCache
+from mt_api.inference_pool import InferencePool
 from mt_api.metrics import Metrics
 from mt_api.tokenizer_cache import TokenizerCache
-from mt_contracts.jobs import RunJob, TokenizerJob
+from mt_contracts.jobs import EvalJob, RunJob, TokenizerJob
 from mt_contracts.settings import ApiSettings
 from mt_storage.events import JobEvents
-from mt_storage.jobs import JobStore, run_jobs, tokenizer_jobs
+from mt_storage.jobs import JobStore, eval_jobs, run_jobs, tokenizer_jobs
 from mt_storage.layout import Layout
 from mt_storage.queue import HEALTH_CHECK_SUFFIX, JobQueue
 
@@ -28,8 +29,10 @@ class Services:
         self.layout = Layout.from_settings(settings.app)
         self.tokenizers: JobStore[TokenizerJob] = tokenizer_jobs(redis)
         self.runs: JobStore[RunJob] = run_jobs(redis)
+        self.evals: JobStore[EvalJob] = eval_jobs(redis)
         self.tokenizer_cache = TokenizerCache()
         self.digests = DigestCache()
+        self.inference = InferencePool(settings.inference)
 
     async def readiness(self) -> list[str]:
         """Reasons the service is not ready; empty when Redis answers and each worker kind has a fresh

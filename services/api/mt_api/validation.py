@@ -6,10 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from mt_api import Conflict, InvalidField, NotFound
-from mt_contracts.jobs import TokenizerJob
-from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest, with_end_of_text
+from mt_contracts.evaluation import Weights
+from mt_contracts.jobs import RunJob, TokenizerJob
+from mt_contracts.requests import EvaluateRequest, TrainRunRequest, TrainTokenizerRequest, with_end_of_text
 from mt_storage import CorpusPathError
+from mt_storage.checkpoints import CheckpointNotKept, NoWeights, resolve_weights
 from mt_storage.corpus import resolve_corpus
+from mt_storage.layout import Layout
 
 BYTE_ALPHABET_SIZE = 256
 
@@ -73,3 +76,27 @@ def check_run_request(request: TrainRunRequest, tokenizer: TokenizerJob | None, 
             field="tokenizer_id",
         )
     check_corpus(corpus_root, request.corpus_path)
+
+
+def check_eval_request(request: EvaluateRequest, corpus_root: Path) -> None:
+    """``corpus_path`` given exactly when ``split`` is ``corpus``, and inside the root."""
+    if request.split == "corpus":
+        if request.corpus_path is None:
+            raise InvalidField("split 'corpus' needs a corpus_path to score", field="corpus_path")
+        check_corpus(corpus_root, request.corpus_path)
+    elif request.corpus_path is not None:
+        raise InvalidField(
+            f"corpus_path applies to split 'corpus' only; remove it or send split='corpus' (got {request.split!r})",
+            field="corpus_path",
+        )
+
+
+def check_weights(layout: Layout, run: RunJob, checkpoint: int | None) -> Weights:
+    """The run's final weights or its kept ``checkpoint``: ``Conflict`` (409) when the run has no final
+    weights yet, ``NotFound`` (404, field ``checkpoint``) when no kept checkpoint has that step."""
+    try:
+        return resolve_weights(layout, run.id, run.request.tokenizer_id, checkpoint)
+    except NoWeights as exc:
+        raise Conflict(f"run {run.id} is {run.status} and has no final weights yet; name a kept checkpoint") from exc
+    except CheckpointNotKept as exc:
+        raise NotFound(str(exc), field="checkpoint") from exc

@@ -1,17 +1,13 @@
 """Launch the training process for a run and supervise it: relay its events into the job record and the
 run's ``logs.jsonl``, keep ``heartbeat_at`` fresh, and always end the record in a terminal status.
 
-The process runs in its own process group (so a cancel kills it and anything it spawned) at a lower CPU
-priority, so a co-located API stays responsive.
+The process is launched by ``mt_trainer_worker.process``: its own process group (so a cancel kills it and
+anything it spawned), a lower CPU priority, so a co-located API stays responsive.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,19 +38,10 @@ from mt_storage.files import append_line, atomic_write_bytes
 from mt_storage.joblog import JobLog
 from mt_storage.jobs import JobStore, utcnow
 from mt_storage.layout import LOGS, MANIFEST, Layout
+from mt_trainer_worker.process import follow, start_process, tail
 
 logger = logging.getLogger(__name__)
 
-# Keep the training process quiet and offline: no hub downloads, no progress bars on stderr.
-_PROCESS_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-    # The process never forks after encoding, so the tokenizer may use every core for encode_batch.
-    "TOKENIZERS_PARALLELISM": "true",
-    "PYTHONUNBUFFERED": "1",
-}
 _STDERR_TAIL_LINES = 20
 
 
@@ -149,42 +136,35 @@ class RunSupervisor:
                 )  # fmt: skip
                 await self.store.update(run_id, lambda r: msgspec.structs.replace(r, attempts=r.attempts + 1))
                 continue
-            tail = _tail(process_log, _STDERR_TAIL_LINES)
+            last = tail(process_log, _STDERR_TAIL_LINES)
             message = f"the training process exited with code {return_code} without a result"
-            if tail:
-                message += f"; last output: {tail}"
+            if last:
+                message += f"; last output: {last}"
             await self.fail(run_id, JobError(code="process_crashed", message=message), log)
             return
 
     async def _run_process(self, run_id: str, process_log: Path, log: JobLog) -> tuple[Finished | Failed | None, int]:
         """Start one training process and relay its events until it exits; returns its result event (if
         any) and exit code. Cancellation stops the process group and propagates."""
-        with process_log.open("ab") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mt_trainer_worker.training",
-                "--spec", str(self.layout.run_spec(run_id)), "--nice", str(self.settings.niceness),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-                start_new_session=True,
-                env={**os.environ, **_PROCESS_ENV},
-            )  # fmt: skip
+        process = await start_process(
+            "mt_trainer_worker.training", self.layout.run_spec(run_id), self.settings.niceness, process_log
+        )
         log.write("info", "process_started", f"training process {process.pid}", pid=process.pid)
-        outcome: Finished | Failed | None = None
+        outcome: list[Finished | Failed] = []
+
+        async def relay(raw: bytes) -> None:
+            event = self._decode(raw, log)
+            ended = None if event is None else await self._apply(run_id, event, log)
+            if ended is not None:
+                outcome.append(ended)
+
         try:
-            if process.stdout is None:
-                raise RuntimeError("training process has no stdout pipe")
-            async for raw in process.stdout:
-                event = self._decode(raw, log)
-                if event is not None:
-                    outcome = await self._apply(run_id, event, log) or outcome
-            return_code = await process.wait()
+            return_code = await follow(process, relay, self.settings.shutdown_grace)
         except BaseException:
-            await _terminate(process, self.settings.shutdown_grace)
             log.write("warning", "process_stopped", "training process stopped by the worker")
             await self._flush()
             raise
-        return outcome, return_code
+        return (outcome[-1] if outcome else None), return_code
 
     def _decode(self, raw: bytes, log: JobLog) -> TrainingEvent | None:
         try:
@@ -276,31 +256,6 @@ class RunSupervisor:
         await self.store.mark_failed(run_id, error)
 
 
-async def _terminate(process: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM the process group, then SIGKILL it if it is still alive after ``grace`` seconds."""
-    if process.returncode is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.shield(process.wait()), grace)
-        except TimeoutError:
-            os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-    except ProcessLookupError:
-        return
-
-
 def _latest_checkpoint_step(layout: Layout, run_id: str) -> int:
     index = read_index(layout.run_dir(run_id))
     return index[-1].step if index else -1
-
-
-def _tail(path: Path, lines: int) -> str:
-    """The last ``lines`` lines of a text file, joined with `` | ``, at most 2,000 characters."""
-    try:
-        data = path.read_bytes()[-16_384:]
-    except FileNotFoundError:
-        return ""
-    text = " | ".join(line.strip() for line in data.decode(errors="replace").splitlines()[-lines:] if line.strip())
-    return text[-2000:]

@@ -1,28 +1,32 @@
-"""The trainer worker's arq wiring: a thin task that hands the run to the ``RunSupervisor``."""
+"""The trainer worker's arq wiring: thin tasks that hand a run to the ``RunSupervisor`` and an evaluation to
+the ``EvalSupervisor``."""
 
 from __future__ import annotations
 
 from arq.worker import Worker
 from redis.asyncio import Redis
 
-from mt_contracts.queue import TRAIN_MODEL_TASK
+from mt_contracts.queue import EVALUATE_MODEL_TASK, TRAIN_MODEL_TASK
 from mt_contracts.settings import WorkerServiceSettings
 from mt_storage.events import LivePublisher
-from mt_storage.jobs import run_jobs
+from mt_storage.jobs import eval_jobs, run_jobs
 from mt_storage.layout import Layout
-from mt_storage.queue import ArqJobQueue, build_worker
+from mt_storage.queue import ArqJobQueue, QueueTask, build_worker
+from mt_trainer_worker.evaluator import EvalSupervisor
 from mt_trainer_worker.reaper import reap_forever
 from mt_trainer_worker.supervisor import RunSupervisor
 
 
 def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
-    """The arq worker for ``settings.queue.training``; one run at a time unless ``WORKER__MAX_JOBS`` says
-    otherwise."""
+    """The arq worker for ``settings.queue.training`` (training runs and evaluations); one job at a time
+    unless ``WORKER__MAX_JOBS`` says otherwise."""
     redis = Redis.from_url(settings.redis.url)
     store = run_jobs(redis)
     layout = Layout.from_settings(settings.app)
     publisher = LivePublisher(redis)
     supervisor = RunSupervisor(store, layout, settings.worker, publisher)
+    evals = eval_jobs(redis)
+    evaluator = EvalSupervisor(evals, store, layout, settings.worker)
 
     async def shutdown() -> None:
         await publisher.aclose()
@@ -50,4 +54,5 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         # exit cleanly) and let the retry take it over, rather than wait for it to finish.
         finish_jobs_on_shutdown=False,
         background=reaper,
+        extra_tasks=[QueueTask(EVALUATE_MODEL_TASK, evaluator.run, evals, settings.worker.eval_job_timeout)],
     )

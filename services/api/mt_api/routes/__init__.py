@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-from mt_api.routes import artifacts, health, logs, runs, tokenizers
+from mt_api.routes import artifacts, evals, generation, health, logs, runs, tokenizers
 
-ROUTES = [*tokenizers.ROUTES, *runs.ROUTES, *logs.ROUTES, *artifacts.ROUTES, *health.ROUTES]
+ROUTES = [
+    *tokenizers.ROUTES,
+    *runs.ROUTES,
+    *evals.ROUTES,
+    *generation.ROUTES,
+    *logs.ROUTES,
+    *artifacts.ROUTES,
+    *health.ROUTES,
+]

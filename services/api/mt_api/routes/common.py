@@ -8,7 +8,8 @@ from ulid import ULID
 
 from mt_api import Conflict, NotFound
 from mt_api.services import Services
-from mt_contracts.jobs import JobAccepted, JobError
+from mt_contracts.ids import is_run_id
+from mt_contracts.jobs import JobAccepted, JobError, RunJob
 from mt_storage import RecordNotFound
 from mt_storage.jobs import JobStore, R
 
@@ -57,4 +58,16 @@ async def cancel(services: Services, store: JobStore[R], job_id: str, kind: str)
         raise Conflict(f"{kind} {job_id} already ended ({status}); there is nothing to cancel")
     if job.status == "cancelling":
         await services.queue.abort(job_id)
+    return job
+
+
+async def find_run(services: Services, run_id: str) -> RunJob:
+    """The run's record.
+
+    Raises:
+        NotFound: no such run.
+    """
+    job = await services.runs.get(run_id) if is_run_id(run_id) else None
+    if job is None:
+        raise NotFound(f"no run {run_id}")
     return job

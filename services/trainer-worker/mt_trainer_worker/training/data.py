@@ -2,8 +2,8 @@
 
 Layout of each split file: a flat array of token ids (``uint16`` when the vocabulary fits, else
 ``uint32``), read back through a memory map, so memory does not grow with corpus size. An
-``<|endoftext|>`` token separates documents; the validation file starts with one, so that every
-validation token is predicted from a context and scored.
+``<|endoftext|>`` token precedes every document, so each split file starts with one and every token of
+its text is predicted from a context and scored.
 
 The split is by document, deterministic from ``val_fraction`` and ``seed``: with several files, whole files
 are held out (a seeded shuffle picks them); a single file is split by lines, its last ``val_fraction`` of
@@ -11,7 +11,8 @@ lines held out (as nanoGPT holds out the tail), so validation text is never trai
 
 Prepared data is cached under ``datasets/<key>`` where the key digests the corpus fingerprint (each file's
 path, size and sha256), the tokenizer file's sha256 and the split parameters; a later run with the same key
-reuses it. The cache directory is built beside its final place and renamed into it, so it is complete or
+reuses it. ``prepare_corpus`` encodes a whole corpus for evaluation the same way (all of it in the ``val``
+file). The cache directory is built beside its final place and renamed into it, so it is complete or
 absent.
 """
 
@@ -37,7 +38,8 @@ from mt_storage.corpus import iter_corpus_lines
 from mt_storage.files import sha256_file
 from mt_trainer_worker.training import TrainingFailure
 
-FORMAT_VERSION = 1
+# 2: every document (the first training one too) is preceded by <|endoftext|>; train_bytes is counted.
+FORMAT_VERSION = 2
 # Lines are encoded in batches of pieces of about this many characters: few calls into the tokenizer
 # (encode_batch runs them in parallel), bounded memory.
 _PIECE_CHARS = 64 * 1024
@@ -46,8 +48,9 @@ PREPARED_JSON = "prepared.json"
 
 
 class PreparedData(msgspec.Struct, frozen=True, kw_only=True):
-    """Token files of both splits. Counts are tokens; ``val_bytes`` counts the UTF-8 bytes of the
-    validation text. ``key`` names the cache entry; ``reused`` says whether this run found it ready."""
+    """Token files of both splits. Counts are tokens (the end-of-text tokens included); ``val_bytes`` and
+    ``train_bytes`` count the UTF-8 bytes of each split's text. ``key`` names the cache entry; ``reused``
+    says whether this run found it ready."""
 
     train_path: str
     val_path: str
@@ -62,6 +65,7 @@ class PreparedData(msgspec.Struct, frozen=True, kw_only=True):
     key: str
     corpus_sha256: str
     tokenizer_sha256: str
+    train_bytes: int = 0
     reused: bool = False
 
 
@@ -87,9 +91,31 @@ def prepare_data(
         TrainingFailure: ``empty_corpus`` when the corpus cannot give both splits; ``tokenizer_incompatible``.
         CorpusDecodeError: a file is not UTF-8.
     """
+    return _prepare(tokenizer_file, corpus_files, f"{val_fraction}:{seed}", cache_root, val_fraction, seed)
+
+
+def prepare_corpus(tokenizer_file: Path, corpus_files: list[Path], cache_root: Path) -> PreparedData:
+    """Encode all of ``corpus_files`` into the ``val`` file of a cached dataset (the ``train`` file stays
+    empty): the text an evaluation on a custom corpus scores.
+
+    Raises:
+        TrainingFailure: ``empty_corpus`` when the corpus holds no text; ``tokenizer_incompatible``.
+        CorpusDecodeError: a file is not UTF-8.
+    """
+    return _prepare(tokenizer_file, corpus_files, "whole", cache_root, None, 0)
+
+
+def _prepare(
+    tokenizer_file: Path,
+    corpus_files: list[Path],
+    split_key: str,
+    cache_root: Path,
+    val_fraction: float | None,
+    seed: int,
+) -> PreparedData:
     corpus_sha = corpus_fingerprint(corpus_files)
     tokenizer_sha = sha256_file(tokenizer_file)
-    key = hashlib.sha256(f"{FORMAT_VERSION}:{corpus_sha}:{tokenizer_sha}:{val_fraction}:{seed}".encode()).hexdigest()
+    key = hashlib.sha256(f"{FORMAT_VERSION}:{corpus_sha}:{tokenizer_sha}:{split_key}".encode()).hexdigest()
     final = cache_root / key[:32]
     if (final / PREPARED_JSON).is_file():
         return _cached(final)
@@ -112,9 +138,7 @@ def prepare_data(
             # Another run prepared the same data first; theirs is complete, use it.
             if not (final / PREPARED_JSON).is_file():
                 raise
-            return msgspec.structs.replace(
-                codec.decode((final / PREPARED_JSON).read_bytes(), PreparedData), reused=True
-            )
+            return _cached(final)
         return prepared
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -124,7 +148,10 @@ def _cached(directory: Path) -> PreparedData:
     return msgspec.structs.replace(codec.decode((directory / PREPARED_JSON).read_bytes(), PreparedData), reused=True)
 
 
-def _encode(tokenizer: Tokenizer, files: list[Path], val_fraction: float, seed: int, out_dir: Path) -> PreparedData:
+def _encode(
+    tokenizer: Tokenizer, files: list[Path], val_fraction: float | None, seed: int, out_dir: Path
+) -> PreparedData:
+    """Write the split files; ``val_fraction=None`` puts the whole corpus in ``val``."""
     end_of_text = tokenizer.token_to_id(END_OF_TEXT)
     if end_of_text is None:
         raise TrainingFailure("tokenizer_incompatible", f"the tokenizer has no {END_OF_TEXT} token")
@@ -132,7 +159,10 @@ def _encode(tokenizer: Tokenizer, files: list[Path], val_fraction: float, seed: 
     dtype: type[np.uint16] | type[np.uint32] = np.uint16 if vocab_size <= 65_535 else np.uint32
     writer = _SplitWriter(out_dir, dtype, end_of_text)
     try:
-        if len(files) == 1:
+        if val_fraction is None:
+            for path in files:
+                writer.document(tokenizer, iter_corpus_lines([path]), val=True)
+        elif len(files) == 1:
             total_lines = sum(1 for _ in iter_corpus_lines(files))
             val_lines = int(total_lines * val_fraction)
             if val_lines < 1 or total_lines - val_lines < 1:
@@ -153,7 +183,7 @@ def _encode(tokenizer: Tokenizer, files: list[Path], val_fraction: float, seed: 
         writer.finish()
     finally:
         writer.close()
-    if writer.tokens[False] == 0 or writer.tokens[True] <= 1:
+    if (val_fraction is not None and writer.tokens[False] <= 1) or writer.tokens[True] <= 1:
         raise TrainingFailure("empty_corpus", "the corpus holds no text to train or validate on")
     return PreparedData(
         train_path=str(out_dir / "train.bin"),
@@ -161,7 +191,8 @@ def _encode(tokenizer: Tokenizer, files: list[Path], val_fraction: float, seed: 
         dtype=np.dtype(dtype).name,
         train_tokens=writer.tokens[False],
         val_tokens=writer.tokens[True],
-        val_bytes=writer.val_bytes,
+        val_bytes=writer.bytes[True],
+        train_bytes=writer.bytes[False],
         train_documents=writer.documents[False],
         val_documents=writer.documents[True],
         vocab_size=vocab_size,
@@ -174,7 +205,7 @@ def _encode(tokenizer: Tokenizer, files: list[Path], val_fraction: float, seed: 
 
 class _SplitWriter:
     """Appends documents to ``train.bin`` / ``val.bin`` with an end-of-text token before each document
-    (so ``val.bin`` starts with one), counting tokens, documents and validation bytes."""
+    (so each file starts with one), counting tokens, documents and text bytes per split."""
 
     def __init__(self, out_dir: Path, dtype: type[np.uint16] | type[np.uint32], end_of_text: int) -> None:
         self._dtype = dtype
@@ -185,17 +216,15 @@ class _SplitWriter:
         }
         self.tokens = {False: 0, True: 0}
         self.documents = {False: 0, True: 0}
-        self.val_bytes = 0
+        self.bytes = {False: 0, True: 0}
 
     def document(self, tokenizer: Tokenizer, lines: Iterator[str], *, val: bool) -> None:
-        if val or self.documents[False]:
-            self._write(val, [self._end_of_text])
+        self._write(val, [self._end_of_text])
         self.documents[val] += 1
         for batch in _batches(lines):
             for encoding in tokenizer.encode_batch(batch, add_special_tokens=False):
                 self._write(val, encoding.ids)
-            if val:
-                self.val_bytes += sum(len(piece.encode()) for piece in batch)
+            self.bytes[val] += sum(len(piece.encode()) for piece in batch)
 
     def _write(self, val: bool, ids: list[int]) -> None:
         array = np.asarray(ids, dtype=self._dtype)

@@ -1,4 +1,4 @@
-"""Writes typed training events to the worker, one JSON line each, from any thread."""
+"""Writes typed events (training or evaluation) to the worker, one JSON line each, from any thread."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import signal
 import threading
 
 from mt_contracts import codec
+from mt_contracts.evaluation import EvalEvent
 from mt_contracts.training import Heartbeat, TrainingEvent
 
 
@@ -18,7 +19,7 @@ class EventWriter:
         self._lock = threading.Lock()
         self.phase = "preparing"
 
-    def emit(self, event: TrainingEvent) -> None:
+    def emit(self, event: TrainingEvent | EvalEvent) -> None:
         line = codec.encode(event) + b"\n"
         with self._lock:
             view = memoryview(line)

@@ -20,6 +20,8 @@ from transformers import PreTrainedModel
 from mt_contracts.jobs import EvalPoint, RunProgress
 from mt_contracts.requests import TrainRunRequest
 from mt_contracts.training import Checkpoint, Eval, Progress, Resumed, RunSpec, Started
+from mt_storage.checkpoints import MODEL_CONFIG
+from mt_storage.files import atomic_write_bytes
 from mt_trainer_worker.training import TrainingFailure
 from mt_trainer_worker.training.checkpoints import Counters, load_latest, save_checkpoint
 from mt_trainer_worker.training.data import PreparedData, open_tokens
@@ -155,6 +157,8 @@ def train(spec: RunSpec, data: PreparedData, writer: EventWriter, stop: threadin
     optimizer = build_optimizer(model, request)
     generator = torch.Generator().manual_seed(request.seed)
     run_dir = Path(spec.run_dir)
+    # The architecture beside the checkpoints, so evaluation, generation and export can load any of them.
+    atomic_write_bytes(run_dir / MODEL_CONFIG, model.config.to_json_string().encode())
     counters = load_latest(run_dir, model, optimizer, generator) or Counters()
     if counters.step:
         writer.emit(Resumed(step=counters.step))
