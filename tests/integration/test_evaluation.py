@@ -236,5 +236,5 @@ async def test_evaluation_and_generation_errors_name_the_problem(
     ]
     for action, body, status, field in cases:
         response = await client.post(f"/runs/{run.id}/{action}", json=body)
-        assert (response.status_code, response.json()["extra"][0]["key"]) == (status, field), (action, body)
+        assert (response.status_code, response.json()["errors"][0]["field"]) == (status, field), (action, body)
     assert (await client.get(f"/runs/{run.id}/eval")).status_code == 404
