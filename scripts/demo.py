@@ -17,6 +17,7 @@ import httpx
 from stack import ROOT, Stack
 
 from mt_contracts import codec
+from mt_contracts.generation import GenerateResponse
 from mt_contracts.jobs import JobAccepted, RunJob, TokenizerJob
 from mt_storage.embedded_redis import free_port
 
@@ -40,6 +41,10 @@ RUN_REQUEST = {
     "eval_iters": 10,
     "seed": 1337,
 }
+
+
+SAMPLE_PROMPT = "ROMEO:\n"
+SAMPLE_REQUEST = {"prompt": SAMPLE_PROMPT, "max_new_tokens": 120, "temperature": 0.8, "top_k": 40, "seed": 1337}
 
 
 def poll_tokenizer(client: httpx.Client, location: str) -> TokenizerJob:
@@ -66,22 +71,6 @@ def poll_run(client: httpx.Client, location: str) -> RunJob:
         if job.status in {"succeeded", "failed", "cancelled"}:
             return job
         time.sleep(1.0)
-
-
-def sample(model_dir: Path, prompt: str, max_new_tokens: int = 120) -> str:
-    """Sample from the exported model with plain ``transformers`` (it loads like any HF checkpoint)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    torch.manual_seed(1337)
-    input_ids = tokenizer(prompt, return_tensors="pt").input_ids
-    output = model.generate(
-        input_ids, do_sample=True, top_k=40, temperature=0.8, max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    return str(tokenizer.decode(output[0], skip_special_tokens=True))
 
 
 def main() -> int:
@@ -127,6 +116,9 @@ def main() -> int:
         if run.status != "succeeded" or run.metrics is None or run.artifact_dir is None:
             print(f"demo: run {run.id} {run.status}: {run.error}", file=sys.stderr)
             return 1
+        print("demo: sampling from the trained model through POST /runs/{id}/generate", flush=True)
+        response = client.post(f"/runs/{run.id}/generate", json=SAMPLE_REQUEST, timeout=300).raise_for_status()
+        generated = codec.decode(response.content, GenerateResponse)
     metrics = run.metrics
     model_dir = Path(run.artifact_dir)
     print()
@@ -141,7 +133,7 @@ def main() -> int:
     print(f"model files        {model_dir}")
     print()
     print("sample:")
-    print(sample(model_dir, "ROMEO:\n"))
+    print(SAMPLE_PROMPT + generated.samples[0].text)
     return 0
 
 
