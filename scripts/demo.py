@@ -107,6 +107,9 @@ def main() -> int:
             print(f"demo: training GPT-2 run {accepted.id}", flush=True)
             run = poll_run(client, active)
             active = None
+        except httpx.HTTPStatusError as exc:
+            print(f"demo: the API refused a request: {exc.response.text}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             # The stack is durable: a job left queued or running would resume at the next start.
             if active is not None:
