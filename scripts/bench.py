@@ -43,6 +43,18 @@ def _existing_sections() -> dict[str, str]:
     return sections
 
 
+def _write(sections: dict[str, str]) -> None:
+    header = (
+        "# Benchmarks\n\n"
+        f"Written by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {machine()}.\n"
+        "Numbers are medians of repeated runs; ratios compare against a reference measured in the same run.\n"
+        "A section run on its own keeps the others as they were (each names what it measured).\n"
+    )
+    body = "\n\n".join(sections[heading] for heading in sorted(sections))
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.write_text(header + "\n" + body + "\n", encoding="utf-8")
+
+
 def main(argv: list[str]) -> int:
     names = argv or sorted(p.stem for p in BENCHMARKS.glob("*.py") if not p.stem.startswith("_"))
     sys.path.insert(0, str(BENCHMARKS.parent))
@@ -53,16 +65,8 @@ def main(argv: list[str]) -> int:
         module = importlib.import_module(f"benchmarks.{name}")
         section: str = module.main()
         sections[section.strip().splitlines()[0]] = section.strip()
+        _write(sections)  # after each benchmark, so a later failure keeps what was measured
         print(f"bench: {name} done in {time.monotonic() - started:.0f} s", flush=True)
-    header = (
-        "# Benchmarks\n\n"
-        f"Written by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {machine()}.\n"
-        "Numbers are medians of repeated runs; ratios compare against a reference measured in the same run.\n"
-        "A section run on its own keeps the others as they were (each names what it measured).\n"
-    )
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    body = "\n\n".join(sections[heading] for heading in sorted(sections))
-    OUTPUT.write_text(header + "\n" + body + "\n", encoding="utf-8")
     print(f"bench: wrote {OUTPUT}")
     return 0
 

@@ -82,7 +82,10 @@ def main() -> str:
             wait_job(client, tok.location, {"succeeded"})
             run_body = {**MODEL, "tokenizer_id": tok.id, "corpus_path": SHAKESPEARE.name}
             short = codec.decode(
-                client.post("/runs/train", json={**run_body, "max_steps": 30}).raise_for_status().content, JobAccepted
+                client.post("/runs/train", json={**run_body, "max_steps": 30, "warmup_steps": 5})
+                .raise_for_status()
+                .content,
+                JobAccepted,
             )
             wait_job(client, short.location, {"succeeded"})
             generate = {"prompt": "ROMEO:", "max_new_tokens": 64, "seed": 1, "temperature": 0.8, "top_k": 40}
