@@ -100,12 +100,14 @@ class InferenceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     """The gateway's inference processes (text generation, checkpoint export), children that load torch so
     the gateway never does. ``processes`` run at once, each keeping up to ``cache_size`` models loaded;
     a call waits at most ``timeout`` seconds (the first call also pays the import of torch). ``niceness``
-    is added to their CPU priority so the gateway's event loop stays responsive."""
+    is added to their CPU priority so the gateway's event loop stays responsive; ``threads`` is each one's
+    torch intra-op threads."""
 
     processes: int = 1
     cache_size: int = 4
     timeout: float = 120.0
     niceness: int = 5
+    threads: int = 1
 
 
 class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

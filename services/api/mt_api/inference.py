@@ -80,8 +80,9 @@ class ModelCache:
 _cache = ModelCache(4)
 
 
-def configure(cache_size: int) -> None:
-    """Set this process's model cache size (called once when the process starts)."""
+def configure(cache_size: int, threads: int) -> None:
+    """Set this process's model cache size and torch threads (called once when the process starts)."""
+    torch.set_num_threads(threads)
     global _cache  # noqa: PLW0603 - one cache per inference process
     _cache = ModelCache(cache_size)
 

@@ -32,13 +32,16 @@ _CHILD_ENV = {
 _outcome_decoder: msgspec.json.Decoder[InferenceOutcome] = msgspec.json.Decoder(InferenceOutcome)
 
 
-def _start_child(niceness: int, cache_size: int) -> None:
+def _start_child(niceness: int, cache_size: int, threads: int) -> None:
     os.environ.update(_CHILD_ENV)
+    # One intra-op thread by default: small models decode no faster on more, and a second OpenMP team
+    # spinning beside a training process's on the same cores slowed sampling twenty-fold in make bench.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     if niceness:
         os.nice(niceness)
     from mt_api import inference  # torch loads here, in the child only
 
-    inference.configure(cache_size)
+    inference.configure(cache_size, threads)
 
 
 def _run_in_child(payload: bytes) -> bytes:
@@ -61,7 +64,7 @@ class InferencePool:
                 max_workers=self.settings.processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_child,
-                initargs=(self.settings.niceness, self.settings.cache_size),
+                initargs=(self.settings.niceness, self.settings.cache_size, self.settings.threads),
             )
         return self._executor
 
