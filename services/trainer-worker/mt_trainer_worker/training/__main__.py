@@ -16,7 +16,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
@@ -28,13 +27,11 @@ from mt_contracts.jobs import RunMetrics
 from mt_contracts.manifests import DatasetInfo, ModelManifest, Timings
 from mt_contracts.training import Failed, Finished, RunSpec
 from mt_storage.checkpoints import read_index
-from mt_storage.corpus import CorpusDecodeError
 from mt_storage.files import atomic_move, atomic_write_bytes, file_entries
 from mt_storage.jobs import utcnow
 from mt_storage.layout import MANIFEST
-from mt_trainer_worker.training import TrainingFailure
 from mt_trainer_worker.training.data import open_tokens, prepare_data
-from mt_trainer_worker.training.events import EventWriter, HeartbeatThread
+from mt_trainer_worker.training.events import EventWriter, HeartbeatThread, failure_event, open_event_writer
 from mt_trainer_worker.training.loop import (
     LN2,
     StopTraining,
@@ -134,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=0, help="niceness increment for this process")
     args = parser.parse_args(argv)
     # Keep the real stdout for events; route stray prints from libraries to stderr.
-    events_fd = os.dup(sys.stdout.fileno())
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    writer = EventWriter(events_fd)
+    writer = open_event_writer()
     if args.nice:
         os.nice(args.nice)
     spec = codec.decode(Path(args.spec).read_bytes(), RunSpec)
@@ -157,18 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     except StopTraining as exc:
         writer.emit(Failed(code="interrupted", message=f"{exc}; resume with POST /runs/{spec.run_id}/resume"))
         return 143
-    except TrainingFailure as exc:
-        writer.emit(Failed(code=exc.code, message=exc.message))
-        return 1
-    except CorpusDecodeError as exc:
-        writer.emit(Failed(code="invalid_utf8", message=str(exc)))
-        return 1
-    except MemoryError:
-        writer.emit(Failed(code="out_of_memory", message="out of memory; lower batch_size, block_size or n_embd"))
-        return 1
-    except Exception as exc:  # noqa: BLE001 - any crash must still end the run with a failed event
-        traceback.print_exc()
-        writer.emit(Failed(code="internal_error", message=f"{type(exc).__name__}: {exc}"))
+    except Exception as exc:  # noqa: BLE001 - any crash must still end with a failed event
+        writer.emit(failure_event(exc, "lower batch_size, block_size or n_embd"))
         return 1
     finally:
         heartbeat.stop()

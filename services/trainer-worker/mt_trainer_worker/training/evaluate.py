@@ -11,7 +11,6 @@ import argparse
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import torch
@@ -20,12 +19,9 @@ from tokenizers import Tokenizer
 from mt_contracts import codec
 from mt_contracts.evaluation import EvalSpec, Evaluated
 from mt_contracts.jobs import EvalMetrics
-from mt_contracts.training import Failed
-from mt_storage.corpus import CorpusDecodeError
 from mt_storage.jobs import utcnow
-from mt_trainer_worker.training import TrainingFailure
 from mt_trainer_worker.training.data import open_tokens, prepare_corpus, prepare_data
-from mt_trainer_worker.training.events import EventWriter, HeartbeatThread
+from mt_trainer_worker.training.events import EventWriter, HeartbeatThread, failure_event, open_event_writer
 from mt_trainer_worker.training.loop import LN2, pick_device, safe_exp, score_tokens
 from mt_trainer_worker.training.weights import load_model
 
@@ -87,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, type=Path, help="path of the evaluation spec (JSON)")
     parser.add_argument("--nice", type=int, default=0, help="niceness increment for this process")
     args = parser.parse_args(argv)
-    events_fd = os.dup(sys.stdout.fileno())
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    writer = EventWriter(events_fd)
+    writer = open_event_writer()
     if args.nice:
         os.nice(args.nice)
     spec = codec.decode(Path(args.spec).read_bytes(), EvalSpec)
@@ -98,18 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     heartbeat.start()
     try:
         metrics = evaluate(spec, writer)
-    except TrainingFailure as exc:
-        writer.emit(Failed(code=exc.code, message=exc.message))
-        return 1
-    except CorpusDecodeError as exc:
-        writer.emit(Failed(code="invalid_utf8", message=str(exc)))
-        return 1
-    except MemoryError:
-        writer.emit(Failed(code="out_of_memory", message="out of memory; evaluate with a smaller max_tokens"))
-        return 1
-    except Exception as exc:  # noqa: BLE001 - any crash must still end the evaluation with a failed event
-        traceback.print_exc()
-        writer.emit(Failed(code="internal_error", message=f"{type(exc).__name__}: {exc}"))
+    except Exception as exc:  # noqa: BLE001 - any crash must still end with a failed event
+        writer.emit(failure_event(exc, "evaluate with a smaller max_tokens"))
         return 1
     finally:
         heartbeat.stop()
