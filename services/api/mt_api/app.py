@@ -38,6 +38,7 @@ def create_app(settings: ApiSettings) -> Litestar:
             yield
         finally:
             holder.clear()
+            await services.live.close()
             await services.inference.close()
             await queue.close()
             await redis.aclose()

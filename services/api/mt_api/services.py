@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 
 from mt_api.artifacts import DigestCache
 from mt_api.inference_pool import InferencePool
+from mt_api.live import EventHub
 from mt_api.metrics import Metrics
 from mt_api.tokenizer_cache import TokenizerCache
 from mt_contracts.jobs import EvalJob, RunJob, TokenizerJob
@@ -24,6 +25,7 @@ class Services:
         self.settings = settings
         self.metrics = metrics
         self.events = JobEvents(redis)
+        self.live = EventHub(self.events)
         self.redis = redis
         self.queue = queue
         self.layout = Layout.from_settings(settings.app)

@@ -77,7 +77,7 @@ def _events(
         return await store.get(job_id)
 
     return follow(
-        services.events,
+        services.live,
         job_id,
         record,
         after=after,
