@@ -147,6 +147,11 @@ class EventHub:
         """How many jobs are being followed (one Redis reader each)."""
         return len(self._feeds)
 
+    def followers(self, job_id: str) -> int:
+        """How many streams follow job ``job_id``."""
+        feed = self._feeds.get(job_id)
+        return feed.followers if feed is not None else 0
+
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[Feed]:
         """Job ``job_id``'s feed, started for the first follower and stopped after the last."""
