@@ -96,7 +96,7 @@ def test_config_map_sets_only_settings_keys_with_valid_values() -> None:
 
 def test_api_keys_secret_is_reserved_and_optional_for_the_api() -> None:
     secret = msgspec.convert(BASE.raw("Secret", "model-trainer-api-keys"), Secret)
-    assert list(secret.string_data) == ["API__KEYS"]
+    assert list(secret.string_data) == ["API__KEYS", "API__READ_ONLY_KEYS"]
     api = _app_container(BASE.workload("Deployment", "api"))
     assert [source.secret_ref.name for source in api.env_from if source.secret_ref] == ["model-trainer-api-keys"]
 

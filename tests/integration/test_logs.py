@@ -5,6 +5,7 @@ that goes away."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from arq.worker import Worker
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from mt_api.app import create_app
 from mt_contracts.settings import ApiSettings, GatewaySettings, WorkerServiceSettings
@@ -29,6 +31,12 @@ Event = tuple[str, str, bytes]  # id, event, data
 @pytest.fixture
 async def server(api_settings: ApiSettings, redis: Redis) -> AsyncIterator[str]:
     settings = msgspec.structs.replace(api_settings, api=GatewaySettings(keepalive_seconds=0.3))
+    async with _serving(settings) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def _serving(settings: ApiSettings) -> AsyncIterator[str]:
     port = free_port()
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_config=None, timeout_graceful_shutdown=2
@@ -203,3 +211,47 @@ async def test_a_client_that_goes_away_stops_its_server_work(server: str, redis:
 
         await wait_for(lambda: client.get("/metrics"), lambda r: _live_streams(r.text) == 0, 5)
         await wait_for(blocked_reads, lambda count: count == 0, 5)
+
+
+FULL_KEY, READ_KEY = "full-key-0123456789", "read-key-0123456789"
+
+
+async def test_live_streams_take_an_access_token_and_read_only_keys_only_read(
+    api_settings: ApiSettings, redis: Redis
+) -> None:
+    keys = GatewaySettings(keys=FULL_KEY, read_only_keys=READ_KEY, keepalive_seconds=0.3)
+    full, read = {"Authorization": f"Bearer {FULL_KEY}"}, {"Authorization": f"Bearer {READ_KEY}"}
+    async with (
+        _serving(msgspec.structs.replace(api_settings, api=keys)) as server,
+        httpx.AsyncClient(base_url=server, timeout=10) as client,
+    ):
+        # No workers: the job stays queued.
+        refused = await client.post(
+            "/tokenizers/train", json={"corpus_path": "small.txt", "vocab_size": 400}, headers=read
+        )
+        assert refused.status_code == 403 and refused.json()["type"] == "urn:model-trainer:problem:forbidden"
+        assert refused.headers["www-authenticate"] == 'Bearer realm="model-trainer", error="insufficient_scope"'
+        client.headers.update(full)
+        job_id = await _submit(client, "/tokenizers/train", {"corpus_path": "small.txt", "vocab_size": 400})
+        client.headers.pop("Authorization")
+
+        # Browsers cannot set headers on EventSource: the key comes as access_token, on streams only.
+        stream = f"/tokenizers/{job_id}/logs/stream"
+        assert (await client.get(stream)).status_code == 401
+        assert (await client.get(f"{stream}?access_token=wrong")).status_code == 401
+        assert (await client.get(f"/tokenizers/{job_id}?access_token={READ_KEY}")).status_code == 401
+        (queued,) = await _stream(client, f"{stream}?access_token={READ_KEY}", limit=1)
+        assert _status(queued) == "queued"
+        assert (await client.get(f"/tokenizers/{job_id}", headers=read)).json()["status"] == "queued"
+
+        ws_url = server.replace("http", "ws") + f"/tokenizers/{job_id}/logs/ws"
+        with pytest.raises(InvalidStatus):
+            async with connect(f"{ws_url}?access_token=wrong"):
+                pass
+        async with connect(f"{ws_url}?access_token={READ_KEY}") as socket:
+            first = msgspec.json.decode(await socket.recv())
+            assert first["event"] == "status" and first["data"]["status"] == "queued"
+            assert (await client.post(f"/tokenizers/{job_id}/cancel", headers=read)).status_code == 403
+            assert (await client.post(f"/tokenizers/{job_id}/cancel", headers=full)).status_code == 200
+            rest = [msgspec.json.decode(message) async for message in socket]
+        assert [message["data"]["status"] for message in rest if message["event"] == "status"] == ["cancelled"]

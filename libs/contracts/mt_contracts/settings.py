@@ -82,18 +82,29 @@ class WorkerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Access and live streams of the HTTP gateway.
 
-    ``keys`` is a comma-separated list of API keys; when it is not empty every endpoint except ``/healthz``
-    and ``/readyz`` needs ``Authorization: Bearer <key>``. ``keepalive_seconds`` is the gap after which an
-    idle live stream (SSE or WebSocket) sends a keep-alive.
+    ``keys`` is a comma-separated list of API keys; when it (or ``read_only_keys``) is not empty every
+    endpoint except ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <key>``. ``read_only_keys``
+    may only read (``GET``, ``HEAD``, live streams): a dashboard's key. ``keepalive_seconds`` is the gap
+    after which an idle live stream (SSE or WebSocket) sends a keep-alive.
     """
 
     keys: str = ""
+    read_only_keys: str = ""
     keepalive_seconds: float = 15.0
 
     @property
     def key_list(self) -> list[str]:
         """The configured keys, blanks dropped."""
-        return [key.strip() for key in self.keys.split(",") if key.strip()]
+        return _split_keys(self.keys)
+
+    @property
+    def read_only_key_list(self) -> list[str]:
+        """The configured read-only keys, blanks dropped."""
+        return _split_keys(self.read_only_keys)
+
+
+def _split_keys(value: str) -> list[str]:
+    return [key.strip() for key in value.split(",") if key.strip()]
 
 
 class InferenceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

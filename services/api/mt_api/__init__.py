@@ -6,6 +6,7 @@ Errors::
     ApiError                 an HTTP error with a status, a detail and, for bad input, the field
     ├── InvalidField         400: a request field is unusable; names the field and the fix
     ├── Unauthorized         401: no API key, or not a configured one (with ``WWW-Authenticate``)
+    ├── Forbidden            403: a read-only API key on a route that changes something
     ├── NotFound             404: no such tokenizer, run or artifact file
     ├── Conflict             409: the request is valid but the referenced job is not ready
     ├── RangeNotSatisfiable  416: no requested byte range overlaps the file (``Content-Range: bytes */size``)
@@ -36,6 +37,11 @@ class InvalidField(ApiError):
 class Unauthorized(ApiError):
     status_code = 401
     slug = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    slug = "forbidden"
 
 
 class NotFound(ApiError):

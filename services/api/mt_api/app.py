@@ -50,7 +50,7 @@ def create_app(settings: ApiSettings) -> Litestar:
         route_handlers=ROUTES,
         dependencies={"services": Provide(services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        guards=[key_guard(settings.api.key_list)],
+        guards=[key_guard(settings.api.key_list, settings.api.read_only_key_list)],
         middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics)],
         before_send=[add_request_id],
         lifespan=[lifespan],

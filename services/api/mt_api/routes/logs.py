@@ -22,6 +22,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from mt_api import InvalidField, NotFound
+from mt_api.auth import QUERY_TOKEN
 from mt_api.live import KEEPALIVE, follow, has_events_after
 from mt_api.services import Services
 from mt_contracts.events import LiveEvent, LogTail, is_event_id
@@ -135,7 +136,7 @@ async def tokenizer_logs(
     return await _tail(services, _TOKENIZER, tokenizer_id, tail)
 
 
-@get("/runs/{run_id:str}/logs/stream", tags=["logs"])
+@get("/runs/{run_id:str}/logs/stream", tags=["logs"], opt=QUERY_TOKEN)
 async def run_log_stream(
     run_id: FromPath[str],
     services: NamedDependency[Services],
@@ -146,7 +147,7 @@ async def run_log_stream(
     return await _sse(services, _RUN, run_id, last_event_id, tail)
 
 
-@get("/tokenizers/{tokenizer_id:str}/logs/stream", tags=["logs"])
+@get("/tokenizers/{tokenizer_id:str}/logs/stream", tags=["logs"], opt=QUERY_TOKEN)
 async def tokenizer_log_stream(
     tokenizer_id: FromPath[str],
     services: NamedDependency[Services],
@@ -174,7 +175,7 @@ async def _ws_messages(
 WsLastEventId = Annotated[str | None, Parameter(description="Resume after this event id.")]
 
 
-@websocket_stream("/runs/{run_id:str}/logs/ws")
+@websocket_stream("/runs/{run_id:str}/logs/ws", opt=QUERY_TOKEN)
 async def run_log_socket(
     run_id: FromPath[str],
     services: NamedDependency[Services],
@@ -186,7 +187,7 @@ async def run_log_socket(
         yield message
 
 
-@websocket_stream("/tokenizers/{tokenizer_id:str}/logs/ws")
+@websocket_stream("/tokenizers/{tokenizer_id:str}/logs/ws", opt=QUERY_TOKEN)
 async def tokenizer_log_socket(
     tokenizer_id: FromPath[str],
     services: NamedDependency[Services],
