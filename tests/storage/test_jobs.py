@@ -10,7 +10,8 @@ from redis.asyncio import Redis
 from mt_contracts.jobs import JobError, TokenizerJob
 from mt_contracts.requests import TrainTokenizerRequest
 from mt_storage import RecordNotFound, StorageError
-from mt_storage.jobs import tokenizer_jobs
+from mt_storage.events import JobEvents, stream_key
+from mt_storage.jobs import FINISHED_STREAM_TTL_SECONDS, tokenizer_jobs
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -85,3 +86,17 @@ async def test_list_drops_expired_records_from_the_index(redis: Redis) -> None:
     page, cursor = await store.list_page(limit=5)
     assert ([r.id for r in page], cursor) == (["tok_01JDQ8ZQ0000000000000000AA"], None)
     assert await redis.zrange(store.index_key, 0, -1) == [b"tok_01JDQ8ZQ0000000000000000AA"]
+
+
+async def test_a_finished_jobs_event_stream_expires_and_a_resume_keeps_it_again(redis: Redis) -> None:
+    store = tokenizer_jobs(redis)
+    await store.create(_job())
+    stream = stream_key(_job().id)
+    await store.mark_running(_job().id)
+    assert await redis.ttl(stream) == -1  # no expiry while the job lives
+    await store.mark_failed(_job().id, JobError(code="empty_corpus", message="no text"))
+    assert FINISHED_STREAM_TTL_SECONDS - 5 <= await redis.ttl(stream) <= FINISHED_STREAM_TTL_SECONDS
+    # failed -> queued is a resume (runs only in practice; the store allows it for any kind).
+    await store.update(_job().id, lambda r: msgspec.structs.replace(r, status="queued"))
+    assert await redis.ttl(stream) == -1
+    assert [event.event for event in await JobEvents(redis).last(_job().id, 10)] == ["status"] * 4

@@ -7,7 +7,9 @@ another writer got there first. A late or retried writer therefore never moves a
 Each kind also keeps an index, a sorted set ``<prefix>index`` of its ids with score 0, written by
 ``create``: ids are ULIDs, so their lexical order is creation order and ``list_page`` reads it newest first.
 Creating a record and every status change also append a ``status`` event to the job's live event stream
-(``mt_storage.events``) in the same transaction.
+(``mt_storage.events``) in the same transaction. A job's stream expires ``FINISHED_STREAM_TTL_SECONDS``
+after the job ends (a later resume keeps it again); ``logs.jsonl`` keeps every line for good, and a stream
+request for a job whose stream expired ends at once with the record's status.
 A record created in a ``group`` (the evaluations of one run) is also indexed in ``<prefix>group:<group>``.
 """
 
@@ -22,11 +24,22 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from mt_contracts import codec
-from mt_contracts.jobs import EvalJob, Job, JobError, JobStatus, RunJob, TokenizerJob, transition_allowed
+from mt_contracts.jobs import (
+    TERMINAL_STATUSES,
+    EvalJob,
+    Job,
+    JobError,
+    JobStatus,
+    RunJob,
+    TokenizerJob,
+    transition_allowed,
+)
 from mt_storage import RecordNotFound, StorageError
 from mt_storage.events import STREAM_MAXLEN, status_fields, stream_key
 
 ACTIVE_STATUSES = frozenset({"running", "cancelling"})
+# How long a finished job's live event stream stays in Redis (late readers and resumes): 7 days.
+FINISHED_STREAM_TTL_SECONDS = 7 * 24 * 3600
 
 R = TypeVar("R", bound=Job)
 
@@ -193,7 +206,12 @@ class JobStore(Generic[R]):
                         pipe.srem(self.active_key, job_id)
                     if updated.status != current.status or updated.error != current.error:
                         # Live streams see the change in the same transaction as the record.
-                        pipe.xadd(stream_key(job_id), status_fields(updated), maxlen=STREAM_MAXLEN, approximate=True)
+                        stream = stream_key(job_id)
+                        pipe.xadd(stream, status_fields(updated), maxlen=STREAM_MAXLEN, approximate=True)
+                        if updated.status in TERMINAL_STATUSES:
+                            pipe.expire(stream, FINISHED_STREAM_TTL_SECONDS)
+                        else:
+                            pipe.persist(stream)  # a resumed run's stream lives as long as the run
                     await pipe.execute()
                     return updated
                 except WatchError:
