@@ -7,6 +7,10 @@ connection and one read per batch, not 500. Each follower keeps its own cursor (
 takes from the buffer what is after it; a follower whose cursor is older than the buffer (a resume from an
 old id, or a client slower than the buffer is long) reads from Redis itself until it catches up. Cursors
 make delivery exact: no duplicate, no gap, whatever the timing of a follower's start.
+
+Followers are woken ``WAKE_BATCH`` at a time, with a pass of the event loop between batches: 500 streams
+sending at once would otherwise hold the loop for tens of milliseconds, and every other request (a
+``/healthz`` probe) would wait behind them.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ FEED_BUFFER = 1_000
 FEED_BLOCK_MS = 10_000
 # After a Redis error a feed waits this long (seconds) before reading again.
 FEED_RETRY_SECONDS = 1.0
+# Followers woken per pass of the event loop when new events arrive.
+WAKE_BATCH = 32
 _encoder = msgspec.json.Encoder()
 
 
@@ -58,14 +64,16 @@ def _order(event_id: str) -> tuple[int, int]:
 class Feed:
     """One job's new events, read once from Redis for all its followers.
 
-    ``buffer`` holds every event after ``base`` (oldest first, at most ``FEED_BUFFER``); ``changed`` is
-    set, then replaced, whenever events are added.
+    The buffer holds every event after ``base`` (oldest first, at most ``FEED_BUFFER``); followers waiting
+    for more (``wait``) are woken in batches when events are added.
     """
 
     def __init__(self, events: JobEvents, job_id: str) -> None:
         self.job_id = job_id
         self.followers = 0
-        self.changed = asyncio.Event()
+        self._waiters: dict[asyncio.Future[None], None] = {}  # insertion-ordered: woken first come, first served
+        self._to_wake: list[asyncio.Future[None]] = []
+        self._waking: asyncio.Task[None] | None = None
         self._events = events
         self._buffer: deque[LiveEvent] = deque()
         self._base = (0, 0)
@@ -81,9 +89,24 @@ class Feed:
         await self._ready.wait()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._waking):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for new events; False when none came. Call right after ``after`` returned
+        nothing, with no ``await`` in between, so that no batch can arrive unseen."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[waiter] = None
+        try:
+            async with asyncio.timeout(seconds):
+                await waiter
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters.pop(waiter, None)
+        return True
 
     def after(self, cursor: str) -> list[LiveEvent] | None:
         """The buffered events after ``cursor``, oldest first; ``None`` when events between ``cursor`` and
@@ -125,8 +148,21 @@ class Feed:
         while len(self._buffer) > FEED_BUFFER:
             self._base = _order(self._buffer.popleft().id)
         self._cursor = batch[-1].id
-        woken, self.changed = self.changed, asyncio.Event()
-        woken.set()
+        # Those waiting now are woken; a follower that starts waiting later checked the buffer after this
+        # batch was added, so it has nothing to be woken for.
+        self._to_wake.extend(self._waiters)
+        self._waiters.clear()
+        if self._to_wake and (self._waking is None or self._waking.done()):
+            self._waking = asyncio.get_running_loop().create_task(self._wake())
+
+    async def _wake(self) -> None:
+        """Wake the followers in ``_to_wake``, ``WAKE_BATCH`` per pass of the event loop."""
+        while self._to_wake:
+            for waiter in self._to_wake[:WAKE_BATCH]:
+                if not waiter.done():
+                    waiter.set_result(None)
+            del self._to_wake[:WAKE_BATCH]
+            await asyncio.sleep(0)
 
     def _log_error(self, exc: BaseException) -> None:
         logger.warning(
@@ -226,13 +262,8 @@ async def follow(
                     status = StatusEvent(ts=timestamp(), job_id=job_id, status=job.status, error=job.error)
                     yield LiveEvent(id=next_event_id(cursor), event="status", data=msgspec.Raw(_encoder.encode(status)))
                 return
-            # Nothing after the cursor now: wait for the feed's next batch (no await between the check
-            # above and taking ``changed``, so a batch cannot slip in unseen).
-            changed = feed.changed
-            try:
-                async with asyncio.timeout(keepalive_seconds):
-                    await changed.wait()
-            except TimeoutError:
+            # Nothing after the cursor now: wait for the feed's next batch.
+            if not await feed.wait(keepalive_seconds):
                 yield KEEPALIVE
                 job = await record()
                 ended = job is None or job.status in TERMINAL_STATUSES
