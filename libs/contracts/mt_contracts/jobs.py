@@ -66,7 +66,8 @@ class TokenizerResult(msgspec.Struct, frozen=True, kw_only=True):
 
 class Job(msgspec.Struct, kw_only=True):
     """Fields every job record has. Times are UTC; ``attempts`` counts starts (a retry after a lost
-    worker is a second attempt)."""
+    worker is a second attempt); ``heartbeat_at`` is the last sign of life of the process doing the job,
+    refreshed every few seconds while it runs (a job whose heartbeat is too old is reaped)."""
 
     id: str
     status: JobStatus
@@ -76,6 +77,7 @@ class Job(msgspec.Struct, kw_only=True):
     finished_at: datetime | None = None
     attempts: int = 0
     error: JobError | None = None
+    heartbeat_at: datetime | None = None
 
 
 class TokenizerJob(Job, kw_only=True):
@@ -149,10 +151,9 @@ class RunMetrics(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RunJob(Job, kw_only=True):
-    """A model training run. ``heartbeat_at`` is the last sign of life of its training process."""
+    """A model training run; its ``heartbeat_at`` comes from the training process."""
 
     request: TrainRunRequest
-    heartbeat_at: datetime | None = None
     progress: RunProgress | None = None
     last_eval: EvalPoint | None = None
     metrics: RunMetrics | None = None
@@ -192,7 +193,6 @@ class EvalJob(Job, kw_only=True):
 
     run_id: str
     request: EvaluateRequest
-    heartbeat_at: datetime | None = None
     result: EvalMetrics | None = None
 
 

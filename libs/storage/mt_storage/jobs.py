@@ -44,8 +44,8 @@ FINISHED_STREAM_TTL_SECONDS = 7 * 24 * 3600
 R = TypeVar("R", bound=Job)
 
 
-def is_stalled(job: RunJob, now: datetime, stall_after_seconds: float) -> bool:
-    """True when ``job`` is ``running`` or ``cancelling`` but its training process has not sent a heartbeat
+def is_stalled(job: Job, now: datetime, stall_after_seconds: float) -> bool:
+    """True when ``job`` is ``running`` or ``cancelling`` but the process doing it has not sent a heartbeat
     for more than ``stall_after_seconds`` (its worker or process is gone, or hangs)."""
     if job.status not in ACTIVE_STATUSES:
         return False

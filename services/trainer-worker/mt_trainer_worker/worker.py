@@ -3,6 +3,8 @@ the ``EvalSupervisor``."""
 
 from __future__ import annotations
 
+import asyncio
+
 from arq.worker import Worker
 from redis.asyncio import Redis
 
@@ -13,7 +15,7 @@ from mt_storage.jobs import eval_jobs, run_jobs
 from mt_storage.layout import Layout
 from mt_storage.queue import ArqJobQueue, QueueTask, build_worker
 from mt_trainer_worker.evaluator import EvalSupervisor
-from mt_trainer_worker.reaper import reap_forever
+from mt_trainer_worker.reaper import eval_reaper, run_reaper
 from mt_trainer_worker.supervisor import RunSupervisor
 
 
@@ -32,10 +34,13 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         await publisher.aclose()
         await redis.aclose()
 
-    async def reaper() -> None:
+    async def reapers() -> None:
         queue = await ArqJobQueue.connect(settings.redis.url)
         try:
-            await reap_forever(store, queue, layout, settings)
+            await asyncio.gather(
+                run_reaper(store, queue, layout, settings).run_forever(),
+                eval_reaper(evals, queue, settings).run_forever(),
+            )
         finally:
             await queue.close()
 
@@ -53,6 +58,6 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         # A run can take hours: stop it at once (the supervisor gives the process its own grace period to
         # exit cleanly) and let the retry take it over, rather than wait for it to finish.
         finish_jobs_on_shutdown=False,
-        background=reaper,
+        background=reapers,
         extra_tasks=[QueueTask(EVALUATE_MODEL_TASK, evaluator.run, evals, settings.worker.eval_job_timeout)],
     )

@@ -1,0 +1,79 @@
+"""The reaper against a real Redis and arq queue: stalled jobs are requeued, failed or cancelled."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from mt_contracts.jobs import TokenizerJob
+from mt_contracts.requests import TrainTokenizerRequest
+from mt_storage.embedded_redis import EmbeddedRedis
+from mt_storage.jobs import JobStore, tokenizer_jobs
+from mt_storage.queue import ArqJobQueue
+from mt_storage.reaper import Reaper
+
+QUEUE = "mt:queue:test-reaper"
+TASK = "train_tokenizer"
+IDS = [f"tok_01JDQ8ZQ00000000000000000{letter}" for letter in "ABC"]
+
+
+@pytest.fixture
+async def queue(redis: Redis, redis_server: EmbeddedRedis) -> AsyncIterator[ArqJobQueue]:
+    queue = await ArqJobQueue.connect(redis_server.url)
+    yield queue
+    await queue.close()
+
+
+async def _running(store: JobStore[TokenizerJob], queue: ArqJobQueue, job_id: str, silent_seconds: float) -> None:
+    now = datetime.now(UTC)
+    request = TrainTokenizerRequest(corpus_path="a.txt")
+    await store.create(TokenizerJob(id=job_id, status="queued", request=request, created_at=now, updated_at=now))
+    await queue.enqueue(TASK, job_id, QUEUE)
+    await store.mark_running(job_id)
+    beat = now - timedelta(seconds=silent_seconds)
+    await store.update(job_id, lambda r: msgspec.structs.replace(r, heartbeat_at=beat))
+
+
+def _reaper(store: JobStore[TokenizerJob], queue: ArqJobQueue, max_tries: int) -> Reaper[TokenizerJob]:
+    return Reaper(
+        store,
+        queue,
+        QUEUE,
+        kind="tokenizer",
+        stall_after_seconds=10,
+        cannot_retry=lambda job: f"it used its {job.attempts} attempts" if job.attempts >= max_tries else None,
+        advice=lambda job_id: "submit it again",
+    )
+
+
+async def test_stalled_jobs_are_requeued_while_they_have_attempts_then_failed(redis: Redis, queue: ArqJobQueue) -> None:
+    store = tokenizer_jobs(redis)
+    await _running(store, queue, IDS[0], silent_seconds=30)
+    await _running(store, queue, IDS[1], silent_seconds=2)  # alive: left alone
+    await _running(store, queue, IDS[2], silent_seconds=30)
+    await store.request_cancel(IDS[2])
+
+    assert await _reaper(store, queue, max_tries=2).reap_once() == {IDS[0]: "requeued", IDS[2]: "cancelled"}
+    requeued, alive, cancelled = [await store.get(job_id) for job_id in IDS]
+    assert requeued is not None and (requeued.status, requeued.attempts) == ("queued", 1)
+    assert alive is not None and alive.status == "running"
+    assert cancelled is not None and cancelled.status == "cancelled"
+    assert await redis.zscore(QUEUE, IDS[0]) is not None  # still on the queue, for any worker
+    assert await redis.zscore(QUEUE, IDS[2]) is None  # taken off it
+
+    # The second attempt stalls too, and the job has used its attempts.
+    await store.mark_running(IDS[0])
+    old = datetime.now(UTC) - timedelta(seconds=60)
+    await store.update(IDS[0], lambda r: msgspec.structs.replace(r, heartbeat_at=old))
+    assert await _reaper(store, queue, max_tries=2).reap_once() == {IDS[0]: "failed"}
+    failed = await store.get(IDS[0])
+    assert failed is not None and failed.status == "failed" and failed.error is not None
+    assert failed.error.code == "worker_lost"
+    assert "tokenizer's worker stopped answering 60 s ago and it used its 2 attempts; submit it again" in (
+        failed.error.message
+    )
+    assert await redis.zscore(QUEUE, IDS[0]) is None
