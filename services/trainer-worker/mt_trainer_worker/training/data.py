@@ -266,7 +266,7 @@ class _SplitWriter:
     def document(self, tokenizer: Tokenizer, lines: Iterator[str], *, val: bool) -> None:
         self._write(val, [self._end_of_text])
         self.documents[val] += 1
-        for number, batch in enumerate(_batches(lines)):
+        for number, batch in enumerate(piece_batches(lines)):
             if number == 0:
                 # The document's first piece alone gets the tokenizer's dummy prefix, if it has one.
                 first = tokenizer.encode_batch_fast(batch[:1], add_special_tokens=False)
@@ -301,8 +301,9 @@ def _take(lines: Iterator[str], count: int) -> Iterator[str]:
         yield line
 
 
-def _batches(lines: Iterator[str]) -> Iterator[list[str]]:
-    """Pieces of about ``_PIECE_CHARS`` characters (whole lines), ``_BATCH_PIECES`` at a time."""
+def piece_batches(lines: Iterable[str]) -> Iterator[list[str]]:
+    """``lines`` joined into pieces of about ``_PIECE_CHARS`` characters (whole lines), ``_BATCH_PIECES``
+    pieces a batch: the inputs of one ``encode_batch_fast`` call."""
     batch: list[str] = []
     parts: list[str] = []
     size = 0
