@@ -146,3 +146,54 @@ def test_bad_jsonl_names_file_and_line(tmp_path: Path, content: bytes, problem: 
     path.write_bytes(content)
     with pytest.raises(CorpusFormatError, match=problem):
         list(iter_corpus_lines([path]))
+
+
+def _lines_one_by_one(data: bytes) -> list[str]:
+    """The reading rules applied a line at a time: split after each ``\\n``, replace bad bytes, normalise a
+    line holding ``\\r`` and split it by ``str.splitlines``."""
+    lines: list[str] = []
+    parts = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
+    for index, part in enumerate(parts):
+        raw = part if index == len(parts) - 1 else part + b"\n"
+        text = raw.decode("utf-8", errors="replace")
+        if "\r" in text:
+            lines.extend(text.replace("\r\n", "\n").replace("\r", "\n").splitlines(keepends=True))
+        elif text:
+            lines.append(text)
+    return lines
+
+
+def test_lines_across_read_blocks_match_reading_line_by_line(tmp_path: Path) -> None:
+    # Over 2 MiB so that lines, a \r\n pair and a bad byte sit across the reader's 1 MiB blocks; \v, \x1c and
+    # \u2028 end no line unless the line also holds \r.
+    rows = [f"line {i} caf\u00e9 \u6771\u4eac".encode() for i in range(120_000)]
+    rows[1000] += b"\x0bvertical tab\x1cfile sep \xe2\x80\xa8 ls"
+    rows[2000] += b"\r\x0bboth"
+    rows[70_000] += b" bad \xff\xe6\x9d byte"
+    data = b"\xef\xbb\xbf" + b"\n".join(rows) + b"\r\n" + b"x" * (3 << 20) + b"\rlast\r"
+    path = tmp_path / "big.txt"
+    path.write_bytes(data)
+    reader = CorpusReader([path], encoding_errors="replace")
+    lines = list(reader.lines())
+    assert lines == _lines_one_by_one(data)
+    assert reader.stats() == CorpusStats(
+        files=1,
+        skipped_files=[],
+        bytes=len(data),
+        characters=sum(len(line) for line in lines),
+        lines=len(lines),
+        replaced_bytes=3,
+        split_lines=0,
+    )
+    assert reader.fingerprint().files == [
+        CorpusFile(path="big.txt", size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    ]
+
+
+def test_invalid_utf8_far_into_a_file_names_its_byte_offset(tmp_path: Path) -> None:
+    path = tmp_path / "bad.txt"
+    data = b"\xef\xbb\xbf" + b"ok line\n" * 300_000 + b"broken \xff\n"
+    path.write_bytes(data)
+    with pytest.raises(CorpusDecodeError) as info:
+        list(iter_corpus_lines([path]))
+    assert info.value.offset == data.index(b"\xff")

@@ -51,7 +51,7 @@ def train_tokenizer(spec: TokenizerSpec, log: JobLog) -> TokenizerTrained:
         encoding_errors=config.encoding_errors,
         max_line_bytes=method.max_line_bytes(config),
     )
-    split = HoldoutSplit(reader.lines(), config.holdout_fraction, config.seed)
+    split = HoldoutSplit(reader.batches(), config.holdout_fraction, config.seed)
     log.write("info", "training", f"training {request.method} with vocab_size={config.vocab_size}")
     started = time.perf_counter()
     try:

@@ -18,12 +18,15 @@ _BATCH_LINES = 4096
 
 
 class HoldoutSplit:
-    """Splits a line stream: each non-blank line is held out with probability ``fraction``, drawn from a
-    ``random.Random(seed)`` stream (one draw per line, so the choice depends only on the seed and the line's
-    position), until ``max_bytes`` of text are held out. ``training()`` yields the other lines."""
+    """Splits a line stream, given as lists of lines: each non-blank line is held out with probability
+    ``fraction``, drawn from a ``random.Random(seed)`` stream (one draw per line, so the choice depends only on
+    the seed and the line's position), until ``max_bytes`` of text are held out. ``training()`` yields the
+    other lines."""
 
-    def __init__(self, lines: Iterator[str], fraction: float, seed: int, max_bytes: int = HELDOUT_MAX_BYTES) -> None:
-        self._lines = lines
+    def __init__(
+        self, batches: Iterator[list[str]], fraction: float, seed: int, max_bytes: int = HELDOUT_MAX_BYTES
+    ) -> None:
+        self._batches = batches
         self._fraction = fraction
         self._random = random.Random(seed)
         self._max_bytes = max_bytes
@@ -33,18 +36,24 @@ class HoldoutSplit:
         self.training_non_blank_lines = 0
 
     def training(self) -> Iterator[str]:
-        """The training lines; fills ``heldout`` as it goes."""
-        for line in self._lines:
-            draw = self._random.random()
-            blank = line.isspace()
-            if not blank and draw < self._fraction and self.heldout_bytes < self._max_bytes:
-                self.heldout.append(line)
-                self.heldout_bytes += len(line.encode())
-                continue
-            self.training_lines += 1
-            if not blank:
-                self.training_non_blank_lines += 1
-            yield line
+        """The training lines; fills ``heldout`` as it goes (the counters move a list at a time)."""
+        draw = self._random.random
+        for batch in self._batches:
+            # Draws come in line order whatever is held out; only the few lines under ``fraction`` are looked at.
+            candidates = [index for index, value in enumerate([draw() for _ in batch]) if value < self._fraction]
+            held: set[int] = set()
+            for index in candidates:
+                line = batch[index]
+                if not line.isspace() and self.heldout_bytes < self._max_bytes:
+                    held.add(index)
+                    self.heldout.append(line)
+                    self.heldout_bytes += len(line.encode())
+            self.training_lines += len(batch) - len(held)
+            self.training_non_blank_lines += len(batch) - sum(map(str.isspace, batch)) - len(held)
+            if held:
+                yield from (line for index, line in enumerate(batch) if index not in held)
+            else:
+                yield from batch
 
 
 def heldout_statistics(tokenizer: Tokenizer, lines: list[str], trained: TrainedTokenizer) -> HeldOutStats | None:
