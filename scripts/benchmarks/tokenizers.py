@@ -1,15 +1,18 @@
 """Tokenizer jobs against the library alone: the same options, the same corpus, measured in one run.
 
 Ours is the real training process of a tokenizer job (``python -m mt_tokenizer_worker.process``: reading,
-training, held-out statistics, artifacts, manifest); the reference calls the library directly on the same
-file (HF ``tokenizers`` ``BpeTrainer`` over the file's lines; ``sentencepiece.SentencePieceTrainer`` on the
-file). Wall time and peak RSS come from GNU time around each process. Medians of ``REPEATS`` alternating runs.
-The corpus is Tiny Shakespeare's lines in a seeded random order, ``BENCH_TOKENIZER_MB`` MB (default 50).
+training, held-out statistics, artifacts, manifest); the reference calls the library directly on the same file
+with the options our method passes (HF ``tokenizers`` ``BpeTrainer`` over the file's lines;
+``sentencepiece.SentencePieceTrainer`` on the file). Ours trains on the lines it does not hold out (99%, the
+default ``holdout_fraction``), the reference on all. Wall time and peak RSS come from GNU time around each
+process. Medians of ``REPEATS`` alternating runs. The corpus is Tiny Shakespeare's lines in a seeded random
+order, ``BENCH_TOKENIZER_MB`` MB (default 50).
 Goals: time ratio <= 1.10 and peak RSS <= 1.5x the library alone, for bpe and both SentencePiece types.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -20,7 +23,7 @@ from pathlib import Path
 from benchmarks._common import SHAKESPEARE, median
 from mt_contracts import codec
 from mt_contracts.requests import TrainTokenizerRequest
-from mt_contracts.tokenizers import TokenizerSpec
+from mt_contracts.tokenizers import BpeConfig, SentencePieceConfig, TokenizerConfig, TokenizerSpec, resolve_config
 
 REPEATS = 3
 VOCAB_SIZE = 8000
@@ -29,26 +32,59 @@ METHODS: dict[str, dict[str, str]] = {
     "sentencepiece unigram": {"method": "sentencepiece", "model_type": "unigram"},
     "sentencepiece bpe": {"method": "sentencepiece", "model_type": "bpe"},
 }
+# The library alone, given the job's resolved options as JSON (``library_options``). SentencePiece reads the
+# file itself, its fastest input; BPE reads the file's lines, as the library's own examples do.
 _LIBRARY = """
-import sys
-path, method, model_type, vocab = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+import json, sys
+path, out, method, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 if method == "bpe":
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, special_tokens=["<|endoftext|>", "<|pad|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False, **options)
     with open(path, encoding="utf-8") as lines:
         tokenizer.train_from_iterator(lines, trainer=trainer)
-    tokenizer.save(sys.argv[5] + "/tokenizer.json")
+    tokenizer.save(out + "/tokenizer.json")
 else:
     import sentencepiece as spm
-    spm.SentencePieceTrainer.train(input=path, model_prefix=sys.argv[5] + "/sp", model_type=model_type,
-        vocab_size=vocab, byte_fallback=True, character_coverage=0.9995, input_sentence_size=2_000_000,
-        shuffle_input_sentence=True, normalization_rule_name="identity", user_defined_symbols=["<|endoftext|>",
-        "<|pad|>"], minloglevel=2)
+    spm.set_random_generator_seed(options.pop("seed"))
+    spm.SentencePieceTrainer.train(input=path, model_prefix=out + "/sp", minloglevel=2, **options)
 """
+
+
+def library_options(config: TokenizerConfig) -> dict[str, str | int | float | bool | list[str] | None]:
+    """The options our method passes to the library for ``config`` (methods/bpe.py, methods/sentencepiece.py),
+    so that the reference trains the same tokenizer."""
+    match config:
+        case BpeConfig():
+            return {
+                "vocab_size": config.vocab_size,
+                "min_frequency": config.min_frequency,
+                "special_tokens": config.special_tokens,
+                "max_token_length": None if config.max_token_length is None else config.max_token_length + 1,
+            }
+        case SentencePieceConfig():
+            return {
+                "model_type": config.model_type,
+                "vocab_size": config.vocab_size,
+                "character_coverage": config.character_coverage,
+                "byte_fallback": config.byte_fallback,
+                "split_digits": config.split_digits,
+                "normalization_rule_name": config.normalization,
+                "remove_extra_whitespaces": False,
+                "max_sentence_length": config.max_sentence_length,
+                "input_sentence_size": config.input_sentence_size,
+                "shuffle_input_sentence": True,
+                "user_defined_symbols": config.special_tokens,
+                "unk_id": len(config.special_tokens),
+                "unk_piece": "<unk>",
+                "bos_id": -1,
+                "eos_id": -1,
+                "pad_id": -1,
+                "hard_vocab_limit": True,
+                "seed": config.seed,
+            }
 
 
 def measure(command: list[str], stdin: bytes | None = None) -> tuple[float, float]:
@@ -99,8 +135,8 @@ def main() -> str:
                 ours_runs.append(measure(command, stdin=codec.encode(spec)))
                 (out / "library").mkdir()
                 library = [
-                    sys.executable, "-c", _LIBRARY, str(corpus_root / "corpus.txt"), options["method"],
-                    options.get("model_type", "-"), str(VOCAB_SIZE), str(out / "library"),
+                    sys.executable, "-c", _LIBRARY, str(corpus_root / "corpus.txt"), str(out / "library"),
+                    options["method"], json.dumps(library_options(resolve_config(request))),
                 ]  # fmt: skip
                 library_runs.append(measure(library))
             ours_s, ours_mb = median([r[0] for r in ours_runs]), median([r[1] for r in ours_runs])
