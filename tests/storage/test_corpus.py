@@ -164,7 +164,7 @@ def _lines_one_by_one(data: bytes) -> list[str]:
 
 
 def test_lines_across_read_blocks_match_reading_line_by_line(tmp_path: Path) -> None:
-    # Over 2 MiB so that lines, a \r\n pair and a bad byte sit across the reader's 1 MiB blocks; \v, \x1c and
+    # Over 2 MiB so that lines, a \r\n pair and a bad byte sit across the reader's 64 KiB blocks; \v, \x1c and
     # \u2028 end no line unless the line also holds \r.
     rows = [f"line {i} caf\u00e9 \u6771\u4eac".encode() for i in range(120_000)]
     rows[1000] += b"\x0bvertical tab\x1cfile sep \xe2\x80\xa8 ls"
