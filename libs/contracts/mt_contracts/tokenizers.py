@@ -181,8 +181,6 @@ class TokenizerSpec(msgspec.Struct, frozen=True, kw_only=True):
     corpus_root: str
     out_dir: str
     log_path: str
-    # Where the process publishes its log lines live (a redis:// DSN); None writes logs.jsonl only.
-    events_url: str | None = None
 
 
 class TokenizerTrained(msgspec.Struct, frozen=True, kw_only=True, tag_field="outcome", tag="trained"):

@@ -1,9 +1,9 @@
 """Live job events in Redis: one capped Redis Stream per job, so the API and the workers need not share a
 disk to stream logs.
 
-The workers publish each ``logs.jsonl`` line where they write it (``LivePublisher`` in async code,
-``SyncPublisher`` in a training child process); ``JobStore`` adds a ``status`` event in the same
-transaction as every status change. Entry ids are Redis's own, monotonic per stream, and serve as the
+The workers publish each ``logs.jsonl`` line with ``LivePublisher``, their own and those their training
+processes hand over on stdout (the processes never talk to Redis); ``JobStore`` adds a ``status`` event in
+the same transaction as every status change. Entry ids are Redis's own, monotonic per stream, and serve as the
 events' ids for resuming.
 """
 
@@ -167,23 +167,3 @@ class LivePublisher:
                 )
             finally:
                 self._queue.task_done()
-
-
-class SyncPublisher:
-    """Publishes log lines from blocking code (a training child process) with a synchronous client."""
-
-    def __init__(self, url: str) -> None:
-        self._redis = redis.Redis.from_url(url)
-
-    def publish(self, job_id: str, line: bytes) -> None:
-        """Append ``line`` to job ``job_id``'s stream; a Redis error is logged, and the line stays in
-        ``logs.jsonl`` only."""
-        try:
-            self._redis.xadd(stream_key(job_id), line_fields(line), maxlen=STREAM_MAXLEN, approximate=True)
-        except (redis.RedisError, OSError) as exc:
-            logger.warning(
-                "live log line not published", extra={"event": "publish_failed", "job_id": job_id, "error": str(exc)}
-            )
-
-    def close(self) -> None:
-        self._redis.close()

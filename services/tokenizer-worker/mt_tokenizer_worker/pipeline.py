@@ -5,6 +5,7 @@ with ``manifest.json`` last. A plain blocking function: the worker runs it in a 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from mt_contracts.tokenizers import TokenizerSpec, TokenizerStatistics, Tokenize
 from mt_storage.corpus import CorpusReader, resolve_corpus
 from mt_storage.files import atomic_write_bytes, file_entries
 from mt_storage.joblog import JobLog
-from mt_storage.jobs import utcnow
 from mt_storage.layout import MANIFEST
 from mt_tokenizer_worker import TokenizerTrainingError
 from mt_tokenizer_worker.methods import METHODS
@@ -89,7 +89,7 @@ def train_tokenizer(spec: TokenizerSpec, log: JobLog) -> TokenizerTrained:
         corpus=reader.fingerprint(),
         statistics=statistics,
         files=file_entries(out_dir, trained.files),
-        created_at=utcnow(),
+        created_at=datetime.now(UTC),
         versions={name: version(name) for name in VERSIONED_PACKAGES},
     )
     atomic_write_bytes(out_dir / MANIFEST, codec.encode(manifest))

@@ -29,7 +29,33 @@ logger = logging.getLogger(__name__)
 
 _PROCESS_ENV = {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 _TAIL_CHARS = 2000
+# The longest stdout line read from the training process, in bytes (the outcome line carries statistics).
+_LINE_LIMIT = 16 << 20
 _outcome_decoder: msgspec.json.Decoder[TokenizerOutcome] = msgspec.json.Decoder(TokenizerOutcome)
+
+
+class _LogLine(msgspec.Struct):
+    """What marks a stdout line as a ``logs.jsonl`` line (see ``mt_contracts.logs``)."""
+
+    event: str
+
+
+_log_line_decoder = msgspec.json.Decoder(_LogLine)
+
+
+def _read_line(line: bytes) -> TokenizerOutcome | _LogLine | None:
+    """A training process's stdout line: its outcome, a log line to publish, or ``None`` for anything else."""
+    try:
+        return _outcome_decoder.decode(line)
+    except msgspec.DecodeError:
+        return _read_log_line(line)
+
+
+def _read_log_line(line: bytes) -> _LogLine | None:
+    try:
+        return _log_line_decoder.decode(line)
+    except msgspec.DecodeError:
+        return None
 
 
 async def run_tokenizer_job(
@@ -39,12 +65,11 @@ async def run_tokenizer_job(
     settings: WorkerSettings,
     *,
     publisher: LivePublisher | None = None,
-    events_url: str | None = None,
 ) -> None:
     """Move the job to ``running``, train, and record ``succeeded`` or ``failed`` with an actionable error.
 
-    Log lines go to the job's ``logs.jsonl`` and, with ``publisher`` (this process's lines) and
-    ``events_url`` (the training process's lines), to its live event stream; every line reaches the stream
+    Log lines go to the job's ``logs.jsonl`` and, with ``publisher``, to its live event stream: this
+    process's own and those the training process hands over on its stdout; every line reaches the stream
     before the terminal status.
 
     ``asyncio.CancelledError`` (a cancel, the job's timeout, worker shutdown) kills the training process,
@@ -69,10 +94,10 @@ async def run_tokenizer_job(
         corpus_root=str(layout.corpus_root),
         out_dir=str(out_dir),
         log_path=str(out_dir / LOGS),
-        events_url=events_url,
     )
     try:
-        outcome = await train_in_process(spec, settings.niceness)
+        forward = (lambda line: publisher.publish(tokenizer_id, line)) if publisher is not None else None
+        outcome = await train_in_process(spec, settings.niceness, forward)
         match outcome:
             case TokenizerTrained():
                 result = TokenizerResult(
@@ -115,10 +140,13 @@ class TrainingProcessError(Exception):
     """The training process ended without an outcome line; the message holds its exit code and stderr tail."""
 
 
-async def train_in_process(spec: TokenizerSpec, niceness: int = 0) -> TokenizerOutcome:
+async def train_in_process(
+    spec: TokenizerSpec, niceness: int = 0, on_log_line: Callable[[bytes], None] | None = None
+) -> TokenizerOutcome:
     """Run ``python -m mt_tokenizer_worker.process`` on ``spec`` in a new process group and return its
-    outcome. On cancellation the whole group is killed (SIGKILL: artifacts are written atomically, so there
-    is nothing to flush) before ``CancelledError`` propagates.
+    outcome; ``on_log_line`` receives each log line it writes (already in ``logs.jsonl``) as it comes. On
+    cancellation the whole group is killed (SIGKILL: artifacts are written atomically, so there is nothing to
+    flush) before ``CancelledError`` propagates.
 
     Raises:
         TrainingProcessError: the process exited without an outcome line.
@@ -130,9 +158,27 @@ async def train_in_process(spec: TokenizerSpec, niceness: int = 0) -> TokenizerO
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
         env={**os.environ, **_PROCESS_ENV},
+        limit=_LINE_LIMIT,
     )  # fmt: skip
+    if process.stdin is None or process.stdout is None or process.stderr is None:
+        raise RuntimeError("the training process has no stdin, stdout or stderr pipe")
+    stderr = asyncio.ensure_future(process.stderr.read())
+    outcome: TokenizerOutcome | None = None
     try:
-        stdout, stderr = await process.communicate(codec.encode(spec))
+        process.stdin.write(codec.encode(spec))
+        await process.stdin.drain()
+        process.stdin.close()
+        async for line in process.stdout:
+            match _read_line(line):
+                case _LogLine():
+                    if on_log_line is not None:
+                        on_log_line(line if line.endswith(b"\n") else line + b"\n")
+                case TokenizerTrained() | TokenizerFailed() as read:
+                    outcome = read
+                case None:
+                    logger.warning("unexpected output line", extra={"event": "unexpected_output", "line": line[:200]})
+        await process.wait()
+        errors = await stderr
     except BaseException:
         if process.returncode is None:
             try:
@@ -140,14 +186,11 @@ async def train_in_process(spec: TokenizerSpec, niceness: int = 0) -> TokenizerO
             except ProcessLookupError:
                 logger.info("training process already gone", extra={"event": "process_gone", "pid": process.pid})
             await asyncio.shield(process.wait())
+        stderr.cancel()
         raise
-    lines = stdout.strip().splitlines()
-    if lines:
-        try:
-            return _outcome_decoder.decode(lines[-1])
-        except msgspec.DecodeError:
-            logger.warning("unreadable outcome line", extra={"event": "bad_outcome", "line": lines[-1][:200]})
-    tail = stderr.decode(errors="replace").strip()[-_TAIL_CHARS:]
+    if outcome is not None:
+        return outcome
+    tail = errors.decode(errors="replace").strip()[-_TAIL_CHARS:]
     raise TrainingProcessError(
         f"the tokenizer training process exited with code {process.returncode} without a result"
         + (f"; last output: {tail}" if tail else "")

@@ -22,9 +22,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     publisher = LivePublisher(redis)
 
     async def handle(tokenizer_id: str) -> None:
-        await run_tokenizer_job(
-            store, layout, tokenizer_id, settings.worker, publisher=publisher, events_url=settings.redis.url
-        )
+        await run_tokenizer_job(store, layout, tokenizer_id, settings.worker, publisher=publisher)
 
     async def shutdown() -> None:
         await publisher.aclose()
