@@ -14,7 +14,7 @@ from mt_tokenizer_worker.methods import TrainedTokenizer
 TOP_TOKENS = 20
 # Held-out text is kept in memory for the statistics; past this many bytes no more lines are held out.
 HELDOUT_MAX_BYTES = 8 << 20
-_BATCH_LINES = 4096
+_BATCH_LINES = 256
 
 
 class HoldoutSplit:
