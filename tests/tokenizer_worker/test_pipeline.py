@@ -3,6 +3,8 @@ process runs it, on small corpora."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +19,7 @@ from mt_contracts.tokenizers import TokenizerFailed, TokenizerSpec, TokenizerTra
 from mt_storage.files import sha256_file
 from mt_storage.joblog import JobLog
 from mt_tokenizer_worker.process import run
+from mt_tokenizer_worker.training import train_in_process
 
 TOKENIZER_ID = "tok_01JDQ8ZQ0000000000000000AA"
 # A file that starts with a BOM, mixes CRLF and LF and has no final newline; emoji, CJK, combining accents,
@@ -153,3 +156,24 @@ def test_user_errors_end_with_a_stable_code(
     failed = _fails(tmp_path, msgspec.convert(body, TrainTokenizerRequest))
     assert failed.code == code
     assert message in failed.message
+
+
+async def test_the_training_process_hands_its_log_lines_to_the_worker(tmp_path: Path, corpus: Path) -> None:
+    spec = _spec(tmp_path, TrainTokenizerRequest(corpus_path="books", vocab_size=500))
+    handed: list[bytes] = []
+    outcome = await train_in_process(spec, 0, handed.append)
+    assert isinstance(outcome, TokenizerTrained), outcome
+    assert handed == Path(spec.log_path).read_bytes().splitlines(keepends=True)
+    assert [msgspec.json.decode(line)["event"] for line in handed] == ["reading", "training", "statistics", "writing"]
+
+
+@pytest.mark.parametrize(("method", "unused"), [("bpe", "sentencepiece"), ("sentencepiece", "redis")])
+def test_the_training_process_loads_only_what_its_method_needs(method: str, unused: str) -> None:
+    # Each of redis, asyncio and an unused method's library costs a job's process megabytes of memory.
+    code = (
+        "import sys, mt_tokenizer_worker.process; from mt_tokenizer_worker.methods import METHODS; "
+        f"METHODS[{method!r}]; print(sorted({{m.split('.')[0] for m in sys.modules}} & {{'redis', 'asyncio', "
+        f"'torch', 'transformers', {unused!r}}}))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True).stdout
+    assert loaded == "[]\n"
