@@ -16,8 +16,7 @@ SHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 def bpe_tokenizer(out_dir: Path, vocab_size: int) -> Path:
     """Train a byte-level BPE tokenizer on Tiny Shakespeare into ``out_dir``; returns its ``tokenizer.json``."""
     config = resolve_config(TrainTokenizerRequest(corpus_path=SHAKESPEARE.name, vocab_size=vocab_size))
-    with SHAKESPEARE.open(encoding="utf-8") as lines:
-        METHODS["bpe"].train(iter(lines), config, out_dir)
+    METHODS["bpe"].train(iter([SHAKESPEARE.read_text(encoding="utf-8").splitlines(keepends=True)]), config, out_dir)
     return out_dir / "tokenizer.json"
 
 

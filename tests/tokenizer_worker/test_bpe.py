@@ -16,7 +16,7 @@ MIXED = "Ünïcödé — naïve café 東京 🙂\n\ttabs  and  spaces\r\nend"
 
 def test_bpe_learns_the_requested_vocabulary_and_round_trips_any_text(tmp_path: Path, shakespeare: str) -> None:
     config = resolve_config(TrainTokenizerRequest(corpus_path="x.txt", vocab_size=600))
-    trained = METHODS["bpe"].train(iter(shakespeare[:50_000].splitlines(keepends=True)), config, tmp_path)
+    trained = METHODS["bpe"].train(iter([shakespeare[:50_000].splitlines(keepends=True)]), config, tmp_path)
 
     assert trained.vocab_size == 600
     assert trained.special_tokens == ["<|endoftext|>", "<|pad|>"]
@@ -33,13 +33,13 @@ def test_bpe_learns_the_requested_vocabulary_and_round_trips_any_text(tmp_path: 
 
 def test_max_token_length_bounds_the_learned_tokens(tmp_path: Path, shakespeare: str) -> None:
     config = resolve_config(TrainTokenizerRequest(corpus_path="x.txt", vocab_size=500, max_token_length=3))
-    trained = METHODS["bpe"].train(iter(shakespeare[:50_000].splitlines(keepends=True)), config, tmp_path)
+    trained = METHODS["bpe"].train(iter([shakespeare[:50_000].splitlines(keepends=True)]), config, tmp_path)
     assert max(trained.token_byte_lengths) == 3
 
 
 def test_transformers_loads_the_tokenizer_directory(tmp_path: Path, shakespeare: str) -> None:
     config = resolve_config(TrainTokenizerRequest(corpus_path="x.txt", vocab_size=400, special_tokens=["<|pad|>"]))
-    METHODS["bpe"].train(iter(shakespeare[:20_000].splitlines(keepends=True)), config, tmp_path)
+    METHODS["bpe"].train(iter([shakespeare[:20_000].splitlines(keepends=True)]), config, tmp_path)
     hf = AutoTokenizer.from_pretrained(tmp_path)
     assert (hf.eos_token, hf.pad_token) == ("<|endoftext|>", "<|pad|>")
     ids = hf(MIXED)["input_ids"]
@@ -50,7 +50,7 @@ def test_transformers_loads_the_tokenizer_directory(tmp_path: Path, shakespeare:
 def test_no_merges_is_an_error_not_a_success(tmp_path: Path) -> None:
     config = resolve_config(TrainTokenizerRequest(corpus_path="x.txt", vocab_size=1000, min_frequency=1000))
     with pytest.raises(TokenizerTrainingError) as info:
-        METHODS["bpe"].train(iter(["a short line\n"]), config, tmp_path)
+        METHODS["bpe"].train(iter([["a short line\n"]]), config, tmp_path)
     assert info.value.code == "no_merges_learned"
     assert not (tmp_path / "tokenizer.json").exists()
 
@@ -58,7 +58,7 @@ def test_no_merges_is_an_error_not_a_success(tmp_path: Path) -> None:
 def test_a_vocabulary_larger_than_the_corpus_supports_names_the_largest(tmp_path: Path) -> None:
     config = resolve_config(TrainTokenizerRequest(corpus_path="x.txt", vocab_size=5000))
     with pytest.raises(TokenizerTrainingError) as info:
-        METHODS["bpe"].train(iter(["abc abc abd abd\n"] * 3), config, tmp_path)
+        METHODS["bpe"].train(iter([["abc abc abd abd\n"] * 3]), config, tmp_path)
     assert info.value.code == "vocab_size_too_large"
     assert "at most vocab_size=26" in info.value.message
     assert not (tmp_path / "tokenizer.json").exists()

@@ -24,7 +24,7 @@ TRICKY = [
 
 
 def _train(tmp_path: Path, text: str, request: TrainTokenizerRequest) -> Tokenizer:
-    METHODS["sentencepiece"].train(iter(text.splitlines(keepends=True)), resolve_config(request), tmp_path)
+    METHODS["sentencepiece"].train(iter([text.splitlines(keepends=True)]), resolve_config(request), tmp_path)
     return Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
 
 
@@ -51,7 +51,7 @@ def test_sentencepiece_round_trips_and_encodes_as_sentencepiece_does(
 ) -> None:
     request = TrainTokenizerRequest(corpus_path="x.txt", method="sentencepiece", model_type=model_type, vocab_size=600)
     trained = METHODS["sentencepiece"].train(
-        iter(shakespeare[:40_000].splitlines(keepends=True)), resolve_config(request), tmp_path
+        iter([shakespeare[:40_000].splitlines(keepends=True)]), resolve_config(request), tmp_path
     )
     assert trained.vocab_size == 600
     assert trained.files == [

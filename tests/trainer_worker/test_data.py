@@ -16,7 +16,7 @@ from mt_trainer_worker.training.data import open_tokens, prepare_data
 
 def _train_tokenizer(out: Path, text: str, method: Literal["bpe", "sentencepiece"], vocab_size: int) -> Path:
     config = resolve_config(TrainTokenizerRequest(corpus_path="x", method=method, vocab_size=vocab_size))
-    METHODS[method].train(iter(text.splitlines(keepends=True)), config, out)
+    METHODS[method].train(iter([text.splitlines(keepends=True)]), config, out)
     return out / "tokenizer.json"
 
 

@@ -42,7 +42,7 @@ REQUEST = TrainRunRequest(
 def tokenizer_dir(tmp_path: Path, shakespeare: str) -> Path:
     out = tmp_path / "tokenizer"
     config = resolve_config(TrainTokenizerRequest(corpus_path="small.txt", vocab_size=300))
-    METHODS["bpe"].train(iter(shakespeare[:30_000].splitlines(keepends=True)), config, out)
+    METHODS["bpe"].train(iter([shakespeare[:30_000].splitlines(keepends=True)]), config, out)
     return out
 
 

@@ -37,8 +37,9 @@ class TrainedTokenizer(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TokenizerMethod(Protocol):
-    """Trains one kind of tokenizer from a stream of text lines and writes an HF-loadable
-    ``tokenizer.json`` (with ``tokenizer_config.json`` and ``special_tokens_map.json``) into ``out_dir``.
+    """Trains one kind of tokenizer from a stream of text lines, given in lists (a corpus block at a time, so
+    that no Python code runs per line), and writes an HF-loadable ``tokenizer.json`` (with
+    ``tokenizer_config.json`` and ``special_tokens_map.json``) into ``out_dir``.
 
     ``max_line_bytes`` is the longest line the method accepts (UTF-8 bytes; longer ones are split by the
     corpus reader), ``None`` for no limit.
@@ -51,7 +52,7 @@ class TokenizerMethod(Protocol):
 
     def max_line_bytes(self, config: TokenizerConfig) -> int | None: ...
 
-    def train(self, lines: Iterator[str], config: TokenizerConfig, out_dir: Path) -> TrainedTokenizer: ...
+    def train(self, batches: Iterator[list[str]], config: TokenizerConfig, out_dir: Path) -> TrainedTokenizer: ...
 
 
 class _SpecialTokensMap(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -25,7 +25,7 @@ class BpeMethod:
     def max_line_bytes(self, config: TokenizerConfig) -> int | None:
         return None
 
-    def train(self, lines: Iterator[str], config: TokenizerConfig, out_dir: Path) -> TrainedTokenizer:
+    def train(self, batches: Iterator[list[str]], config: TokenizerConfig, out_dir: Path) -> TrainedTokenizer:
         """Learn merges until ``vocab_size`` or until no pair occurs ``min_frequency`` times.
 
         Raises:
@@ -48,7 +48,8 @@ class BpeMethod:
             max_token_length=None if config.max_token_length is None else config.max_token_length + 1,
             show_progress=False,
         )
-        tokenizer.train_from_iterator(lines, trainer=trainer)
+        # The trainer takes lists of lines as they come: it reads them in Rust, not line by line in Python.
+        tokenizer.train_from_iterator(batches, trainer=trainer)
         vocab_size = tokenizer.get_vocab_size()
         if vocab_size <= BYTE_ALPHABET_SIZE + len(special_tokens):
             raise TokenizerTrainingError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import ClassVar
 
@@ -38,9 +39,9 @@ class SentencePieceMethod:
     def max_line_bytes(self, config: TokenizerConfig) -> int | None:
         return config.max_sentence_length if isinstance(config, SentencePieceConfig) else None
 
-    def train(self, lines: Iterator[str], config: TokenizerConfig, out_dir: Path) -> TrainedTokenizer:
-        """Train on ``lines`` (one sentence each, the final ``\\n`` removed), sampling ``input_sentence_size``
-        of them, and write ``tokenizer.json``, the HF sidecars and ``sentencepiece.model``.
+    def train(self, batches: Iterator[list[str]], config: TokenizerConfig, out_dir: Path) -> TrainedTokenizer:
+        """Train on the lines of ``batches`` (one sentence each, the final ``\\n`` removed), sampling
+        ``input_sentence_size`` of them, and write ``tokenizer.json``, the HF sidecars and ``sentencepiece.model``.
 
         Raises:
             TokenizerTrainingError: ``vocab_size_too_large`` / ``vocab_size_too_small`` with the bound the
@@ -52,7 +53,7 @@ class SentencePieceMethod:
         # in order (``<|endoftext|>`` is 0) and are matched in text like added tokens in HF.
         sentencepiece.set_random_generator_seed(config.seed)
         model = io.BytesIO()
-        sentences = _Sentences(lines)
+        sentences = _Sentences(batches)
         try:
             sentencepiece.SentencePieceTrainer.train(
                 sentence_iterator=iter(sentences),
@@ -141,16 +142,25 @@ def to_hf_tokenizer(processor: sentencepiece.SentencePieceProcessor, config: Sen
 
 
 class _Sentences:
-    """Lines without their final ``\\n`` (SentencePiece trains on sentences), counted."""
+    """The lines of ``batches`` without their final ``\\n`` (SentencePiece trains on sentences), counted."""
 
-    def __init__(self, lines: Iterator[str]) -> None:
-        self._lines = lines
+    def __init__(self, batches: Iterator[list[str]]) -> None:
+        self._batches = batches
         self.count = 0
 
     def __iter__(self) -> Iterator[str]:
-        for line in self._lines:
-            self.count += 1
-            yield line.removesuffix("\n")
+        # SentencePiece pulls one sentence at a time; chain hands them out of each list without Python code.
+        return chain.from_iterable(self._lists())
+
+    def _lists(self) -> Iterator[list[str]]:
+        for batch in self._batches:
+            self.count += len(batch)
+            text = "".join(batch)
+            # Lines hold no \n but the last character, so one \n per line means each line ends in one.
+            if text.count("\n") == len(batch):
+                yield text.split("\n")[:-1]
+            else:
+                yield [line.removesuffix("\n") for line in batch]
 
 
 def _training_error(message: str, config: SentencePieceConfig) -> TokenizerTrainingError:
