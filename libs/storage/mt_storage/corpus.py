@@ -4,7 +4,6 @@ read its ``.txt`` and ``.jsonl`` files as a stream of text lines with counts and
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -86,8 +85,6 @@ _REPLACEMENT = "\ufffd"
 _CHUNK = 1 << 20
 # Lines are read a block at a time; a larger block saves no time and holds megabytes beside a tokenizer.
 _LINE_BLOCK = 64 << 10
-# Line boundaries of ``str.splitlines`` other than ``\n``: a block holding none splits as a file reads.
-_OTHER_BREAKS = re.compile("[\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 class CorpusReader:
@@ -219,10 +216,12 @@ class CorpusReader:
                 raise CorpusDecodeError(path, offset + exc.start) from exc
             # Replaced line by line: a bad byte never spans a newline, and each line's cost stays its own.
             text = "".join(self._decode(line, path, offset) for line in data.splitlines(keepends=True))
-        if _OTHER_BREAKS.search(text) is None:
-            return text.splitlines(keepends=True)
+        lines = text.splitlines(keepends=True)
+        # Without \r, one line per \n (and one for a last line without it) means no other boundary split.
+        if "\r" not in text and len(lines) == text.count("\n") + (not text.endswith("\n")):
+            return lines
         parts = text.split("\n")
-        lines: list[str] = []
+        lines = []
         for index, part in enumerate(parts):
             line = part if index == len(parts) - 1 else part + "\n"
             if "\r" in line:
