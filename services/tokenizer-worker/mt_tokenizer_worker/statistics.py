@@ -73,10 +73,14 @@ def heldout_statistics(tokenizer: Tokenizer, lines: list[str], trained: TrainedT
         decoded = tokenizer.decode_batch([e.ids for e in encodings], skip_special_tokens=False)
         for line, encoding, text in zip(batch, encodings, decoded, strict=True):
             exact += text == line
-            counts.update(encoding.ids)
-            tokens += len(encoding.ids)
+            ids = encoding.ids
+            counts.update(ids)
+            tokens += len(ids)
+            # Most lines hold neither unknown nor byte-fallback tokens: skip their offsets.
+            if unk not in ids and fallback.isdisjoint(ids):
+                continue
             uncovered: set[int] = set()
-            for token_id, (begin, end) in zip(encoding.ids, encoding.offsets, strict=True):
+            for token_id, (begin, end) in zip(ids, encoding.offsets, strict=True):
                 if token_id == unk:
                     unk_tokens += 1
                     uncovered.update(range(begin, end))
