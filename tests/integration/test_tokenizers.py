@@ -4,6 +4,10 @@ training process, on a slice of Tiny Shakespeare."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -160,3 +164,60 @@ async def test_cancel_stops_a_running_tokenizer_within_ten_seconds(
     assert elapsed < 10
     assert not (logs.parent / "manifest.json").exists()
     assert b'"event":"stopped"' in logs.read_bytes()
+
+
+async def test_a_job_whose_worker_was_killed_is_reaped_and_trained_again_by_another_worker(
+    api_settings: ApiSettings, worker_settings: WorkerServiceSettings, redis: Redis, shakespeare: str
+) -> None:
+    corpus = Path(api_settings.app.corpus_root) / "big"
+    corpus.mkdir()
+    for index in range(4):
+        (corpus / f"part{index}.txt").write_text(shakespeare, encoding="utf-8")
+    body = {"corpus_path": "big", "method": "sentencepiece", "vocab_size": 8000, "input_sentence_size": 0}
+    stall_after = 4.0
+    env = {
+        **os.environ,
+        "REDIS__URL": worker_settings.redis.url,
+        "APP__ARTIFACTS_ROOT": worker_settings.app.artifacts_root,
+        "APP__RUNS_ROOT": worker_settings.app.runs_root,
+        "APP__CORPUS_ROOT": worker_settings.app.corpus_root,
+        "APP__STALL_AFTER_SECONDS": str(stall_after),
+        "WORKER__HEARTBEAT_INTERVAL": "0.5",
+        "WORKER__HEALTH_CHECK_INTERVAL": "1",
+    }
+    command = [sys.executable, "-m", "mt_tokenizer_worker"]
+    settings = msgspec.structs.replace(
+        api_settings, app=msgspec.structs.replace(api_settings.app, stall_after_seconds=stall_after)
+    )
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        job_id = await _submit(client, body)
+        logs = Path(api_settings.app.artifacts_root) / "tokenizers" / job_id / "logs.jsonl"
+        first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+
+            async def training_phase() -> bool:
+                return logs.is_file() and b'"event":"training"' in logs.read_bytes()
+
+            await wait_for(training_phase, bool, timeout=60)
+            # The worker refreshes the record's heartbeat while the process trains.
+            beating = await wait_for(lambda: _tokenizer(client, job_id), lambda j: j.heartbeat_at is not None, 10)
+            assert beating.status == "running"
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            # No worker: its heartbeat ages until the job shows stalled.
+            stalled = await wait_for(lambda: _tokenizer(client, job_id), lambda j: j.status == "stalled", 30)
+            assert stalled.heartbeat_at is not None and stalled.attempts == 1
+            second = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                job = await _finished(client, job_id, timeout=240)
+            finally:
+                second.send_signal(signal.SIGTERM)
+                second.wait(60)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+    assert job.status == "succeeded", job.error
+    assert job.attempts == 2
+    assert (logs.parent / "manifest.json").is_file()
+    assert logs.read_bytes().count(b'"event":"started"') == 2

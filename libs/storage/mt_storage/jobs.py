@@ -53,6 +53,11 @@ def is_stalled(job: Job, now: datetime, stall_after_seconds: float) -> bool:
     return now - last > timedelta(seconds=stall_after_seconds)
 
 
+def shown(job: R, now: datetime, stall_after_seconds: float) -> R:
+    """``job`` as clients see it: ``stalled`` when ``is_stalled`` (never stored)."""
+    return msgspec.structs.replace(job, status="stalled") if is_stalled(job, now, stall_after_seconds) else job
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)

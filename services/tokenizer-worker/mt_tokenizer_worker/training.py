@@ -8,13 +8,16 @@ timeout kills it at once while this event loop keeps the worker's health key fre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 
 import msgspec
+from redis.exceptions import RedisError
 
 from mt_contracts import codec
 from mt_contracts.jobs import JobError, TokenizerJob, TokenizerResult
@@ -97,7 +100,8 @@ async def run_tokenizer_job(
     )
     try:
         forward = (lambda line: publisher.publish(tokenizer_id, line)) if publisher is not None else None
-        outcome = await train_in_process(spec, settings.niceness, forward)
+        async with _heartbeats(store, tokenizer_id, settings.heartbeat_interval):
+            outcome = await train_in_process(spec, settings.niceness, forward)
         match outcome:
             case TokenizerTrained():
                 result = TokenizerResult(
@@ -134,6 +138,31 @@ async def run_tokenizer_job(
         logger.exception("tokenizer job crashed", extra={"event": "job_crashed", "job_id": tokenizer_id})
         message = f"unexpected {type(exc).__name__} while training; see the worker log for job {tokenizer_id}"
         await _fail(store, log, tokenizer_id, JobError(code="internal_error", message=message), flush)
+
+
+@contextlib.asynccontextmanager
+async def _heartbeats(store: JobStore[TokenizerJob], tokenizer_id: str, interval: float) -> AsyncIterator[None]:
+    """Refresh the record's ``heartbeat_at`` every ``interval`` seconds while the block runs, so the reaper
+    (``mt_storage.reaper``) can tell a job whose worker died from a long one."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await store.update(tokenizer_id, _beaten(utcnow()))
+            except (RedisError, OSError) as exc:
+                logger.warning("heartbeat not written", extra={"event": "heartbeat_failed", "error": str(exc)})
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _beaten(at: datetime) -> Callable[[TokenizerJob], TokenizerJob]:
+    return lambda record: msgspec.structs.replace(record, heartbeat_at=at)
 
 
 class TrainingProcessError(Exception):

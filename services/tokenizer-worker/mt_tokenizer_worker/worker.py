@@ -1,16 +1,20 @@
-"""The tokenizer worker's arq wiring: a thin task that calls ``run_tokenizer_job``."""
+"""The tokenizer worker's arq wiring: a thin task that calls ``run_tokenizer_job``, and the reaper of
+tokenizer jobs whose worker died (requeued while they have attempts left: training starts over and, being
+deterministic, writes the same artifacts)."""
 
 from __future__ import annotations
 
 from arq.worker import Worker
 from redis.asyncio import Redis
 
+from mt_contracts.jobs import TokenizerJob
 from mt_contracts.queue import TRAIN_TOKENIZER_TASK
 from mt_contracts.settings import WorkerServiceSettings
 from mt_storage.events import LivePublisher
 from mt_storage.jobs import tokenizer_jobs
 from mt_storage.layout import Layout
-from mt_storage.queue import build_worker
+from mt_storage.queue import ArqJobQueue, build_worker
+from mt_storage.reaper import Reaper
 from mt_tokenizer_worker.training import run_tokenizer_job
 
 
@@ -28,6 +32,24 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         await publisher.aclose()
         await redis.aclose()
 
+    def cannot_retry(job: TokenizerJob) -> str | None:
+        return f"it used its {job.attempts} attempts" if job.attempts >= settings.worker.max_tries else None
+
+    async def reaper() -> None:
+        queue = await ArqJobQueue.connect(settings.redis.url)
+        try:
+            await Reaper(
+                store,
+                queue,
+                settings.queue.tokenizer,
+                kind="tokenizer",
+                stall_after_seconds=settings.app.stall_after_seconds,
+                cannot_retry=cannot_retry,
+                advice=lambda tokenizer_id: "submit the tokenizer job again",
+            ).run_forever()
+        finally:
+            await queue.close()
+
     return build_worker(
         task=TRAIN_TOKENIZER_TASK,
         handler=handle,
@@ -39,4 +61,5 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         burst=burst,
         handle_signals=handle_signals,
         on_shutdown=shutdown,
+        background=reaper,
     )

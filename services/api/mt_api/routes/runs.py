@@ -32,7 +32,7 @@ from mt_contracts.queue import TRAIN_MODEL_TASK
 from mt_contracts.requests import ResumeRunRequest, TrainRunRequest
 from mt_contracts.training import Eval, Progress, decode_event
 from mt_storage.checkpoints import read_index
-from mt_storage.jobs import is_stalled, utcnow
+from mt_storage.jobs import shown, utcnow
 
 
 @post("/runs/train", status_code=HTTP_202_ACCEPTED, tags=["runs"])
@@ -65,9 +65,7 @@ async def list_runs(
 
 def _shown(services: Services, job: RunJob, now: datetime) -> RunJob:
     """The record as clients see it: ``stalled`` when its heartbeat is too old."""
-    if is_stalled(job, now, services.settings.app.stall_after_seconds):
-        return msgspec.structs.replace(job, status="stalled")
-    return job
+    return shown(job, now, services.settings.app.stall_after_seconds)
 
 
 async def _get(services: Services, run_id: str) -> RunJob:

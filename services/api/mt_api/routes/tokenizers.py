@@ -18,7 +18,7 @@ from mt_contracts.jobs import JobAccepted, JobStatus, TokenizerJob, TokenizerPag
 from mt_contracts.queue import TRAIN_TOKENIZER_TASK
 from mt_contracts.requests import EncodeRequest, TrainTokenizerRequest
 from mt_contracts.tokenizers import EncodeResponse
-from mt_storage.jobs import utcnow
+from mt_storage.jobs import shown, utcnow
 from mt_storage.layout import MANIFEST
 
 
@@ -46,16 +46,18 @@ async def list_tokenizers(
     if cursor is not None and not is_tokenizer_id(cursor):
         raise InvalidField(f"cursor {cursor!r} is not a tokenizer id; pass next_cursor as it came", field="cursor")
     items, next_cursor = await services.tokenizers.list_page(limit=limit, cursor=cursor, status=status)
-    return TokenizerPage(items=items, next_cursor=next_cursor)
+    now, stall_after = utcnow(), services.settings.app.stall_after_seconds
+    return TokenizerPage(items=[shown(job, now, stall_after) for job in items], next_cursor=next_cursor)
 
 
 @get("/tokenizers/{tokenizer_id:str}", tags=["tokenizers"])
 async def get_tokenizer(tokenizer_id: FromPath[str], services: NamedDependency[Services]) -> TokenizerJob:
-    """The tokenizer job: status, timestamps, result with statistics, or error."""
+    """The tokenizer job: status (``stalled`` when its worker has sent no heartbeat for
+    ``APP__STALL_AFTER_SECONDS``), timestamps, result with statistics, or error."""
     job = await services.tokenizers.get(tokenizer_id) if is_tokenizer_id(tokenizer_id) else None
     if job is None:
         raise NotFound(f"no tokenizer {tokenizer_id}")
-    return job
+    return shown(job, utcnow(), services.settings.app.stall_after_seconds)
 
 
 @post("/tokenizers/{tokenizer_id:str}/encode", status_code=200, tags=["tokenizers"])
