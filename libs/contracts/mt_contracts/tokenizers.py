@@ -140,6 +140,11 @@ class HeldOutStats(msgspec.Struct, frozen=True, kw_only=True):
     ``unk_rate`` and ``byte_fallback_rate`` are shares of tokens; ``char_coverage`` is the share of
     characters encoded by neither an unknown nor a byte-fallback token; ``roundtrip_exact_rate`` is the share
     of lines with decode(encode(line)) == line.
+
+    Lines are encoded with their final newline, as a training corpus is. SentencePiece learns from lines
+    without it, so its tokenizers encode every newline as the byte token ``<0x0A>`` (as Llama's does): on
+    plain English text about one token in ten is then a byte-fallback newline, which ``byte_fallback_rate``
+    and ``char_coverage`` include.
     """
 
     lines: int
