@@ -1,11 +1,14 @@
-"""Shared test plumbing: real arq workers running in this event loop, and polling."""
+"""Shared test plumbing: real arq workers running in this event loop or as processes, and polling."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TypeVar
 
 from arq.worker import Worker
@@ -35,6 +38,25 @@ async def running_workers(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextmanager
+def worker_process(module: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m <module>`` (a worker service) as a child process; on exit SIGTERM and a wait for it to
+    stop, unless the block killed it already."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", module], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 async def wait_for(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float) -> T:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from mt_api.app import create_app
 from mt_contracts import codec
 from mt_contracts.jobs import CheckpointInfo, JobAccepted, RunJob, RunPage, RunSeries, TokenizerJob
 from mt_contracts.settings import ApiSettings, WorkerServiceSettings
-from tests.helpers import running_workers, wait_for
+from tests.helpers import running_workers, wait_for, worker_process
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 STALL_AFTER_SECONDS = 15.0
@@ -149,27 +147,17 @@ async def test_a_run_whose_worker_was_killed_is_reaped_and_resumed_by_another_wo
         "WORKER__HEALTH_CHECK_INTERVAL": "1",
         "WORKER__NICENESS": "0",
     }
-    command = [sys.executable, "-m", "mt_trainer_worker"]
     async with running_workers(settings, trainer=False):
         tokenizer_id = await _tokenizer(client)
         run_id = await _submit(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 600})
-        first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
+        with worker_process("mt_trainer_worker", env) as first:
             await wait_for(lambda: _run(client, run_id), lambda j: j.checkpoint is not None, 120)
             first.send_signal(signal.SIGKILL)
             first.wait()
-            stalled = await wait_for(lambda: _run(client, run_id), lambda j: j.status == "stalled", 60)
-            assert stalled.checkpoint is not None
-            second = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                run = await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, 240)
-            finally:
-                second.send_signal(signal.SIGTERM)
-                second.wait(60)
-        finally:
-            if first.poll() is None:
-                first.kill()
-                first.wait()
+        stalled = await wait_for(lambda: _run(client, run_id), lambda j: j.status == "stalled", 60)
+        assert stalled.checkpoint is not None
+        with worker_process("mt_trainer_worker", env):
+            run = await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, 240)
     assert run.status == "succeeded", run.error
     assert run.resumed_from_step is not None and run.resumed_from_step >= 20
     assert run.attempts == 2

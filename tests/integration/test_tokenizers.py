@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from mt_contracts.manifests import TokenizerManifest
 from mt_contracts.settings import ApiSettings, WorkerServiceSettings
 from mt_contracts.tokenizers import EncodeResponse
 from mt_storage.files import sha256_file
-from tests.helpers import running_workers, wait_for
+from tests.helpers import running_workers, wait_for, worker_process
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 TEXT = "ROMEO: Ünïcödé 東京 🙂\tdigits 0123456789\n"
@@ -136,14 +134,20 @@ async def test_user_errors_fail_the_job_once_with_a_stable_code(
     assert not (Path(api_settings.app.artifacts_root) / "tokenizers" / job.id / "manifest.json").exists()
 
 
-async def test_cancel_stops_a_running_tokenizer_within_ten_seconds(
-    api_settings: ApiSettings, worker_settings: WorkerServiceSettings, redis: Redis, shakespeare: str
-) -> None:
-    corpus = Path(api_settings.app.corpus_root) / "big"
+def _slow_job(corpus_root: Path, shakespeare: str) -> dict[str, object]:
+    """A job that trains for a few seconds: SentencePiece unigram, vocab 8000, on four copies of Tiny
+    Shakespeare (4.4 MB, every line used)."""
+    corpus = corpus_root / "big"
     corpus.mkdir()
     for index in range(4):
         (corpus / f"part{index}.txt").write_text(shakespeare, encoding="utf-8")
-    body = {"corpus_path": "big", "method": "sentencepiece", "vocab_size": 8000, "input_sentence_size": 0}
+    return {"corpus_path": "big", "method": "sentencepiece", "vocab_size": 8000, "input_sentence_size": 0}
+
+
+async def test_cancel_stops_a_running_tokenizer_within_ten_seconds(
+    api_settings: ApiSettings, worker_settings: WorkerServiceSettings, redis: Redis, shakespeare: str
+) -> None:
+    body = _slow_job(Path(api_settings.app.corpus_root), shakespeare)
     async with AsyncTestClient(app=create_app(api_settings)) as client, running_workers(worker_settings):
         job_id = await _submit(client, body)
         logs = Path(api_settings.app.artifacts_root) / "tokenizers" / job_id / "logs.jsonl"
@@ -169,11 +173,7 @@ async def test_cancel_stops_a_running_tokenizer_within_ten_seconds(
 async def test_a_job_whose_worker_was_killed_is_reaped_and_trained_again_by_another_worker(
     api_settings: ApiSettings, worker_settings: WorkerServiceSettings, redis: Redis, shakespeare: str
 ) -> None:
-    corpus = Path(api_settings.app.corpus_root) / "big"
-    corpus.mkdir()
-    for index in range(4):
-        (corpus / f"part{index}.txt").write_text(shakespeare, encoding="utf-8")
-    body = {"corpus_path": "big", "method": "sentencepiece", "vocab_size": 8000, "input_sentence_size": 0}
+    body = _slow_job(Path(api_settings.app.corpus_root), shakespeare)
     stall_after = 4.0
     env = {
         **os.environ,
@@ -185,38 +185,28 @@ async def test_a_job_whose_worker_was_killed_is_reaped_and_trained_again_by_anot
         "WORKER__HEARTBEAT_INTERVAL": "0.5",
         "WORKER__HEALTH_CHECK_INTERVAL": "1",
     }
-    command = [sys.executable, "-m", "mt_tokenizer_worker"]
     settings = msgspec.structs.replace(
         api_settings, app=msgspec.structs.replace(api_settings.app, stall_after_seconds=stall_after)
     )
     async with AsyncTestClient(app=create_app(settings)) as client:
         job_id = await _submit(client, body)
         logs = Path(api_settings.app.artifacts_root) / "tokenizers" / job_id / "logs.jsonl"
-        first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
 
-            async def training_phase() -> bool:
-                return logs.is_file() and b'"event":"training"' in logs.read_bytes()
+        async def training_phase() -> bool:
+            return logs.is_file() and b'"event":"training"' in logs.read_bytes()
 
+        with worker_process("mt_tokenizer_worker", env) as first:
             await wait_for(training_phase, bool, timeout=60)
             # The worker refreshes the record's heartbeat while the process trains.
             beating = await wait_for(lambda: _tokenizer(client, job_id), lambda j: j.heartbeat_at is not None, 10)
             assert beating.status == "running"
             first.send_signal(signal.SIGKILL)
             first.wait()
-            # No worker: its heartbeat ages until the job shows stalled.
-            stalled = await wait_for(lambda: _tokenizer(client, job_id), lambda j: j.status == "stalled", 30)
-            assert stalled.heartbeat_at is not None and stalled.attempts == 1
-            second = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                job = await _finished(client, job_id, timeout=240)
-            finally:
-                second.send_signal(signal.SIGTERM)
-                second.wait(60)
-        finally:
-            if first.poll() is None:
-                first.kill()
-                first.wait()
+        # No worker: its heartbeat ages until the job shows stalled.
+        stalled = await wait_for(lambda: _tokenizer(client, job_id), lambda j: j.status == "stalled", 30)
+        assert stalled.heartbeat_at is not None and stalled.attempts == 1
+        with worker_process("mt_tokenizer_worker", env):
+            job = await _finished(client, job_id, timeout=240)
     assert job.status == "succeeded", job.error
     assert job.attempts == 2
     assert (logs.parent / "manifest.json").is_file()

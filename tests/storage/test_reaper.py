@@ -14,7 +14,7 @@ from mt_contracts.requests import TrainTokenizerRequest
 from mt_storage.embedded_redis import EmbeddedRedis
 from mt_storage.jobs import JobStore, tokenizer_jobs
 from mt_storage.queue import ArqJobQueue
-from mt_storage.reaper import Reaper
+from mt_storage.reaper import Reaper, attempts_left
 
 QUEUE = "mt:queue:test-reaper"
 TASK = "train_tokenizer"
@@ -45,7 +45,7 @@ def _reaper(store: JobStore[TokenizerJob], queue: ArqJobQueue, max_tries: int) -
         QUEUE,
         kind="tokenizer",
         stall_after_seconds=10,
-        cannot_retry=lambda job: f"it used its {job.attempts} attempts" if job.attempts >= max_tries else None,
+        cannot_retry=attempts_left(max_tries),
         advice=lambda job_id: "submit it again",
     )
 

@@ -19,11 +19,21 @@ from typing import Generic
 import msgspec
 from redis.exceptions import RedisError
 
-from mt_contracts.jobs import JobError
+from mt_contracts.jobs import Job, JobError
 from mt_storage.jobs import JobStore, R, is_stalled, utcnow
 from mt_storage.queue import JobQueue
 
 logger = logging.getLogger(__name__)
+
+
+def attempts_left(max_tries: int) -> Callable[[Job], str | None]:
+    """A ``cannot_retry`` for jobs that simply start over: a reason once a job has used ``max_tries``
+    attempts (``WORKER__MAX_TRIES``)."""
+
+    def cannot_retry(job: Job) -> str | None:
+        return f"it used its {job.attempts} attempts" if job.attempts >= max_tries else None
+
+    return cannot_retry
 
 
 class Reaper(Generic[R]):

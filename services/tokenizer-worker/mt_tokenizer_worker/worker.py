@@ -7,14 +7,13 @@ from __future__ import annotations
 from arq.worker import Worker
 from redis.asyncio import Redis
 
-from mt_contracts.jobs import TokenizerJob
 from mt_contracts.queue import TRAIN_TOKENIZER_TASK
 from mt_contracts.settings import WorkerServiceSettings
 from mt_storage.events import LivePublisher
 from mt_storage.jobs import tokenizer_jobs
 from mt_storage.layout import Layout
 from mt_storage.queue import ArqJobQueue, build_worker
-from mt_storage.reaper import Reaper
+from mt_storage.reaper import Reaper, attempts_left
 from mt_tokenizer_worker.training import run_tokenizer_job
 
 
@@ -32,9 +31,6 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         await publisher.aclose()
         await redis.aclose()
 
-    def cannot_retry(job: TokenizerJob) -> str | None:
-        return f"it used its {job.attempts} attempts" if job.attempts >= settings.worker.max_tries else None
-
     async def reaper() -> None:
         queue = await ArqJobQueue.connect(settings.redis.url)
         try:
@@ -44,7 +40,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
                 settings.queue.tokenizer,
                 kind="tokenizer",
                 stall_after_seconds=settings.app.stall_after_seconds,
-                cannot_retry=cannot_retry,
+                cannot_retry=attempts_left(settings.worker.max_tries),
                 advice=lambda tokenizer_id: "submit the tokenizer job again",
             ).run_forever()
         finally:

@@ -13,20 +13,17 @@ from mt_storage.checkpoints import read_index
 from mt_storage.jobs import JobStore
 from mt_storage.layout import Layout
 from mt_storage.queue import JobQueue
-from mt_storage.reaper import Reaper
+from mt_storage.reaper import Reaper, attempts_left
 
 
 def run_reaper(
     store: JobStore[RunJob], queue: JobQueue, layout: Layout, settings: WorkerServiceSettings
 ) -> Reaper[RunJob]:
     """The reaper of training runs."""
+    attempts = attempts_left(settings.worker.max_tries)
 
     def cannot_retry(job: RunJob) -> str | None:
-        if not read_index(layout.run_dir(job.id)):
-            return "it has no checkpoint"
-        if job.attempts >= settings.worker.max_tries:
-            return f"it used its {job.attempts} attempts"
-        return None
+        return "it has no checkpoint" if not read_index(layout.run_dir(job.id)) else attempts(job)
 
     return Reaper(
         store,
@@ -41,16 +38,12 @@ def run_reaper(
 
 def eval_reaper(store: JobStore[EvalJob], queue: JobQueue, settings: WorkerServiceSettings) -> Reaper[EvalJob]:
     """The reaper of evaluations."""
-
-    def cannot_retry(job: EvalJob) -> str | None:
-        return f"it used its {job.attempts} attempts" if job.attempts >= settings.worker.max_tries else None
-
     return Reaper(
         store,
         queue,
         settings.queue.training,
         kind="evaluation",
         stall_after_seconds=settings.app.stall_after_seconds,
-        cannot_retry=cannot_retry,
+        cannot_retry=attempts_left(settings.worker.max_tries),
         advice=lambda eval_id: "submit the evaluation again",
     )
