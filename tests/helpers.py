@@ -18,6 +18,8 @@ from mt_tokenizer_worker.worker import create_worker as create_tokenizer_worker
 from mt_trainer_worker.worker import create_worker as create_trainer_worker
 
 T = TypeVar("T")
+# How long the teardown of ``running_workers`` waits for jobs still in arq's hands (seconds).
+JOB_FINISH_TIMEOUT = 30.0
 
 
 @asynccontextmanager
@@ -33,6 +35,11 @@ async def running_workers(
     try:
         yield workers
     finally:
+        # A job whose record is already terminal may still be in arq's hands (storing its result): let it
+        # finish, since close() cancels running jobs and then re-raises their CancelledError.
+        in_flight = [task for worker in workers for task in worker.tasks.values() if not task.done()]
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=JOB_FINISH_TIMEOUT)
         for worker in workers:
             await worker.close()
         for task in tasks:
