@@ -1,17 +1,19 @@
-"""Helpers shared by the route modules: new ids, 202 answers and enqueueing."""
+"""Helpers shared by the route modules: new ids, 202 answers, enqueueing, cancelling and listing."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from litestar import Response
 from litestar.status_codes import HTTP_202_ACCEPTED
 from ulid import ULID
 
-from mt_api import Conflict, NotFound
+from mt_api import Conflict, InvalidField, NotFound
 from mt_api.services import Services
 from mt_contracts.ids import is_run_id
-from mt_contracts.jobs import JobAccepted, JobError, RunJob
+from mt_contracts.jobs import JobAccepted, JobError, JobStatus, RunJob
 from mt_storage import RecordNotFound
-from mt_storage.jobs import JobStore, R
+from mt_storage.jobs import JobStore, R, shown, utcnow
 
 
 def new_id(prefix: str) -> str:
@@ -39,6 +41,29 @@ async def enqueue(services: Services, store: JobStore[R], task: str, job_id: str
         raise
     if not enqueued:
         raise RuntimeError(f"job id {job_id} was already queued")
+
+
+async def page(
+    services: Services,
+    store: JobStore[R],
+    kind: str,
+    is_id: Callable[[str], bool],
+    *,
+    limit: int,
+    cursor: str | None,
+    status: JobStatus | None,
+) -> tuple[list[R], str | None]:
+    """One page of ``store``'s jobs, newest first, as clients see them (``stalled`` when a running job's
+    heartbeat is too old), and the cursor of the next page.
+
+    Raises:
+        InvalidField: ``cursor`` is not a ``kind`` id.
+    """
+    if cursor is not None and not is_id(cursor):
+        raise InvalidField(f"cursor {cursor!r} is not a {kind} id; pass next_cursor as it came", field="cursor")
+    items, next_cursor = await store.list_page(limit=limit, cursor=cursor, status=status)
+    now, stall_after = utcnow(), services.settings.app.stall_after_seconds
+    return [shown(job, now, stall_after) for job in items], next_cursor
 
 
 async def cancel(services: Services, store: JobStore[R], job_id: str, kind: str) -> R:

@@ -14,7 +14,7 @@ from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from mt_api import Conflict, InvalidField, NotFound
-from mt_api.routes.common import accepted, cancel, enqueue, new_id
+from mt_api.routes.common import accepted, cancel, enqueue, new_id, page
 from mt_api.services import Services
 from mt_api.validation import check_run_request
 from mt_contracts.ids import is_run_id
@@ -56,11 +56,10 @@ async def list_runs(
 ) -> RunPage:
     """Runs, newest first, ``limit`` per page; follow ``next_cursor`` for older ones. ``stalled`` is shown
     but never stored, so a ``status=running`` page also holds the stalled runs."""
-    if cursor is not None and not is_run_id(cursor):
-        raise InvalidField(f"cursor {cursor!r} is not a run id; pass next_cursor as it came", field="cursor")
-    items, next_cursor = await services.runs.list_page(limit=limit, cursor=cursor, status=status)
-    now = utcnow()
-    return RunPage(items=[_shown(services, job, now) for job in items], next_cursor=next_cursor)
+    items, next_cursor = await page(
+        services, services.runs, "run", is_run_id, limit=limit, cursor=cursor, status=status
+    )
+    return RunPage(items=items, next_cursor=next_cursor)
 
 
 def _shown(services: Services, job: RunJob, now: datetime) -> RunJob:

@@ -9,8 +9,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from mt_api import Conflict, InvalidField, NotFound
-from mt_api.routes.common import accepted, cancel, enqueue, new_id
+from mt_api import Conflict, NotFound
+from mt_api.routes.common import accepted, cancel, enqueue, new_id, page
 from mt_api.services import Services
 from mt_api.validation import check_tokenizer_request
 from mt_contracts.ids import is_tokenizer_id
@@ -42,12 +42,12 @@ async def list_tokenizers(
     cursor: Annotated[str | None, Parameter(description="next_cursor of the previous page.")] = None,
     status: Annotated[JobStatus | None, Parameter(description="Only jobs in this status.")] = None,
 ) -> TokenizerPage:
-    """Tokenizer jobs, newest first, ``limit`` per page; follow ``next_cursor`` for older ones."""
-    if cursor is not None and not is_tokenizer_id(cursor):
-        raise InvalidField(f"cursor {cursor!r} is not a tokenizer id; pass next_cursor as it came", field="cursor")
-    items, next_cursor = await services.tokenizers.list_page(limit=limit, cursor=cursor, status=status)
-    now, stall_after = utcnow(), services.settings.app.stall_after_seconds
-    return TokenizerPage(items=[shown(job, now, stall_after) for job in items], next_cursor=next_cursor)
+    """Tokenizer jobs, newest first, ``limit`` per page; follow ``next_cursor`` for older ones. ``stalled`` is
+    shown but never stored, so a ``status=running`` page also holds the stalled jobs."""
+    items, next_cursor = await page(
+        services, services.tokenizers, "tokenizer", is_tokenizer_id, limit=limit, cursor=cursor, status=status
+    )
+    return TokenizerPage(items=items, next_cursor=next_cursor)
 
 
 @get("/tokenizers/{tokenizer_id:str}", tags=["tokenizers"])
