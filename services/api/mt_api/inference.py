@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 import torch
 from tokenizers import Tokenizer
-from transformers import AutoConfig, AutoModelForCausalLM, GPT2LMHeadModel, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from mt_contracts import codec
 from mt_contracts.evaluation import Weights
@@ -37,8 +37,6 @@ from mt_storage.jobs import utcnow
 from mt_storage.layout import MANIFEST
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-# The model class of each HF model_type the trainer produces (its checkpoints hold state dicts only).
-_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {"gpt2": GPT2LMHeadModel}
 _call_decoder: msgspec.json.Decoder[InferenceCall] = msgspec.json.Decoder(InferenceCall)
 
 
@@ -101,11 +99,12 @@ def load(weights: Weights) -> LoadedModel:
             raise TypeError(f"loaded a {type(loaded).__name__}, not a PreTrainedModel")
         model = loaded
     else:
-        config = AutoConfig.from_pretrained(weights.config_path)
-        model_class = _MODEL_CLASSES.get(config.model_type)
-        if model_class is None:
-            raise ValueError(f"no model class for model_type {config.model_type!r}")
-        model = model_class(config)
+        # A checkpoint holds a state dict only: its architecture comes from the run's config (any model
+        # family the trainer registers is an HF causal LM, so the Auto class builds it).
+        built = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(weights.config_path))
+        if not isinstance(built, PreTrainedModel):
+            raise TypeError(f"built a {type(built).__name__}, not a PreTrainedModel")
+        model = built
         state = torch.load(Path(weights.checkpoint_path), map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
     model.train(False)

@@ -46,8 +46,6 @@ class Gpt2Family:
 
 
 MODEL_FAMILIES: dict[str, ModelFamily] = {Gpt2Family.name: Gpt2Family()}
-# The model class of each family's HF ``model_type``, to rebuild a checkpoint's architecture from its config.
-MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {"gpt2": GPT2LMHeadModel}
 
 
 def logits_of(model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,6 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from mt_contracts.evaluation import Weights
 from mt_trainer_worker.training import TrainingFailure
-from mt_trainer_worker.training.models import MODEL_CLASSES
 
 
 def load_model(weights: Weights, device: torch.device) -> PreTrainedModel:
@@ -31,10 +30,13 @@ def load_model(weights: Weights, device: torch.device) -> PreTrainedModel:
             model = loaded
         else:
             config = AutoConfig.from_pretrained(weights.config_path)
-            model_class = MODEL_CLASSES.get(config.model_type)
-            if model_class is None:
-                raise TrainingFailure("weights_unsupported", f"no model family for {config.model_type!r}")
-            model = model_class(config)
+            try:
+                built = AutoModelForCausalLM.from_config(config)
+            except ValueError as exc:
+                raise TrainingFailure("weights_unsupported", f"no causal LM for {config.model_type!r}") from exc
+            if not isinstance(built, PreTrainedModel):
+                raise TypeError(f"built a {type(built).__name__}, not a PreTrainedModel")
+            model = built
             state = torch.load(Path(weights.checkpoint_path), map_location="cpu", weights_only=True)
             model.load_state_dict(state["model"])
     except (FileNotFoundError, OSError) as exc:
