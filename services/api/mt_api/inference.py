@@ -112,9 +112,9 @@ def load(weights: Weights) -> LoadedModel:
     end_of_text = tokenizer.token_to_id(END_OF_TEXT)
     if end_of_text is None:
         raise ValueError(f"the tokenizer of run {weights.run_id} has no {END_OF_TEXT} token")
-    context = model.config.n_positions
+    context = model.config.max_position_embeddings  # n_positions in GPT-2 (an alias HF maps)
     if not isinstance(context, int):
-        raise TypeError("the model config has no integer n_positions")
+        raise TypeError("the model config has no integer max_position_embeddings")
     return LoadedModel(model, tokenizer, end_of_text, context)
 
 
