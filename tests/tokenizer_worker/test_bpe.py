@@ -62,3 +62,15 @@ def test_a_vocabulary_larger_than_the_corpus_supports_names_the_largest(tmp_path
     assert info.value.code == "vocab_size_too_large"
     assert "at most vocab_size=26" in info.value.message
     assert not (tmp_path / "tokenizer.json").exists()
+
+
+def test_whitespace_that_spans_a_line_break_is_learned_as_encoding_sees_it(tmp_path: Path) -> None:
+    # Encoding sees documents, where "\n" and the next line's indentation are one pre-token ("\n" + 7 spaces
+    # before " return"); training on lone lines would never see that pre-token, so never merge it.
+    code = "".join(f"def f{i}(x):\n        return x + {i}\n\n" for i in range(300))
+    config = resolve_config(TrainTokenizerRequest(corpus_path="x.txt", vocab_size=320))
+    METHODS["bpe"].train(iter([code.splitlines(keepends=True)]), config, tmp_path)
+    tokenizer = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    newline_and_indent = "Ċ" + "Ġ" * 7  # byte-level symbols of "\n" and 7 spaces
+    assert tokenizer.token_to_id(newline_and_indent) is not None
+    assert tokenizer.encode("def f(x):\n        return x").tokens[5] == newline_and_indent

@@ -15,6 +15,8 @@ from mt_tokenizer_worker import TokenizerTrainingError
 from mt_tokenizer_worker.methods.base import TOKENIZER_JSON, TrainedTokenizer, write_hf_sidecars
 
 BYTE_ALPHABET_SIZE = 256
+# Lines reach the trainer joined into pieces of about this many characters (see ``pieces``).
+PIECE_CHARS = 8192
 
 
 class BpeMethod:
@@ -48,8 +50,7 @@ class BpeMethod:
             max_token_length=None if config.max_token_length is None else config.max_token_length + 1,
             show_progress=False,
         )
-        # The trainer takes lists of lines as they come: it reads them in Rust, not line by line in Python.
-        tokenizer.train_from_iterator(batches, trainer=trainer)
+        tokenizer.train_from_iterator(pieces(batches), trainer=trainer)
         vocab_size = tokenizer.get_vocab_size()
         if vocab_size <= BYTE_ALPHABET_SIZE + len(special_tokens):
             raise TokenizerTrainingError(
@@ -77,3 +78,20 @@ class BpeMethod:
             files=[TOKENIZER_JSON, *sidecars],
             token_byte_lengths=sorted(lengths),
         )
+
+
+def pieces(batches: Iterator[list[str]], piece_chars: int = PIECE_CHARS) -> Iterator[str]:
+    """The lines of ``batches`` joined, in order, into pieces of about ``piece_chars`` characters (whole lines).
+
+    The trainer pre-tokenizes text as encoding will: data preparation encodes pieces of whole lines, so a
+    run of whitespace that spans a line break (``"\\n    "`` before indented code) is one pre-token there and
+    must be one here. It is also faster: each item costs the trainer a Python string and a task, and at one
+    line per item that cost is a quarter of its time (50 MB of Tiny Shakespeare: 7.6 s by lines, 5.7 s by
+    8 KiB pieces, in ``make bench``'s setting).
+    """
+    for batch in batches:
+        if not batch:
+            continue
+        lines_per_piece = max(1, len(batch) * piece_chars // max(1, sum(map(len, batch))))
+        for start in range(0, len(batch), lines_per_piece):
+            yield "".join(batch[start : start + lines_per_piece])
