@@ -122,7 +122,7 @@ class CorpusReader:
         self.lines_read = 0
         self.replaced_bytes = 0
         self.split_lines = 0
-        self.non_blank_lines = 0
+        self.has_text = False
         self._fingerprint: list[CorpusFile] = []
 
     def lines(self) -> Iterator[str]:
@@ -156,8 +156,8 @@ class CorpusReader:
                 for lines in source:
                     pieces = self._split(lines)
                     self.lines_read += len(pieces)
-                    self.characters += sum(map(len, pieces))
-                    self.non_blank_lines += len(pieces) - sum(map(str.isspace, pieces))
+                    # all() stops at the first line that is not blank: after that, at once.
+                    self.has_text = self.has_text or not all(map(str.isspace, pieces))
                     yield pieces
             self._fingerprint.append(CorpusFile(path=self._name(path), size=size, sha256=digest.hexdigest()))
 
@@ -217,6 +217,7 @@ class CorpusReader:
             # Replaced line by line: a bad byte never spans a newline, and each line's cost stays its own.
             text = "".join(self._decode(line, path, offset) for line in data.splitlines(keepends=True))
         lines = text.splitlines(keepends=True)
+        self.characters += len(text) - text.count("\r\n") if "\r" in text else len(text)
         # Without \r, one line per \n (and one for a last line without it) means no other boundary split.
         if "\r" not in text and len(lines) == text.count("\n") + (not text.endswith("\n")):
             return lines
@@ -251,7 +252,9 @@ class CorpusReader:
                     )
                 if "\r" in value:
                     value = value.replace("\r\n", "\n").replace("\r", "\n")
-                yield [line if line.endswith("\n") else line + "\n" for line in value.splitlines(keepends=True)]
+                lines = [line if line.endswith("\n") else line + "\n" for line in value.splitlines(keepends=True)]
+                self.characters += sum(map(len, lines))
+                yield lines
 
     def _decode(self, chunk: bytes, path: Path, offset: int) -> str:
         """``chunk`` as text; ``offset`` is where it starts in the file."""

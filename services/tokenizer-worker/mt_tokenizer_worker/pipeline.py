@@ -57,10 +57,10 @@ def train_tokenizer(spec: TokenizerSpec, log: JobLog) -> TokenizerTrained:
     try:
         trained = method.train(split.training(), config, out_dir)
     except TokenizerTrainingError:
-        _raise_if_empty(reader.non_blank_lines, split.training_non_blank_lines, request.corpus_path)
+        _raise_if_empty(reader.has_text, split.training_has_text, request.corpus_path)
         raise
     seconds = time.perf_counter() - started
-    _raise_if_empty(reader.non_blank_lines, split.training_non_blank_lines, request.corpus_path)
+    _raise_if_empty(reader.has_text, split.training_has_text, request.corpus_path)
     corpus = reader.stats()
     log.write(
         "info", "statistics", f"measuring on {len(split.heldout)} held-out line(s)",
@@ -96,10 +96,10 @@ def train_tokenizer(spec: TokenizerSpec, log: JobLog) -> TokenizerTrained:
     return TokenizerTrained(vocab_size=trained.vocab_size, special_tokens=trained.special_tokens, statistics=statistics)
 
 
-def _raise_if_empty(non_blank_lines: int, training_non_blank_lines: int, corpus_path: str) -> None:
-    if non_blank_lines == 0:
+def _raise_if_empty(has_text: bool, training_has_text: bool, corpus_path: str) -> None:
+    if not has_text:
         raise TokenizerTrainingError("empty_corpus", f"{corpus_path!r} holds no non-whitespace text")
-    if training_non_blank_lines == 0:
+    if not training_has_text:
         raise TokenizerTrainingError(
             "empty_corpus",
             f"every non-blank line of {corpus_path!r} was held out; lower holdout_fraction or add text",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import random
+import sys
 from collections import Counter
 from collections.abc import Iterator
-from itertools import compress, repeat, starmap
+from itertools import chain, compress
+from operator import eq
 
 from tokenizers import Tokenizer
 
@@ -15,82 +18,92 @@ from mt_tokenizer_worker.methods import TrainedTokenizer
 TOP_TOKENS = 20
 # Held-out text is kept in memory for the statistics; past this many bytes no more lines are held out.
 HELDOUT_MAX_BYTES = 8 << 20
-_BATCH_LINES = 256
+_BATCH_LINES = 4096
 
 
 class HoldoutSplit:
     """Splits a line stream, given as lists of lines: each non-blank line is held out with probability
-    ``fraction``, drawn from a ``random.Random(seed)`` stream (one draw per line, so the choice depends only on
-    the seed and the line's position), until ``max_bytes`` of text are held out. ``training()`` yields the
-    other lines, in lists."""
+    ``fraction``, independently, until ``max_bytes`` of text are held out. ``training()`` yields the other
+    lines, in lists; ``training_has_text`` tells whether any of them is not blank.
+
+    Rather than one draw per line, the gap to the next chosen line is drawn, from the geometric distribution
+    of independent trials: ``floor(log(1 - U) / log(1 - fraction))`` for ``U`` uniform on [0, 1) from
+    ``random.Random(seed)`` (Knuth, TAOCP vol. 2, 3.4.1). The choice depends only on the seed and the lines'
+    positions, and costs one draw per held-out line, not per line: a corpus has millions.
+    """
 
     def __init__(
         self, batches: Iterator[list[str]], fraction: float, seed: int, max_bytes: int = HELDOUT_MAX_BYTES
     ) -> None:
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"fraction must be in [0, 1), got {fraction}")
         self._batches = batches
-        self._fraction = fraction
+        self._log_keep = math.log1p(-fraction)
         self._random = random.Random(seed)
         self._max_bytes = max_bytes
         self.heldout: list[str] = []
         self.heldout_bytes = 0
         self.training_lines = 0
-        self.training_non_blank_lines = 0
+        self.training_has_text = False
 
     def training(self) -> Iterator[list[str]]:
         """The training lines in lists; fills ``heldout`` and the counters as it goes, a list at a time."""
-        # Every loop over a list's lines runs in C (starmap, compress, map): a job's corpus has millions.
-        draw, below = self._random.random, self._fraction.__gt__
+        start = 0  # the stream position of the batch's first line
+        chosen = self._gap()  # the stream position of the next chosen line
         for batch in self._batches:
-            # One draw per line, in line order, whatever is held out.
-            draws = list(starmap(draw, repeat((), len(batch))))
+            end = start + len(batch)
             held: list[int] = []
-            for index in compress(range(len(batch)), map(below, draws)):
-                line = batch[index]
-                if not line.isspace() and self.heldout_bytes < self._max_bytes:
-                    held.append(index)
+            while chosen < end and self.heldout_bytes < self._max_bytes:
+                line = batch[chosen - start]
+                if not line.isspace():
+                    held.append(chosen - start)
                     self.heldout.append(line)
                     self.heldout_bytes += len(line.encode())
+                chosen += 1 + self._gap()
+            start = end
             self.training_lines += len(batch) - len(held)
-            self.training_non_blank_lines += len(batch) - sum(map(str.isspace, batch)) - len(held)
             kept = batch.copy() if held else batch
             for index in reversed(held):
                 del kept[index]
+            self.training_has_text = self.training_has_text or not all(map(str.isspace, kept))
             yield kept
+
+    def _gap(self) -> int:
+        """How many lines pass before the next chosen one (``sys.maxsize``, never, when ``fraction`` is 0)."""
+        if self._log_keep == 0.0:
+            return sys.maxsize
+        return math.floor(math.log(1.0 - self._random.random()) / self._log_keep)
 
 
 def heldout_statistics(tokenizer: Tokenizer, lines: list[str], trained: TrainedTokenizer) -> HeldOutStats | None:
     """``HeldOutStats`` of ``tokenizer`` on ``lines`` (``None`` when there are none). Lines are encoded
-    without added special tokens; a round trip decodes with special tokens kept."""
+    without added special tokens; a round trip decodes with special tokens kept. A character is uncovered when
+    the tokenizer writes it as the unknown token or as byte-fallback tokens."""
     if not lines:
         return None
-    unk = trained.unk_id
-    fallback = set(trained.byte_fallback_ids)
-    counts: Counter[int] = Counter()
-    tokens = unk_tokens = fallback_tokens = uncovered_chars = exact = 0
+    # Unknown and byte-fallback ids; every other id is a vocabulary piece.
+    uncovered_ids = set(trained.byte_fallback_ids) | ({trained.unk_id} if trained.unk_id is not None else set())
+    ids: list[list[int]] = []
+    exact = uncovered_chars = 0
     for start in range(0, len(lines), _BATCH_LINES):
         batch = lines[start : start + _BATCH_LINES]
         encodings = tokenizer.encode_batch(batch, add_special_tokens=False)
-        decoded = tokenizer.decode_batch([e.ids for e in encodings], skip_special_tokens=False)
-        for line, encoding, text in zip(batch, encodings, decoded, strict=True):
-            exact += text == line
-            ids = encoding.ids
-            counts.update(ids)
-            tokens += len(ids)
-            # Most lines hold neither unknown nor byte-fallback tokens: skip their offsets.
-            if unk not in ids and fallback.isdisjoint(ids):
-                continue
-            uncovered: set[int] = set()
-            for token_id, (begin, end) in zip(ids, encoding.offsets, strict=True):
-                if token_id == unk:
-                    unk_tokens += 1
-                    uncovered.update(range(begin, end))
-                elif token_id in fallback:
-                    fallback_tokens += 1
-                    uncovered.update(range(begin, end))
-            uncovered_chars += len(uncovered)
-    n_bytes = sum(len(line.encode()) for line in lines)
-    n_chars = sum(len(line) for line in lines)
-    words = sum(len(line.split()) for line in lines)
+        batch_ids = [encoding.ids for encoding in encodings]
+        ids.extend(batch_ids)
+        exact += sum(map(eq, batch, tokenizer.decode_batch(batch_ids, skip_special_tokens=False)))
+        if uncovered_ids:
+            # The byte-fallback tokens of one character share its offsets: count each span once.
+            for encoding, line_ids in zip(encodings, batch_ids, strict=True):
+                if not uncovered_ids.isdisjoint(line_ids):
+                    spans = set(compress(encoding.offsets, map(uncovered_ids.__contains__, line_ids)))
+                    uncovered_chars += sum(end - begin for begin, end in spans)
+    counts = Counter(chain.from_iterable(ids))
+    tokens = sum(map(len, ids))
+    unk_tokens = 0 if trained.unk_id is None else counts[trained.unk_id]
+    fallback_tokens = sum(counts[token_id] for token_id in trained.byte_fallback_ids)
+    text = "".join(lines)
+    n_bytes, n_chars = len(text.encode()), len(text)
+    words = sum(map(len, map(str.split, lines)))
     top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_TOKENS]
     return HeldOutStats(
         lines=len(lines),
