@@ -1,6 +1,5 @@
 """The part of the ``sentencepiece`` Python package (0.2.x) that mt_tokenizer_worker uses."""
 
-from collections.abc import Iterator
 from typing import Protocol
 
 class _Writer(Protocol):
@@ -10,7 +9,7 @@ _Option = str | int | float | bool | list[str]
 
 class SentencePieceTrainer:
     @staticmethod
-    def train(*, sentence_iterator: Iterator[str] = ..., model_writer: _Writer = ..., **kwargs: _Option) -> None: ...
+    def train(*, input: str, model_writer: _Writer = ..., **kwargs: _Option) -> None: ...
 
 class SentencePieceProcessor:
     def __init__(self, *, model_proto: bytes = ...) -> None: ...

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +14,7 @@ from mt_contracts.requests import TrainTokenizerRequest
 from mt_contracts.tokenizers import resolve_config
 from mt_tokenizer_worker import TokenizerTrainingError
 from mt_tokenizer_worker.methods import METHODS
+from mt_tokenizer_worker.methods.sentencepiece import _Trainer, _write_sentences
 
 TRICKY = [
     "Ünïcödé — naïve café 東京 🙂",
@@ -89,3 +92,38 @@ def test_a_vocabulary_too_small_for_the_characters_is_an_error(tmp_path: Path, s
     with pytest.raises(TokenizerTrainingError) as info:
         _train(tmp_path, shakespeare[:3000], _request(vocab_size=20, byte_fallback=False, special_tokens=[]))
     assert info.value.code == "vocab_size_too_small"
+
+
+def test_the_model_is_deterministic_and_keeps_no_temporary_path(tmp_path: Path, shakespeare: str) -> None:
+    # SentencePiece reads its sentences from a temporary FIFO and records the input path in the model;
+    # the path is removed, so the same corpus gives the same bytes.
+    request = _request(vocab_size=400)
+    for out in ("a", "b"):
+        _train(tmp_path / out, shakespeare[:20_000], request)
+    model = (tmp_path / "a" / "sentencepiece.model").read_bytes()
+    assert model == (tmp_path / "b" / "sentencepiece.model").read_bytes()
+    assert b"sentences.txt" not in model and b"mt-sentencepiece-" not in model
+    assert sentencepiece.SentencePieceProcessor(model_proto=model).get_piece_size() == 400
+
+
+def test_a_trainer_that_fails_before_reading_does_not_leave_the_writer_waiting(tmp_path: Path) -> None:
+    feed = tmp_path / "sentences.txt"
+    os.mkfifo(feed)
+    trainer = _Trainer(feed, {"vocab_size": 0, "minloglevel": 2})  # refused before the input is opened
+    trainer.start()
+    assert _write_sentences(feed, iter([["a line\n"] * 1000] * 1000), trainer) == 0
+    with pytest.raises(RuntimeError, match="vocab_size"):
+        trainer.model()
+
+
+def test_sentences_are_one_per_line_across_files_without_a_final_newline(tmp_path: Path) -> None:
+    feed = tmp_path / "sentences.txt"
+    os.mkfifo(feed)
+    trainer = threading.Thread(target=lambda: received.append(feed.read_bytes()))
+    received: list[bytes] = []
+    trainer.start()
+    # Two files, the first without a final newline: its last line must not run into the next file's first.
+    batches = [["first\n", "last line, no newline"], ["next file\n"]]
+    assert _write_sentences(feed, iter(batches), trainer) == 3
+    trainer.join()
+    assert received == [b"first\nlast line, no newline\nnext file\n"]

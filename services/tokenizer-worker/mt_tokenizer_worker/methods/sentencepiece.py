@@ -9,14 +9,18 @@ design. The trained ``sentencepiece.model`` is kept beside ``tokenizer.json``.
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import re
+import tempfile
+import threading
 from collections.abc import Iterator
-from itertools import chain
 from pathlib import Path
 from typing import ClassVar
 
 import sentencepiece
+from sentencepiece import sentencepiece_model_pb2
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from mt_contracts.tokenizers import SentencePieceConfig, TokenizerConfig
@@ -26,6 +30,7 @@ from mt_tokenizer_worker.methods.base import TOKENIZER_JSON, TrainedTokenizer, w
 
 SENTENCEPIECE_MODEL = "sentencepiece.model"
 UNK = "<unk>"
+_Option = str | int | float | bool | list[str]
 SPACE = "\u2581"  # "▁", SentencePiece's visible space
 _TOO_LARGE = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 _TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
@@ -51,35 +56,37 @@ class SentencePieceMethod:
             raise TypeError(f"SentencePieceMethod needs a SentencePieceConfig, got {type(config).__name__}")
         # Control pieces are not used: the special tokens are user-defined symbols, so they take ids 0..n-1
         # in order (``<|endoftext|>`` is 0) and are matched in text like added tokens in HF.
+        options: dict[str, _Option] = {
+            "model_type": config.model_type,
+            "vocab_size": config.vocab_size,
+            "character_coverage": config.character_coverage,
+            "byte_fallback": config.byte_fallback,
+            "split_digits": config.split_digits,
+            "normalization_rule_name": config.normalization,
+            "remove_extra_whitespaces": False,
+            "max_sentence_length": config.max_sentence_length,
+            "input_sentence_size": config.input_sentence_size,
+            "shuffle_input_sentence": True,
+            "user_defined_symbols": config.special_tokens,
+            "unk_id": len(config.special_tokens),
+            "unk_piece": UNK,
+            "bos_id": -1,
+            "eos_id": -1,
+            "pad_id": -1,
+            "hard_vocab_limit": True,
+            "minloglevel": 2,
+        }
         sentencepiece.set_random_generator_seed(config.seed)
-        model = io.BytesIO()
-        sentences = _Sentences(batches)
-        try:
-            sentencepiece.SentencePieceTrainer.train(
-                sentence_iterator=iter(sentences),
-                model_writer=model,
-                model_type=config.model_type,
-                vocab_size=config.vocab_size,
-                character_coverage=config.character_coverage,
-                byte_fallback=config.byte_fallback,
-                split_digits=config.split_digits,
-                normalization_rule_name=config.normalization,
-                remove_extra_whitespaces=False,
-                max_sentence_length=config.max_sentence_length,
-                input_sentence_size=config.input_sentence_size,
-                shuffle_input_sentence=True,
-                user_defined_symbols=config.special_tokens,
-                unk_id=len(config.special_tokens),
-                unk_piece=UNK,
-                bos_id=-1,
-                eos_id=-1,
-                pad_id=-1,
-                hard_vocab_limit=True,
-                minloglevel=2,
-            )
-        except RuntimeError as exc:
-            raise _training_error(str(exc), config) from exc
-        proto = model.getvalue()
+        with tempfile.TemporaryDirectory(prefix="mt-sentencepiece-") as tmp:
+            feed = Path(tmp) / "sentences.txt"
+            os.mkfifo(feed, 0o600)
+            trainer = _Trainer(feed, options)
+            trainer.start()
+            lines = _write_sentences(feed, batches, trainer)
+            try:
+                proto = without_input_paths(trainer.model())
+            except RuntimeError as exc:
+                raise _training_error(str(exc), config) from exc
         processor = sentencepiece.SentencePieceProcessor(model_proto=proto)
         tokenizer = to_hf_tokenizer(processor, config)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -95,9 +102,7 @@ class SentencePieceMethod:
             for i, piece in enumerate(pieces)
             if piece not in special and not processor.is_unknown(i)
         ]
-        sampled = (
-            sentences.count if config.input_sentence_size == 0 else min(sentences.count, config.input_sentence_size)
-        )
+        sampled = lines if config.input_sentence_size == 0 else min(lines, config.input_sentence_size)
         return TrainedTokenizer(
             vocab_size=size,
             special_tokens=config.special_tokens,
@@ -141,26 +146,87 @@ def to_hf_tokenizer(processor: sentencepiece.SentencePieceProcessor, config: Sen
     return tokenizer
 
 
-class _Sentences:
-    """The lines of ``batches`` without their final ``\\n`` (SentencePiece trains on sentences), counted."""
+class _Trainer(threading.Thread):
+    """``SentencePieceTrainer.train`` on the FIFO ``feed``, off the calling thread. SentencePiece reads its input
+    in C++ without holding the GIL, so it loads sentences while the caller still reads the corpus into the FIFO:
+    the two overlap on two cores, where a Python ``sentence_iterator`` would run them one after the other.
+    (50 MB, ``model_type="bpe"``: 2.6 s against 2.9 s with the iterator; the library alone on the file: 2.4 s.)
+    """
 
-    def __init__(self, batches: Iterator[list[str]]) -> None:
-        self._batches = batches
-        self.count = 0
+    def __init__(self, feed: Path, options: dict[str, _Option]) -> None:
+        super().__init__(name="sentencepiece-trainer", daemon=True)
+        self._feed = feed
+        self._options = options
+        self._model = io.BytesIO()
+        self._error: RuntimeError | None = None
 
-    def __iter__(self) -> Iterator[str]:
-        # SentencePiece pulls one sentence at a time; chain hands them out of each list without Python code.
-        return chain.from_iterable(self._lists())
+    def run(self) -> None:
+        try:
+            sentencepiece.SentencePieceTrainer.train(input=str(self._feed), model_writer=self._model, **self._options)
+        except RuntimeError as exc:  # SentencePiece's errors; model() hands them to the caller
+            self._error = exc
 
-    def _lists(self) -> Iterator[list[str]]:
-        for batch in self._batches:
-            self.count += len(batch)
-            text = "".join(batch)
-            # Lines hold no \n but the last character, so one \n per line means each line ends in one.
-            if text.count("\n") == len(batch):
-                yield text.split("\n")[:-1]
-            else:
-                yield [line.removesuffix("\n") for line in batch]
+    def model(self) -> bytes:
+        """The trained ``ModelProto``, serialized, once training ends.
+
+        Raises:
+            RuntimeError: SentencePiece refused the options or the corpus.
+        """
+        self.join()
+        if self._error is not None:
+            raise self._error
+        if not self._model.tell():
+            raise RuntimeError("SentencePiece ended without writing a model (see the process's stderr)")
+        return self._model.getvalue()
+
+
+def _write_sentences(feed: Path, batches: Iterator[list[str]], trainer: threading.Thread) -> int:
+    """Write the lines of ``batches`` into the FIFO ``feed`` (SentencePiece reads one sentence per line) until they
+    end or ``trainer`` (the thread that reads ``feed``) stops reading; return how many lines were written.
+
+    A corpus error (invalid UTF-8, a bad ``.jsonl`` record) is raised at once. The trainer then sees its input
+    end and finishes on what it read, in its daemon thread; its model is never used.
+    """
+    descriptor = _open_for_writing(feed, trainer)
+    if descriptor is None:
+        return 0  # the trainer failed before reading, and says why
+    lines = 0
+    try:
+        with open(descriptor, "wb") as pipe:
+            for batch in batches:
+                lines += len(batch)
+                text = "".join(batch)
+                # Each line but a file's last ends in \n; that one ends its file, so it must end in \n too.
+                pipe.write(text.encode() if text.endswith("\n") else (text + "\n").encode())
+    except BrokenPipeError:
+        pass  # the trainer stopped reading: it failed, and says why
+    return lines
+
+
+def _open_for_writing(feed: Path, trainer: threading.Thread) -> int | None:
+    """The FIFO's write end once ``trainer`` has opened its read end, or ``None`` if it ends first. A blocking
+    open would wait forever for a trainer that failed before opening its input."""
+    while True:
+        try:
+            descriptor = os.open(feed, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+            if not trainer.is_alive():
+                return None
+            trainer.join(timeout=0.002)
+            continue
+        os.set_blocking(descriptor, True)
+        return descriptor
+
+
+def without_input_paths(proto: bytes) -> bytes:
+    """``proto`` (a serialized ``ModelProto``) without ``trainer_spec.input``, the temporary FIFO's path:
+    the same request on the same corpus must give a byte-identical ``sentencepiece.model``."""
+    model = sentencepiece_model_pb2.ModelProto()
+    model.ParseFromString(proto)
+    model.trainer_spec.ClearField("input")
+    return model.SerializeToString(deterministic=True)
 
 
 def _training_error(message: str, config: SentencePieceConfig) -> TokenizerTrainingError:
