@@ -46,9 +46,9 @@ def _existing_sections() -> dict[str, str]:
 def _write(sections: dict[str, str]) -> None:
     header = (
         "# Benchmarks\n\n"
-        f"Written by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on {machine()}.\n"
+        f"Last written by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.\n"
         "Numbers are medians of repeated runs; ratios compare against a reference measured in the same run.\n"
-        "A section run on its own keeps the others as they were (each names what it measured).\n"
+        "A section run on its own keeps the others as they were; each names the machine it was measured on.\n"
     )
     body = "\n\n".join(sections[heading] for heading in sorted(sections))
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
@@ -63,8 +63,10 @@ def main(argv: list[str]) -> int:
         print(f"bench: {name}", flush=True)
         started = time.monotonic()
         module = importlib.import_module(f"benchmarks.{name}")
-        section: str = module.main()
-        sections[section.strip().splitlines()[0]] = section.strip()
+        heading, _, body = module.main().strip().partition("\n")
+        # Sections are kept across runs, so each names the machine and the day its numbers come from.
+        stamp = f"Measured on {datetime.now(UTC):%Y-%m-%d} on {machine()}."
+        sections[heading] = "\n\n".join(part for part in (heading, stamp, body.strip()) if part)
         _write(sections)  # after each benchmark, so a later failure keeps what was measured
         print(f"bench: {name} done in {time.monotonic() - started:.0f} s", flush=True)
     print(f"bench: wrote {OUTPUT}")

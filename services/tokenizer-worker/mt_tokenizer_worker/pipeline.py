@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -90,7 +89,7 @@ def train_tokenizer(spec: TokenizerSpec, log: JobLog) -> TokenizerTrained:
         statistics=statistics,
         files=file_entries(out_dir, trained.files),
         created_at=datetime.now(UTC),
-        versions={name: version(name) for name in VERSIONED_PACKAGES},
+        versions=_versions(),
     )
     atomic_write_bytes(out_dir / MANIFEST, codec.encode(manifest))
     return TokenizerTrained(vocab_size=trained.vocab_size, special_tokens=trained.special_tokens, statistics=statistics)
@@ -104,3 +103,12 @@ def _raise_if_empty(has_text: bool, training_has_text: bool, corpus_path: str) -
             "empty_corpus",
             f"every non-blank line of {corpus_path!r} was held out; lower holdout_fraction or add text",
         )
+
+
+def _versions() -> dict[str, str]:
+    """The installed versions of ``VERSIONED_PACKAGES``, read from their metadata without importing them."""
+    # Imported here, after the statistics: importlib.metadata (with email and zipfile) is 2 MB of a job's
+    # peak memory, and only the manifest needs it.
+    from importlib.metadata import version
+
+    return {name: version(name) for name in VERSIONED_PACKAGES}

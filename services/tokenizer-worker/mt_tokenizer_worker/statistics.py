@@ -18,7 +18,8 @@ from mt_tokenizer_worker.methods import TrainedTokenizer
 TOP_TOKENS = 20
 # Held-out text is kept in memory for the statistics; past this many bytes no more lines are held out.
 HELDOUT_MAX_BYTES = 8 << 20
-_BATCH_LINES = 4096
+# Lines encoded per call: each Encoding holds its tokens' strings and offsets, so larger batches cost memory.
+_BATCH_LINES = 256
 
 
 class HoldoutSplit:
@@ -83,13 +84,14 @@ def heldout_statistics(tokenizer: Tokenizer, lines: list[str], trained: TrainedT
         return None
     # Unknown and byte-fallback ids; every other id is a vocabulary piece.
     uncovered_ids = set(trained.byte_fallback_ids) | ({trained.unk_id} if trained.unk_id is not None else set())
-    ids: list[list[int]] = []
-    exact = uncovered_chars = 0
+    counts: Counter[int] = Counter()
+    tokens = exact = uncovered_chars = 0
     for start in range(0, len(lines), _BATCH_LINES):
         batch = lines[start : start + _BATCH_LINES]
         encodings = tokenizer.encode_batch(batch, add_special_tokens=False)
         batch_ids = [encoding.ids for encoding in encodings]
-        ids.extend(batch_ids)
+        counts.update(chain.from_iterable(batch_ids))
+        tokens += sum(map(len, batch_ids))
         exact += sum(map(eq, batch, tokenizer.decode_batch(batch_ids, skip_special_tokens=False)))
         if uncovered_ids:
             # The byte-fallback tokens of one character share its offsets: count each span once.
@@ -97,12 +99,9 @@ def heldout_statistics(tokenizer: Tokenizer, lines: list[str], trained: TrainedT
                 if not uncovered_ids.isdisjoint(line_ids):
                     spans = set(compress(encoding.offsets, map(uncovered_ids.__contains__, line_ids)))
                     uncovered_chars += sum(end - begin for begin, end in spans)
-    counts = Counter(chain.from_iterable(ids))
-    tokens = sum(map(len, ids))
     unk_tokens = 0 if trained.unk_id is None else counts[trained.unk_id]
     fallback_tokens = sum(counts[token_id] for token_id in trained.byte_fallback_ids)
-    text = "".join(lines)
-    n_bytes, n_chars = len(text.encode()), len(text)
+    n_bytes, n_chars = sum(map(len, map(str.encode, lines))), sum(map(len, lines))
     words = sum(map(len, map(str.split, lines)))
     top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_TOKENS]
     return HeldOutStats(
