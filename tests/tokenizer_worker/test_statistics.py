@@ -10,7 +10,8 @@ LINES = [f"line {i}\n" if i % 5 else "\n" for i in range(100_000)]  # every fift
 
 
 def _split(fraction: float, seed: int, max_bytes: int = 1 << 30, size: int = 2_400) -> tuple[HoldoutSplit, list[str]]:
-    split = HoldoutSplit(iter([LINES[i : i + size] for i in range(0, len(LINES), size)]), fraction, seed, max_bytes)
+    batches = iter([LINES[i : i + size] for i in range(0, len(LINES), size)])
+    split = HoldoutSplit(batches, fraction, seed, max_bytes=max_bytes)
     training = [line for batch in split.training() for line in batch]
     return split, training
 
@@ -45,3 +46,15 @@ def test_nothing_is_held_out_at_fraction_zero_and_no_more_than_max_bytes() -> No
 def test_a_fraction_of_one_or_more_is_refused() -> None:
     with pytest.raises(ValueError, match="fraction"):
         HoldoutSplit(iter([]), 1.0, 0)
+
+
+def test_a_large_corpus_holds_out_about_the_target_spread_over_all_of_it() -> None:
+    corpus_bytes = sum(map(len, LINES))  # 799,960
+    split = HoldoutSplit(iter([LINES]), 0.5, seed=3, corpus_bytes=corpus_bytes, target_bytes=40_000)
+    training = [line for batch in split.training() for line in batch]
+    assert split.fraction == 40_000 / corpus_bytes
+    # 5% of the bytes of non-blank lines (blank ones are 1 byte each): about 39,000; sd about 1.5%.
+    assert 0.9 * 40_000 < split.heldout_bytes < 1.1 * 40_000
+    positions = [LINES.index(line) for line in split.heldout]
+    assert positions[0] < 5_000 and positions[-1] > 95_000  # from the whole corpus, not its start
+    assert len(training) + len(split.heldout) == len(LINES)

@@ -48,8 +48,9 @@ class TrainTokenizerRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=T
     tokens. ``<|endoftext|>`` is always the first special token (documents are separated by it in training
     data); it is added when ``special_tokens`` does not list it. Method-specific options are ``null`` when
     not sent and take the method's default; sending one to the other method is a 400 naming the field.
-    ``holdout_fraction`` of the corpus's lines, chosen by ``seed``, is held out of training and used for the
-    statistics.
+    ``holdout_fraction`` of the corpus's non-blank lines, chosen by ``seed``, is held out of training and used
+    for the statistics; on a corpus larger than 1 MiB / ``holdout_fraction`` the share is lowered so that
+    about 1 MiB is held out, spread over the whole corpus.
     """
 
     corpus_path: CorpusPath

@@ -50,7 +50,8 @@ def train_tokenizer(spec: TokenizerSpec, log: JobLog) -> TokenizerTrained:
         encoding_errors=config.encoding_errors,
         max_line_bytes=method.max_line_bytes(config),
     )
-    split = HoldoutSplit(reader.batches(), config.holdout_fraction, config.seed)
+    corpus_bytes = sum(path.stat().st_size for path in files)
+    split = HoldoutSplit(reader.batches(), config.holdout_fraction, config.seed, corpus_bytes=corpus_bytes)
     log.write("info", "training", f"training {request.method} with vocab_size={config.vocab_size}")
     started = time.perf_counter()
     try:
@@ -62,7 +63,7 @@ def train_tokenizer(spec: TokenizerSpec, log: JobLog) -> TokenizerTrained:
     _raise_if_empty(reader.has_text, split.training_has_text, request.corpus_path)
     corpus = reader.stats()
     log.write(
-        "info", "statistics", f"measuring on {len(split.heldout)} held-out line(s)",
+        "info", "statistics", f"measuring on {len(split.heldout)} held-out line(s)", heldout_fraction=split.fraction,
         vocab_size=trained.vocab_size, corpus_bytes=corpus.bytes, seconds=seconds,
     )  # fmt: skip
     tokenizer = Tokenizer.from_file(str(out_dir / TOKENIZER_JSON))
