@@ -125,6 +125,20 @@ def test_long_lines_are_split_for_sentencepiece_and_counted(tmp_path: Path, shak
     assert stats.sampled_lines == stats.training_lines
 
 
+def test_a_corpus_of_one_long_line_trains_sentencepiece_on_its_pieces(tmp_path: Path, shakespeare: str) -> None:
+    # Had the pieces reached SentencePiece as one sentence, it would skip it as too long and find no text.
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "long.txt").write_text(shakespeare[:30_000].replace("\n", " "))
+    request = TrainTokenizerRequest(
+        corpus_path="long.txt", method="sentencepiece", vocab_size=400, max_sentence_length=2000, holdout_fraction=0
+    )
+    stats = _run(tmp_path, request).statistics
+    assert stats.corpus.split_lines == 1
+    assert stats.corpus.lines == stats.sampled_lines >= 15
+    tokenizer = Tokenizer.from_file(str(tmp_path / "art" / TOKENIZER_ID / "tokenizer.json"))
+    assert tokenizer.token_to_id("\u2581the") is not None
+
+
 def test_invalid_utf8_fails_naming_file_and_offset_unless_replaced(tmp_path: Path, shakespeare: str) -> None:
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "bad.txt").write_bytes(b"hello world\nbad \xff byte\n" + shakespeare[:20_000].encode())

@@ -116,14 +116,15 @@ def test_a_trainer_that_fails_before_reading_does_not_leave_the_writer_waiting(t
         trainer.model()
 
 
-def test_sentences_are_one_per_line_across_files_without_a_final_newline(tmp_path: Path) -> None:
+def test_sentences_are_one_per_line_whatever_their_ending(tmp_path: Path) -> None:
     feed = tmp_path / "sentences.txt"
     os.mkfifo(feed)
     trainer = threading.Thread(target=lambda: received.append(feed.read_bytes()))
     received: list[bytes] = []
     trainer.start()
-    # Two files, the first without a final newline: its last line must not run into the next file's first.
-    batches = [["first\n", "last line, no newline"], ["next file\n"]]
-    assert _write_sentences(feed, iter(batches), trainer) == 3
+    # Two files, the first without a final newline: its last line must not run into the next file's first;
+    # the pieces of a line split for max_sentence_length are sentences of their own.
+    batches = [["first\n", "last line, no newline"], ["a long line ", "split in two\n", "next file\n"]]
+    assert _write_sentences(feed, iter(batches), trainer) == 5
     trainer.join()
-    assert received == [b"first\nlast line, no newline\nnext file\n"]
+    assert received == [b"first\nlast line, no newline\na long line \nsplit in two\nnext file\n"]

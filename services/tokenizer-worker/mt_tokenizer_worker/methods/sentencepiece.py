@@ -196,8 +196,11 @@ def _write_sentences(feed: Path, batches: Iterator[list[str]], trainer: threadin
             for batch in batches:
                 lines += len(batch)
                 text = "".join(batch)
-                # Each line but a file's last ends in \n; that one ends its file, so it must end in \n too.
-                pipe.write(text.encode() if text.endswith("\n") else (text + "\n").encode())
+                # Lines hold no \n but the last character. Lines without one (a file's last line, the pieces of
+                # a line split for max_sentence_length) are sentences of their own, so they get one.
+                if text.count("\n") != len(batch):
+                    text = "".join(line if line.endswith("\n") else line + "\n" for line in batch)
+                pipe.write(text.encode())
     except BrokenPipeError:
         pass  # the trainer stopped reading: it failed, and says why
     return lines
