@@ -149,15 +149,17 @@ def test_bad_jsonl_names_file_and_line(tmp_path: Path, content: bytes, problem: 
 
 
 def _lines_one_by_one(data: bytes) -> list[str]:
-    """The reading rules applied a line at a time: split after each ``\\n``, replace bad bytes, normalise a
-    line holding ``\\r`` and split it by ``str.splitlines``."""
+    """The reading rules applied a line at a time: split after each ``\\n``, replace bad bytes, and split a
+    line holding ``\\r`` after each ``\\r\\n`` and lone ``\\r``, which become ``\\n``."""
     lines: list[str] = []
     parts = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
     for index, part in enumerate(parts):
         raw = part if index == len(parts) - 1 else part + b"\n"
         text = raw.decode("utf-8", errors="replace")
         if "\r" in text:
-            lines.extend(text.replace("\r\n", "\n").replace("\r", "\n").splitlines(keepends=True))
+            *ended, last = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+            lines.extend(piece + "\n" for piece in ended)
+            lines.extend([last] if last else [])
         elif text:
             lines.append(text)
     return lines
@@ -165,12 +167,12 @@ def _lines_one_by_one(data: bytes) -> list[str]:
 
 def test_lines_across_read_blocks_match_reading_line_by_line(tmp_path: Path) -> None:
     # Over 2 MiB so that lines, a \r\n pair and a bad byte sit across the reader's 64 KiB blocks; \v, \x1c and
-    # \u2028 end no line unless the line also holds \r.
+    # \u2028 end no line, even in a line that holds \r.
     rows = [f"line {i} caf\u00e9 \u6771\u4eac".encode() for i in range(120_000)]
     rows[1000] += b"\x0bvertical tab\x1cfile sep \xe2\x80\xa8 ls"
     rows[2000] += b"\r\x0bboth"
     rows[70_000] += b" bad \xff\xe6\x9d byte"
-    data = b"\xef\xbb\xbf" + b"\n".join(rows) + b"\r\n" + b"x" * (3 << 20) + b"\rlast\r"
+    data = b"\xef\xbb\xbf" + b"\n".join(rows) + b"\r\n" + b"x" * (300 << 10) + b"\rlast\r"
     path = tmp_path / "big.txt"
     path.write_bytes(data)
     reader = CorpusReader([path], encoding_errors="replace")
@@ -188,6 +190,41 @@ def test_lines_across_read_blocks_match_reading_line_by_line(tmp_path: Path) -> 
     assert reader.fingerprint().files == [
         CorpusFile(path="big.txt", size=len(data), sha256=hashlib.sha256(data).hexdigest())
     ]
+
+
+def test_a_file_with_only_cr_line_ends_is_read_a_block_at_a_time(tmp_path: Path) -> None:
+    rows = [f"old mac line {i}" for i in range(200_000)]  # 3.4 MB
+    path = tmp_path / "cr.txt"
+    path.write_bytes("\r".join(rows).encode() + b"\r")
+    batches = list(CorpusReader([path]).batches())
+    assert len(batches) > 40 and max(map(len, batches)) < 5_000  # 64 KiB blocks, not one 3.4 MB block
+    assert [line for batch in batches for line in batch] == [row + "\n" for row in rows]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        " ".join(f"word{i}" for i in range(700_000)),  # 6.7 MB of words
+        "\u6771\u4eac\u00e9" * 800_000,  # 6.4 MB without a space: cut between characters
+    ],
+)
+def test_a_line_longer_than_a_megabyte_comes_in_pieces(tmp_path: Path, line: str) -> None:
+    path = tmp_path / "long.txt"
+    path.write_text(f"short\n{line}\nend\n", encoding="utf-8")
+    reader = CorpusReader([path])
+    lines = list(reader.lines())
+    pieces = lines[1:-1]
+    assert lines[0] == "short\n" and lines[-1] == "end\n"
+    assert "".join(pieces) == line + "\n"
+    assert len(pieces) >= 6 and max(len(piece.encode()) for piece in pieces) <= (1 << 20) + (64 << 10)
+    assert [piece.endswith("\n") for piece in pieces] == [False] * (len(pieces) - 1) + [True]
+    if " " in line:
+        assert all(piece.endswith(" ") for piece in pieces[:-1])
+    assert reader.stats().split_lines == 0 and reader.stats().characters == len(line) + 11
+    # With a line length limit, the pieces are split further; the long line counts once.
+    limited = CorpusReader([path], max_line_bytes=4_000)
+    assert "".join(limited.lines()) == f"short\n{line}\nend\n"
+    assert limited.stats().split_lines == 1
 
 
 def test_invalid_utf8_far_into_a_file_names_its_byte_offset(tmp_path: Path) -> None:

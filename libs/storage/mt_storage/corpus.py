@@ -85,6 +85,8 @@ _REPLACEMENT = "\ufffd"
 _CHUNK = 1 << 20
 # Lines are read a block at a time; a larger block saves no time and holds megabytes beside a tokenizer.
 _LINE_BLOCK = 64 << 10
+# A line longer than this is read in pieces of about this many bytes (see CorpusReader._text_lines).
+_LONG_LINE_PIECE = 1 << 20
 
 
 class CorpusReader:
@@ -92,13 +94,15 @@ class CorpusReader:
 
     ``.txt`` files yield their lines; ``.jsonl`` files yield the lines of each record's ``text_field`` (a
     record's last line always ends in ``\n``). A UTF-8 byte order mark at the start of a file is dropped;
-    ``\r\n`` and lone ``\r`` become ``\n``. Invalid UTF-8 raises ``CorpusDecodeError`` with
+    ``\r\n`` and lone ``\r`` become ``\n``; only these end a line. Invalid UTF-8 raises ``CorpusDecodeError`` with
     ``encoding_errors="strict"``; with ``"replace"`` each invalid sequence becomes U+FFFD and its bytes are
     counted. Empty and whitespace-only files are skipped (and listed). Lines longer than ``max_line_bytes``
     UTF-8 bytes are split, at the last whitespace that fits when there is one, and counted.
 
-    Streams: memory does not grow with corpus size beyond a 64 KiB block or the longest line (or ``.jsonl``
-    record). The counters (``stats()``, ``fingerprint()``) are complete once ``lines()`` is exhausted.
+    Streams: memory does not grow with corpus size beyond a 64 KiB block (or the longest ``.jsonl`` record). A
+    ``.txt`` line longer than 1 MiB comes in pieces of about 1 MiB, cut after a space or tab where there is
+    one; each piece but the last lacks the ``\n``, and joined they are the line. The counters (``stats()``,
+    ``fingerprint()``) are complete once ``lines()`` is exhausted.
     """
 
     def __init__(
@@ -153,8 +157,11 @@ class CorpusReader:
                 self.used_files += 1
                 self.bytes += size
                 source = self._jsonl_lines(path, digest) if path.suffix == ".jsonl" else self._text_lines(path, digest)
+                # Whether the line before ``lines`` goes on in them (a line longer than _LONG_LINE_PIECE).
+                continued = False
                 for lines in source:
-                    pieces = self._split(lines)
+                    pieces = self._split(lines, continued)
+                    continued = bool(lines) and not lines[-1].endswith("\n")
                     self.lines_read += len(pieces)
                     # all() stops at the first line that is not blank: after that, at once.
                     self.has_text = self.has_text or not all(map(str.isspace, pieces))
@@ -187,26 +194,39 @@ class CorpusReader:
         return path.name
 
     def _text_lines(self, path: Path, digest: _Digest) -> Iterator[list[str]]:
-        """The file's lines, one list per block of whole lines (a line longer than a block comes whole)."""
+        """The file's lines, one list per block of whole lines. A line longer than ``_LONG_LINE_PIECE`` bytes
+        comes in pieces of about that size, cut after a space or tab where there is one (else between two
+        characters); only the last piece ends in ``\n``."""
         offset = 0
         pending: list[bytes] = []
+        pending_size = 0
         with path.open("rb") as handle:
             while block := handle.read(_LINE_BLOCK):
                 digest.update(block)
-                cut = block.rfind(b"\n") + 1
+                cut = _after_last_line_end(block)
                 if cut == 0:
                     pending.append(block)
+                    pending_size += len(block)
+                    if pending_size < _LONG_LINE_PIECE:
+                        continue
+                    # A line without an end in sight: hand on a piece of it, so memory stays bounded.
+                    data = b"".join(pending)
+                    cut = _piece_end(data)
+                    pending, pending_size = [data[cut:]], len(data) - cut
+                    yield self._block_lines(data[:cut], path, offset)
+                    offset += cut
                     continue
                 data = b"".join([*pending, block[:cut]]) if pending else block[:cut]
                 pending = [block[cut:]] if cut < len(block) else []
+                pending_size = len(block) - cut
                 yield self._block_lines(data, path, offset)
                 offset += len(data)
         if pending:
             yield self._block_lines(b"".join(pending), path, offset)
 
     def _block_lines(self, data: bytes, path: Path, offset: int) -> list[str]:
-        """The lines of ``data`` (whole lines found ``offset`` bytes into ``path``): split after each ``\n``;
-        a line holding ``\r`` is normalised, then split by ``str.splitlines``."""
+        """The lines of ``data`` (whole lines found ``offset`` bytes into ``path``): split after each ``\n``,
+        ``\r\n`` and lone ``\r``, which become ``\n``; no other character ends a line."""
         if offset == 0 and data.startswith(_BOM):
             data, offset = data[3:], 3
         try:
@@ -226,7 +246,10 @@ class CorpusReader:
         for index, part in enumerate(parts):
             line = part if index == len(parts) - 1 else part + "\n"
             if "\r" in line:
-                lines.extend(line.replace("\r\n", "\n").replace("\r", "\n").splitlines(keepends=True))
+                *ended, last = line.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+                lines.extend(piece + "\n" for piece in ended)
+                if last:
+                    lines.append(last)
             elif line:
                 lines.append(line)
         return lines
@@ -275,28 +298,32 @@ class CorpusReader:
                 self.replaced_bytes += exc.end - exc.start
                 rest = rest[exc.end :]
 
-    def _split(self, lines: list[str]) -> list[str]:
-        """``lines`` with each line longer than ``max_line_bytes`` UTF-8 bytes split into pieces that fit."""
+    def _split(self, lines: list[str], continued: bool) -> list[str]:
+        """``lines`` with each line longer than ``max_line_bytes`` UTF-8 bytes split into pieces that fit.
+        ``continued``: the first line is a later piece of a line read in pieces, which counts once in
+        ``split_lines``, with its first piece."""
         limit = self.max_line_bytes
         if limit is None or not lines or max(map(len, lines)) * 4 <= limit:
             return lines
         pieces: list[str] = []
-        for line in lines:
-            if len(line) * 4 <= limit or len(line.encode()) <= limit:
+        for index, line in enumerate(lines):
+            if len(line) * 4 <= limit or len(data := line.encode()) <= limit:
                 pieces.append(line)
                 continue
-            self.split_lines += 1
-            rest = line
-            while len(rest.encode()) > limit:
-                # The longest prefix that fits in ``limit`` bytes, found on the encoded form then backed off to
-                # a character boundary.
-                head = rest.encode()[:limit].decode("utf-8", errors="ignore")
-                cut = max(head.rfind(" "), head.rfind("\t"))
-                end = cut + 1 if cut > 0 else len(head)
-                pieces.append(rest[:end])
-                rest = rest[end:]
-            if rest:
-                pieces.append(rest)
+            self.split_lines += index > 0 or not continued
+            start = 0
+            while len(data) - start > limit:
+                # The longest run of whole characters that fits in ``limit`` bytes, cut after its last space or
+                # tab when it holds one (past its first byte).
+                end = start + limit
+                while data[end] & 0xC0 == 0x80:  # a UTF-8 continuation byte: back off to the character's start
+                    end -= 1
+                space = max(data.rfind(b" ", start, end), data.rfind(b"\t", start, end))
+                end = space + 1 if space > start else end
+                pieces.append(data[start:end].decode("utf-8"))
+                start = end
+            if start < len(data):
+                pieces.append(data[start:].decode("utf-8"))
         return pieces
 
 
@@ -310,6 +337,28 @@ def _has_text(path: Path) -> bool:
                 return True
             chunk = handle.read(_CHUNK)
     return False
+
+
+def _after_last_line_end(block: bytes) -> int:
+    """Where the last whole line of ``block`` ends: after its last ``\n``, else after its last ``\r`` that is
+    not its last byte (one there may be the first half of ``\r\n``); 0 when it holds no line end."""
+    newline = block.rfind(b"\n")
+    if newline >= 0:
+        return newline + 1
+    return block.rfind(b"\r", 0, len(block) - 1) + 1
+
+
+def _piece_end(data: bytes) -> int:
+    """Where to cut a piece off the start of ``data``, a part of one long line: after its last space or tab,
+    else before its last character (never inside a UTF-8 sequence); always between 1 and ``len(data) - 1``
+    for ``data`` of at least 2 bytes."""
+    space = max(data.rfind(b" ", 0, len(data) - 1), data.rfind(b"\t", 0, len(data) - 1))
+    if space >= 0:
+        return space + 1
+    end = len(data) - 1
+    while end > 1 and data[end] & 0xC0 == 0x80:
+        end -= 1
+    return end
 
 
 def _hash_file(path: Path, digest: _Digest) -> None:
