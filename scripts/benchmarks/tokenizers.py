@@ -25,6 +25,7 @@ from benchmarks._common import SHAKESPEARE, median
 from mt_contracts import codec
 from mt_contracts.requests import TrainTokenizerRequest
 from mt_contracts.tokenizers import BpeConfig, SentencePieceConfig, TokenizerConfig, TokenizerSpec, resolve_config
+from mt_tokenizer_worker.methods.sentencepiece import trainer_options
 
 REPEATS = 5
 VOCAB_SIZE = 8000
@@ -49,7 +50,7 @@ if method == "bpe":
 else:
     import sentencepiece as spm
     spm.set_random_generator_seed(options.pop("seed"))
-    spm.SentencePieceTrainer.train(input=path, model_prefix=out + "/sp", minloglevel=2, **options)
+    spm.SentencePieceTrainer.train(input=path, model_prefix=out + "/sp", **options)
 """
 
 
@@ -65,26 +66,7 @@ def library_options(config: TokenizerConfig) -> dict[str, str | int | float | bo
                 "max_token_length": None if config.max_token_length is None else config.max_token_length + 1,
             }
         case SentencePieceConfig():
-            return {
-                "model_type": config.model_type,
-                "vocab_size": config.vocab_size,
-                "character_coverage": config.character_coverage,
-                "byte_fallback": config.byte_fallback,
-                "split_digits": config.split_digits,
-                "normalization_rule_name": config.normalization,
-                "remove_extra_whitespaces": False,
-                "max_sentence_length": config.max_sentence_length,
-                "input_sentence_size": config.input_sentence_size,
-                "shuffle_input_sentence": True,
-                "user_defined_symbols": config.special_tokens,
-                "unk_id": len(config.special_tokens),
-                "unk_piece": "<unk>",
-                "bos_id": -1,
-                "eos_id": -1,
-                "pad_id": -1,
-                "hard_vocab_limit": True,
-                "seed": config.seed,
-            }
+            return {**trainer_options(config), "seed": config.seed}
 
 
 def measure(command: list[str], stdin: bytes | None = None) -> tuple[float, float]:

@@ -30,7 +30,7 @@ from mt_tokenizer_worker.methods.base import TOKENIZER_JSON, TrainedTokenizer, w
 
 SENTENCEPIECE_MODEL = "sentencepiece.model"
 UNK = "<unk>"
-_Option = str | int | float | bool | list[str]
+Option = str | int | float | bool | list[str]
 SPACE = "\u2581"  # "▁", SentencePiece's visible space
 _TOO_LARGE = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 _TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
@@ -54,28 +54,7 @@ class SentencePieceMethod:
         """
         if not isinstance(config, SentencePieceConfig):
             raise TypeError(f"SentencePieceMethod needs a SentencePieceConfig, got {type(config).__name__}")
-        # Control pieces are not used: the special tokens are user-defined symbols, so they take ids 0..n-1
-        # in order (``<|endoftext|>`` is 0) and are matched in text like added tokens in HF.
-        options: dict[str, _Option] = {
-            "model_type": config.model_type,
-            "vocab_size": config.vocab_size,
-            "character_coverage": config.character_coverage,
-            "byte_fallback": config.byte_fallback,
-            "split_digits": config.split_digits,
-            "normalization_rule_name": config.normalization,
-            "remove_extra_whitespaces": False,
-            "max_sentence_length": config.max_sentence_length,
-            "input_sentence_size": config.input_sentence_size,
-            "shuffle_input_sentence": True,
-            "user_defined_symbols": config.special_tokens,
-            "unk_id": len(config.special_tokens),
-            "unk_piece": UNK,
-            "bos_id": -1,
-            "eos_id": -1,
-            "pad_id": -1,
-            "hard_vocab_limit": True,
-            "minloglevel": 2,
-        }
+        options = trainer_options(config)
         sentencepiece.set_random_generator_seed(config.seed)
         with tempfile.TemporaryDirectory(prefix="mt-sentencepiece-") as tmp:
             feed = Path(tmp) / "sentences.txt"
@@ -112,6 +91,33 @@ class SentencePieceMethod:
             byte_fallback_ids=byte_ids,
             token_byte_lengths=sorted(lengths),
         )
+
+
+def trainer_options(config: SentencePieceConfig) -> dict[str, Option]:
+    """The ``SentencePieceTrainer.train`` options for ``config``, but the input (the benchmark hands the same
+    ones to the library alone)."""
+    # Control pieces are not used: the special tokens are user-defined symbols, so they take ids 0..n-1 in
+    # order (``<|endoftext|>`` is 0) and are matched in text like added tokens in HF.
+    return {
+        "model_type": config.model_type,
+        "vocab_size": config.vocab_size,
+        "character_coverage": config.character_coverage,
+        "byte_fallback": config.byte_fallback,
+        "split_digits": config.split_digits,
+        "normalization_rule_name": config.normalization,
+        "remove_extra_whitespaces": False,
+        "max_sentence_length": config.max_sentence_length,
+        "input_sentence_size": config.input_sentence_size,
+        "shuffle_input_sentence": True,
+        "user_defined_symbols": config.special_tokens,
+        "unk_id": len(config.special_tokens),
+        "unk_piece": UNK,
+        "bos_id": -1,
+        "eos_id": -1,
+        "pad_id": -1,
+        "hard_vocab_limit": True,
+        "minloglevel": 2,
+    }
 
 
 def to_hf_tokenizer(processor: sentencepiece.SentencePieceProcessor, config: SentencePieceConfig) -> Tokenizer:
@@ -153,7 +159,7 @@ class _Trainer(threading.Thread):
     (50 MB, ``model_type="bpe"``: 2.6 s against 2.9 s with the iterator; the library alone on the file: 2.4 s.)
     """
 
-    def __init__(self, feed: Path, options: dict[str, _Option]) -> None:
+    def __init__(self, feed: Path, options: dict[str, Option]) -> None:
         super().__init__(name="sentencepiece-trainer", daemon=True)
         self._feed = feed
         self._options = options
