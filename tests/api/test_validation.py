@@ -53,6 +53,17 @@ async def assert_nothing_written(redis: Redis, api_settings: ApiSettings) -> Non
         ({"corpus_path": "small.txt", "vocab_sise": 1000}, "vocab_sise", "unknown field"),
         ({"corpus_path": "small.txt", "special_tokens": ["<a>", "<a>"]}, "special_tokens", "unique"),
         ({"corpus_path": "small.txt", "special_tokens": ["  "]}, "special_tokens", "empty or whitespace"),
+        (
+            {"corpus_path": "small.txt", "method": "sentencepiece", "special_tokens": ["<unk>"]},
+            "special_tokens",
+            "'<unk>' is a piece SentencePiece reserves",
+        ),
+        (
+            {"corpus_path": "small.txt", "method": "sentencepiece", "special_tokens": ["<0x41>"]},
+            "special_tokens",
+            "'<0x41>' is a piece SentencePiece reserves",
+        ),
+        ({"corpus_path": "small.txt", "max_token_length": 1}, "max_token_length", ">= 2"),
         ({"corpus_path": "small.txt", "method": "wordpiece"}, "method", "Invalid enum value"),
         (
             {"corpus_path": "small.txt", "method": "sentencepiece", "max_sentence_length": 4},

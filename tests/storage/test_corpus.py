@@ -192,6 +192,15 @@ def test_lines_across_read_blocks_match_reading_line_by_line(tmp_path: Path) -> 
     ]
 
 
+def test_only_newlines_end_the_lines_of_a_jsonl_record(tmp_path: Path) -> None:
+    # Form feed, U+2028 and NEL are text: str.splitlines would end lines at them.
+    path = tmp_path / "pages.jsonl"
+    path.write_bytes(b'{"text": "page1\\u000cpage2 x\\u2028y\\u0085z\\r\\nlast"}\n')
+    reader = CorpusReader([path])
+    assert list(reader.lines()) == ["page1\x0cpage2 x\u2028y\x85z\n", "last\n"]
+    assert reader.stats().characters == 23
+
+
 def test_a_file_with_only_cr_line_ends_is_read_a_block_at_a_time(tmp_path: Path) -> None:
     rows = [f"old mac line {i}" for i in range(200_000)]  # 3.4 MB
     path = tmp_path / "cr.txt"

@@ -43,6 +43,11 @@ def test_nothing_is_held_out_at_fraction_zero_and_no_more_than_max_bytes() -> No
     assert 1_000 <= capped.heldout_bytes < 1_000 + len("line 99999\n")
 
 
+def test_a_vanishing_fraction_holds_out_nothing() -> None:
+    split, training = _split(1e-320, seed=1)
+    assert split.heldout == [] and training == LINES
+
+
 def test_a_fraction_of_one_or_more_is_refused() -> None:
     with pytest.raises(ValueError, match="fraction"):
         HoldoutSplit(iter([]), 1.0, 0)

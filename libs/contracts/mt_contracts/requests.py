@@ -73,7 +73,7 @@ class TrainTokenizerRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=T
     # bpe only
     min_frequency: Annotated[int, Meta(ge=1, le=1_000_000, description="bpe only; default 2.")] | None = None
     max_token_length: (
-        Annotated[int, Meta(ge=1, le=1024, description="bpe only: the longest token, in bytes.")] | None
+        Annotated[int, Meta(ge=2, le=1024, description="bpe only: the longest token, in bytes (2: pairs).")] | None
     ) = None
     # sentencepiece only
     model_type: (

@@ -15,6 +15,8 @@ SENTENCEPIECE_MODEL_TYPE: Literal["unigram", "bpe"] = "unigram"
 SENTENCEPIECE_CHARACTER_COVERAGE = 0.9995
 SENTENCEPIECE_MAX_SENTENCE_LENGTH = 4192
 SENTENCEPIECE_INPUT_SENTENCE_SIZE = 2_000_000
+# SentencePiece's unknown piece; with byte fallback, pieces <0x00>..<0xFF> are reserved too.
+SENTENCEPIECE_UNK = "<unk>"
 
 
 class BpeConfig(msgspec.Struct, frozen=True, kw_only=True, tag_field="method", tag="bpe"):

@@ -275,7 +275,10 @@ class CorpusReader:
                     )
                 if "\r" in value:
                     value = value.replace("\r\n", "\n").replace("\r", "\n")
-                lines = [line if line.endswith("\n") else line + "\n" for line in value.splitlines(keepends=True)]
+                *ended, last = value.split("\n")
+                lines = [line + "\n" for line in ended]
+                if last:
+                    lines.append(last + "\n")
                 self.characters += sum(map(len, lines))
                 yield lines
 

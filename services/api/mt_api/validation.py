@@ -3,18 +3,21 @@ against other jobs. Each raises an ``ApiError`` naming the field and the fix, be
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mt_api import Conflict, InvalidField, NotFound
 from mt_contracts.evaluation import Weights
 from mt_contracts.jobs import RunJob, TokenizerJob
 from mt_contracts.requests import EvaluateRequest, TrainRunRequest, TrainTokenizerRequest, with_end_of_text
+from mt_contracts.tokenizers import SENTENCEPIECE_UNK
 from mt_storage import CorpusPathError
 from mt_storage.checkpoints import CheckpointNotKept, NoWeights, resolve_weights
 from mt_storage.corpus import resolve_corpus
 from mt_storage.layout import Layout
 
 BYTE_ALPHABET_SIZE = 256
+_BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
 
 
 def check_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
@@ -26,7 +29,8 @@ def check_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
 
 
 def check_tokenizer_request(request: TrainTokenizerRequest, corpus_root: Path) -> None:
-    """Only the options of the request's method; special tokens unique and not blank; ``vocab_size`` room
+    """Only the options of the request's method; special tokens unique, not blank and not pieces SentencePiece
+    reserves; ``vocab_size`` room
     for the method's fixed symbols (the byte alphabet, the special tokens, SentencePiece's unknown piece)
     and one learned token; the corpus inside the root."""
     for name in request.options_for_other_method():
@@ -36,6 +40,14 @@ def check_tokenizer_request(request: TrainTokenizerRequest, corpus_root: Path) -
         raise InvalidField("special tokens may not be empty or whitespace", field="special_tokens")
     if len(set(request.special_tokens)) != len(request.special_tokens):
         raise InvalidField("special tokens must be unique; remove the duplicates", field="special_tokens")
+    if request.method == "sentencepiece":
+        for token in request.special_tokens:
+            if token == SENTENCEPIECE_UNK or (request.byte_fallback is not False and _BYTE_PIECE.fullmatch(token)):
+                raise InvalidField(
+                    f"{token!r} is a piece SentencePiece reserves (its unknown piece {SENTENCEPIECE_UNK!r}, and with "
+                    "byte_fallback the pieces <0x00> to <0xFF>); choose another special token",
+                    field="special_tokens",
+                )
     specials = len(with_end_of_text(request.special_tokens))
     if request.method == "bpe":
         needed = BYTE_ALPHABET_SIZE + specials + 1

@@ -89,7 +89,9 @@ class HoldoutSplit:
         """How many lines pass before the next chosen one (``sys.maxsize``, never, when ``fraction`` is 0)."""
         if self._log_keep == 0.0:
             return sys.maxsize
-        return math.floor(math.log(1.0 - self._random.random()) / self._log_keep)
+        gap = math.log(1.0 - self._random.random()) / self._log_keep
+        # A fraction below about 1e-308 makes the quotient infinite: no line is chosen, as at 0.
+        return math.floor(gap) if gap < sys.maxsize else sys.maxsize
 
 
 def heldout_statistics(tokenizer: Tokenizer, lines: list[str], trained: TrainedTokenizer) -> HeldOutStats | None:

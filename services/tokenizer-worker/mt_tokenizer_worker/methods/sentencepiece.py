@@ -23,13 +23,13 @@ import sentencepiece
 from sentencepiece import sentencepiece_model_pb2
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from mt_contracts.tokenizers import SentencePieceConfig, TokenizerConfig
+from mt_contracts.tokenizers import SENTENCEPIECE_UNK, SentencePieceConfig, TokenizerConfig
 from mt_storage.files import atomic_write_bytes
 from mt_tokenizer_worker import TokenizerTrainingError
 from mt_tokenizer_worker.methods.base import TOKENIZER_JSON, TrainedTokenizer, write_hf_sidecars
 
 SENTENCEPIECE_MODEL = "sentencepiece.model"
-UNK = "<unk>"
+UNK = SENTENCEPIECE_UNK
 Option = str | int | float | bool | list[str]
 SPACE = "\u2581"  # "▁", SentencePiece's visible space
 _TOO_LARGE = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
