@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from mt_contracts.manifests import TokenizerManifest
 from mt_contracts.settings import ApiSettings, WorkerServiceSettings
 from mt_contracts.tokenizers import EncodeResponse
 from mt_storage.files import sha256_file
+from mt_tokenizer_worker.training import SCRATCH_PREFIX
 from tests.helpers import running_workers, wait_for, worker_process
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -148,6 +150,7 @@ async def test_cancel_stops_a_running_tokenizer_within_ten_seconds(
     api_settings: ApiSettings, worker_settings: WorkerServiceSettings, redis: Redis, shakespeare: str
 ) -> None:
     body = _slow_job(Path(api_settings.app.corpus_root), shakespeare)
+    before = set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"))
     async with AsyncTestClient(app=create_app(api_settings)) as client, running_workers(worker_settings):
         job_id = await _submit(client, body)
         logs = Path(api_settings.app.artifacts_root) / "tokenizers" / job_id / "logs.jsonl"
@@ -157,6 +160,9 @@ async def test_cancel_stops_a_running_tokenizer_within_ten_seconds(
 
         await wait_for(training_phase, bool, timeout=30)
         await asyncio.sleep(1.0)
+        # The training process has a temporary directory of its own, where SentencePiece reads a FIFO.
+        (scratch,) = set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*")) - before
+        assert [path.name for path in scratch.rglob("*") if path.is_fifo()] == ["sentences.txt"]
         # The worker's event loop is free while the process trains: its health key stays fresh.
         assert (await client.get("/readyz")).status_code == 200
         started = time.monotonic()
@@ -168,6 +174,7 @@ async def test_cancel_stops_a_running_tokenizer_within_ten_seconds(
     assert elapsed < 10
     assert not (logs.parent / "manifest.json").exists()
     assert b'"event":"stopped"' in logs.read_bytes()
+    assert not scratch.exists()  # removed although the process was killed
 
 
 async def test_a_job_whose_worker_was_killed_is_reaped_and_trained_again_by_another_worker(

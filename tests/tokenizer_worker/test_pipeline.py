@@ -158,6 +158,13 @@ def test_invalid_utf8_fails_naming_file_and_offset_unless_replaced(tmp_path: Pat
         ({"one.txt": b"only line\n"}, {"holdout_fraction": 0.5, "seed": 1}, "empty_corpus", "was held out"),
         ({"x.jsonl": b'{"body": "x"}\n'}, {}, "invalid_jsonl", "x.jsonl line 1"),
         ({"x.txt": b"a short line\n"}, {"min_frequency": 1000}, "no_merges_learned", "min_frequency=1000"),
+        # SentencePiece refuses the options before reading a line: its reason, not "no text".
+        (
+            {"x.txt": b"a short line\n"},
+            {"method": "sentencepiece", "special_tokens": ["<unk>"]},
+            "training_failed",
+            "<unk> must not be defined",
+        ),
     ],
 )
 def test_user_errors_end_with_a_stable_code(

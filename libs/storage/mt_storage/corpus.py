@@ -127,6 +127,7 @@ class CorpusReader:
         self.replaced_bytes = 0
         self.split_lines = 0
         self.has_text = False
+        self.finished = False
         self._fingerprint: list[CorpusFile] = []
 
     def lines(self) -> Iterator[str]:
@@ -167,6 +168,7 @@ class CorpusReader:
                     self.has_text = self.has_text or not all(map(str.isspace, pieces))
                     yield pieces
             self._fingerprint.append(CorpusFile(path=self._name(path), size=size, sha256=digest.hexdigest()))
+        self.finished = True
 
     def stats(self) -> CorpusStats:
         """The counts so far (complete once ``lines()`` is exhausted)."""

@@ -57,7 +57,10 @@ def train_tokenizer(spec: TokenizerSpec, log: JobLog) -> TokenizerTrained:
     try:
         trained = method.train(split.training(), config, out_dir)
     except TokenizerTrainingError:
-        _raise_if_empty(reader.has_text, split.training_has_text, request.corpus_path)
+        # A corpus without text makes the library fail in its own words: say what it is. A method that failed
+        # before it read everything failed for its own reason.
+        if reader.finished:
+            _raise_if_empty(reader.has_text, split.training_has_text, request.corpus_path)
         raise
     seconds = time.perf_counter() - started
     _raise_if_empty(reader.has_text, split.training_has_text, request.corpus_path)

@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 
@@ -31,6 +33,7 @@ from mt_storage.layout import LOGS, MANIFEST, Layout
 logger = logging.getLogger(__name__)
 
 _PROCESS_ENV = {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+SCRATCH_PREFIX = "mt-tokenizer-"
 _TAIL_CHARS = 2000
 # The longest stdout line read from the training process, in bytes (the outcome line carries statistics).
 _LINE_LIMIT = 16 << 20
@@ -172,21 +175,34 @@ class TrainingProcessError(Exception):
 async def train_in_process(
     spec: TokenizerSpec, niceness: int = 0, on_log_line: Callable[[bytes], None] | None = None
 ) -> TokenizerOutcome:
-    """Run ``python -m mt_tokenizer_worker.process`` on ``spec`` in a new process group and return its
-    outcome; ``on_log_line`` receives each log line it writes (already in ``logs.jsonl``) as it comes. On
-    cancellation the whole group is killed (SIGKILL: artifacts are written atomically, so there is nothing to
-    flush) before ``CancelledError`` propagates.
+    """Run ``python -m mt_tokenizer_worker.process`` on ``spec`` in a new process group, with a temporary
+    directory of its own (``TMPDIR``, removed when it ends), and return its outcome; ``on_log_line`` receives
+    each log line it writes (already in ``logs.jsonl``) as it comes. On cancellation the whole group is killed
+    (SIGKILL: artifacts are written atomically, so there is nothing to flush) before ``CancelledError``
+    propagates.
 
     Raises:
         TrainingProcessError: the process exited without an outcome line.
     """
+    # The process's own temporary directory (SentencePiece's input FIFO lives there), removed however the
+    # process ends: a killed one cannot clean up after itself.
+    scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+    try:
+        return await _train(spec, niceness, on_log_line, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def _train(
+    spec: TokenizerSpec, niceness: int, on_log_line: Callable[[bytes], None] | None, scratch: str
+) -> TokenizerOutcome:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mt_tokenizer_worker.process", "--nice", str(niceness),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
-        env={**os.environ, **_PROCESS_ENV},
+        env={**os.environ, **_PROCESS_ENV, "TMPDIR": scratch},
         limit=_LINE_LIMIT,
     )  # fmt: skip
     if process.stdin is None or process.stdout is None or process.stderr is None:

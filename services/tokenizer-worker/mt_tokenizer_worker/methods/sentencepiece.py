@@ -58,6 +58,12 @@ class SentencePieceMethod:
         sentencepiece.set_random_generator_seed(config.seed)
         with tempfile.TemporaryDirectory(prefix="mt-sentencepiece-") as tmp:
             feed = Path(tmp) / "sentences.txt"
+            if "," in str(feed):
+                raise TokenizerTrainingError(
+                    "training_failed",
+                    f"the worker's temporary directory {tmp!r} holds a comma, which SentencePiece reads as a list "
+                    "of input files; set TMPDIR to a directory without one",
+                )
             os.mkfifo(feed, 0o600)
             trainer = _Trainer(feed, options)
             trainer.start()
