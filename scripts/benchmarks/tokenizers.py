@@ -66,7 +66,9 @@ def library_options(config: TokenizerConfig) -> dict[str, str | int | float | bo
                 "max_token_length": None if config.max_token_length is None else config.max_token_length + 1,
             }
         case SentencePieceConfig():
-            return {**trainer_options(config), "seed": config.seed}
+            # The library samples input_sentence_size lines itself (our pipeline does it, seeded).
+            sampling = {"input_sentence_size": config.input_sentence_size, "shuffle_input_sentence": True}
+            return {**trainer_options(config), **sampling, "seed": config.seed}
 
 
 def measure(command: list[str], stdin: bytes | None = None) -> tuple[float, float]:

@@ -8,7 +8,14 @@ import pytest
 
 from mt_contracts.tokenizers import CorpusFile, CorpusStats
 from mt_storage import CorpusPathError
-from mt_storage.corpus import CorpusDecodeError, CorpusFormatError, CorpusReader, iter_corpus_lines, resolve_corpus
+from mt_storage.corpus import (
+    CorpusDecodeError,
+    CorpusFormatError,
+    CorpusReader,
+    count_lines,
+    iter_corpus_lines,
+    resolve_corpus,
+)
 
 
 @pytest.fixture
@@ -199,6 +206,15 @@ def test_only_newlines_end_the_lines_of_a_jsonl_record(tmp_path: Path) -> None:
     reader = CorpusReader([path])
     assert list(reader.lines()) == ["page1\x0cpage2 x\u2028y\x85z\n", "last\n"]
     assert reader.stats().characters == 23
+
+
+def test_count_lines_is_exact_for_text_files_and_a_bound_for_jsonl(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbfone\r\ntwo\rthree\n\nno end")
+    (tmp_path / "b.jsonl").write_bytes(b'{"text": "x\\ny"}\n{"text": "z"}\n')
+    files = [tmp_path / "a.txt", tmp_path / "b.jsonl"]
+    read = len(list(CorpusReader(files).lines()))
+    assert read == 8
+    assert read <= count_lines(files) <= read + 2  # one line "without an end" counted per file
 
 
 def test_a_file_with_only_cr_line_ends_is_read_a_block_at_a_time(tmp_path: Path) -> None:

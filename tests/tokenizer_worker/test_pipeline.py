@@ -139,6 +139,28 @@ def test_a_corpus_of_one_long_line_trains_sentencepiece_on_its_pieces(tmp_path: 
     assert tokenizer.token_to_id("\u2581the") is not None
 
 
+def test_sentencepiece_samples_input_sentence_size_lines_the_same_way_every_time(
+    tmp_path: Path, shakespeare: str
+) -> None:
+    # SentencePiece's own sampling differs from run to run whatever its seed; the pipeline samples instead.
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "s.txt").write_text(shakespeare, encoding="utf-8")  # 40,000 lines
+    request = TrainTokenizerRequest(
+        corpus_path="s.txt", method="sentencepiece", vocab_size=1000, input_sentence_size=5000
+    )
+    first = _run(tmp_path, request)
+    second = _run(tmp_path, request, "tok_01JDQ8ZQ0000000000000000AB")
+    assert first.statistics.sampled_lines == second.statistics.sampled_lines == 5000
+    assert first.statistics.training_lines > 35_000
+    for name in ("tokenizer.json", "sentencepiece.model"):
+        one = (tmp_path / "art" / TOKENIZER_ID / name).read_bytes()
+        assert one == (tmp_path / "art" / "tok_01JDQ8ZQ0000000000000000AB" / name).read_bytes()
+    other_seed = msgspec.structs.replace(request, seed=7)
+    _run(tmp_path, other_seed, "tok_01JDQ8ZQ0000000000000000AC")
+    third = (tmp_path / "art" / "tok_01JDQ8ZQ0000000000000000AC" / "tokenizer.json").read_bytes()
+    assert third != (tmp_path / "art" / TOKENIZER_ID / "tokenizer.json").read_bytes()
+
+
 def test_invalid_utf8_fails_naming_file_and_offset_unless_replaced(tmp_path: Path, shakespeare: str) -> None:
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "bad.txt").write_bytes(b"hello world\nbad \xff byte\n" + shakespeare[:20_000].encode())

@@ -35,7 +35,7 @@ class BpeConfig(msgspec.Struct, frozen=True, kw_only=True, tag_field="method", t
 
 class SentencePieceConfig(msgspec.Struct, frozen=True, kw_only=True, tag_field="method", tag="sentencepiece"):
     """SentencePiece (Kudo & Richardson, 2018), every option resolved. ``max_sentence_length`` is in bytes;
-    ``input_sentence_size`` is the number of training lines sampled (0: all)."""
+    ``input_sentence_size`` is the number of non-blank training lines sampled, uniformly by ``seed`` (0: all)."""
 
     vocab_size: int
     special_tokens: list[str]

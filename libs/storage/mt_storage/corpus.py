@@ -372,6 +372,25 @@ def _hash_file(path: Path, digest: _Digest) -> None:
             digest.update(chunk)
 
 
+def count_lines(files: list[Path], max_line_bytes: int | None = None) -> int:
+    """About how many lines ``CorpusReader(files, max_line_bytes=...)`` yields, from a quick pass over the bytes
+    (line ends; escaped ones in ``.jsonl``), not the reading itself: exact for ``.txt`` files with no line longer
+    than ``max_line_bytes``, and never below the count, but for ``.jsonl`` records holding ``\\r``."""
+    lines = 0
+    for path in files:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                if path.suffix == ".jsonl":
+                    lines += chunk.count(b"\n") + chunk.count(b"\\n")
+                else:
+                    lines += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+        lines += 1 + size // _LONG_LINE_PIECE  # a last line without an end; pieces of over-long lines
+        if max_line_bytes is not None:
+            lines += size // max(1, max_line_bytes // 4)  # pieces of lines split for max_line_bytes
+    return lines
+
+
 def iter_corpus_lines(
     files: list[Path],
     *,

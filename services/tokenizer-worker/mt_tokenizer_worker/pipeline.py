@@ -13,13 +13,14 @@ from tokenizers import Tokenizer
 from mt_contracts import codec
 from mt_contracts.manifests import TokenizerManifest
 from mt_contracts.tokenizers import TokenizerSpec, TokenizerStatistics, TokenizerTrained, resolve_config
-from mt_storage.corpus import CorpusReader, resolve_corpus
+from mt_storage.corpus import CorpusReader, count_lines, resolve_corpus
 from mt_storage.files import atomic_write_bytes, file_entries
 from mt_storage.joblog import JobLog
 from mt_storage.layout import MANIFEST
 from mt_tokenizer_worker import TokenizerTrainingError
 from mt_tokenizer_worker.methods import METHODS
 from mt_tokenizer_worker.methods.base import TOKENIZER_JSON
+from mt_tokenizer_worker.sampling import sample_lines
 from mt_tokenizer_worker.statistics import HoldoutSplit, heldout_statistics, length_histogram
 
 VERSIONED_PACKAGES = ("tokenizers", "sentencepiece")
@@ -52,10 +53,14 @@ def train_tokenizer(spec: TokenizerSpec, log: JobLog) -> TokenizerTrained:
     )
     corpus_bytes = sum(path.stat().st_size for path in files)
     split = HoldoutSplit(reader.batches(), config.holdout_fraction, config.seed, corpus_bytes=corpus_bytes)
+    training = split.training()
+    max_lines = method.max_training_lines(config)
+    if max_lines is not None and corpus_bytes > max_lines and count_lines(files, reader.max_line_bytes) > max_lines:
+        training = sample_lines(training, max_lines, config.seed)
     log.write("info", "training", f"training {request.method} with vocab_size={config.vocab_size}")
     started = time.perf_counter()
     try:
-        trained = method.train(split.training(), config, out_dir)
+        trained = method.train(training, config, out_dir)
     except TokenizerTrainingError:
         # A corpus without text makes the library fail in its own words: say what it is. A method that failed
         # before it read everything failed for its own reason.

@@ -42,7 +42,9 @@ class TokenizerMethod(Protocol):
     ``tokenizer_config.json`` and ``special_tokens_map.json``) into ``out_dir``.
 
     ``max_line_bytes`` is the longest line the method accepts (UTF-8 bytes; longer ones are split by the
-    corpus reader), ``None`` for no limit.
+    corpus reader), ``None`` for no limit. ``max_training_lines`` is the most lines it trains on: the
+    pipeline hands it a seeded uniform sample of that many non-blank lines when the corpus has more
+    (``mt_tokenizer_worker.sampling``); ``None`` for all.
 
     Raises:
         TokenizerTrainingError: the corpus cannot produce the requested tokenizer.
@@ -51,6 +53,8 @@ class TokenizerMethod(Protocol):
     name: ClassVar[str]
 
     def max_line_bytes(self, config: TokenizerConfig) -> int | None: ...
+
+    def max_training_lines(self, config: TokenizerConfig) -> int | None: ...
 
     def train(self, batches: Iterator[list[str]], config: TokenizerConfig, out_dir: Path) -> TrainedTokenizer: ...
 

@@ -27,6 +27,9 @@ class BpeMethod:
     def max_line_bytes(self, config: TokenizerConfig) -> int | None:
         return None
 
+    def max_training_lines(self, config: TokenizerConfig) -> int | None:
+        return None
+
     def train(self, batches: Iterator[list[str]], config: TokenizerConfig, out_dir: Path) -> TrainedTokenizer:
         """Learn merges until ``vocab_size`` or until no pair occurs ``min_frequency`` times.
 

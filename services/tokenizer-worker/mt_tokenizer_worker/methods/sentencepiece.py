@@ -44,9 +44,14 @@ class SentencePieceMethod:
     def max_line_bytes(self, config: TokenizerConfig) -> int | None:
         return config.max_sentence_length if isinstance(config, SentencePieceConfig) else None
 
+    def max_training_lines(self, config: TokenizerConfig) -> int | None:
+        if isinstance(config, SentencePieceConfig) and config.input_sentence_size > 0:
+            return config.input_sentence_size
+        return None
+
     def train(self, batches: Iterator[list[str]], config: TokenizerConfig, out_dir: Path) -> TrainedTokenizer:
-        """Train on the lines of ``batches`` (one sentence each, the final ``\\n`` removed), sampling
-        ``input_sentence_size`` of them, and write ``tokenizer.json``, the HF sidecars and ``sentencepiece.model``.
+        """Train on the lines of ``batches`` (one sentence each; the pipeline has sampled
+        ``input_sentence_size`` of them), and write ``tokenizer.json``, the HF sidecars and ``sentencepiece.model``.
 
         Raises:
             TokenizerTrainingError: ``vocab_size_too_large`` / ``vocab_size_too_small`` with the bound the
@@ -87,12 +92,11 @@ class SentencePieceMethod:
             for i, piece in enumerate(pieces)
             if piece not in special and not processor.is_unknown(i)
         ]
-        sampled = lines if config.input_sentence_size == 0 else min(lines, config.input_sentence_size)
         return TrainedTokenizer(
             vocab_size=size,
             special_tokens=config.special_tokens,
             files=[TOKENIZER_JSON, *sidecars, SENTENCEPIECE_MODEL],
-            sampled_lines=sampled,
+            sampled_lines=lines,
             unk_id=len(config.special_tokens),
             byte_fallback_ids=byte_ids,
             token_byte_lengths=sorted(lengths),
@@ -113,8 +117,10 @@ def trainer_options(config: SentencePieceConfig) -> dict[str, Option]:
         "normalization_rule_name": config.normalization,
         "remove_extra_whitespaces": False,
         "max_sentence_length": config.max_sentence_length,
-        "input_sentence_size": config.input_sentence_size,
-        "shuffle_input_sentence": True,
+        # The pipeline samples input_sentence_size lines (max_training_lines): SentencePiece's own sampling
+        # draws differently on every run, whatever set_random_generator_seed says.
+        "input_sentence_size": 0,
+        "shuffle_input_sentence": False,
         "user_defined_symbols": config.special_tokens,
         "unk_id": len(config.special_tokens),
         "unk_piece": UNK,
