@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from litestar import Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
@@ -26,7 +28,7 @@ async def evaluate_run(
     split or a corpus, with the final weights or a kept checkpoint. 202 with the ``eval_`` id; 409 when the
     run has no final weights yet; 404 for an unknown run or checkpoint."""
     run = await find_run(services, run_id)
-    check_eval_request(data, services.layout.corpus_root)
+    await asyncio.to_thread(check_eval_request, data, services.layout.corpus_root)  # walks the corpus
     check_weights(services.layout, run, data.checkpoint)
     now = utcnow()
     job = EvalJob(id=new_id("eval"), status="queued", run_id=run.id, request=data, created_at=now, updated_at=now)

@@ -39,7 +39,7 @@ from mt_storage.jobs import shown, utcnow
 async def train_run(data: JSONBody[TrainRunRequest], services: NamedDependency[Services]) -> Response[JobAccepted]:
     """Queue a GPT-2 training run with a succeeded tokenizer. Answers 202 with the new ``run_`` id."""
     tokenizer = await services.tokenizers.get(data.tokenizer_id)
-    check_run_request(data, tokenizer, services.layout.corpus_root)
+    await asyncio.to_thread(check_run_request, data, tokenizer, services.layout.corpus_root)  # walks the corpus
     now = utcnow()
     job = RunJob(id=new_id("run"), status="queued", request=data, created_at=now, updated_at=now)
     await services.runs.create(job)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from litestar import Response, get, post
@@ -27,7 +28,8 @@ async def train_tokenizer(
     data: JSONBody[TrainTokenizerRequest], services: NamedDependency[Services]
 ) -> Response[JobAccepted]:
     """Queue a tokenizer training job. Answers 202 with the new ``tok_`` id and its ``Location``."""
-    check_tokenizer_request(data, services.layout.corpus_root)
+    # Resolving the corpus walks folders and opens files: off the event loop.
+    await asyncio.to_thread(check_tokenizer_request, data, services.layout.corpus_root)
     now = utcnow()
     job = TokenizerJob(id=new_id("tok"), status="queued", request=data, created_at=now, updated_at=now)
     await services.tokenizers.create(job)
