@@ -74,3 +74,14 @@ def test_whitespace_that_spans_a_line_break_is_learned_as_encoding_sees_it(tmp_p
     newline_and_indent = "Ċ" + "Ġ" * 7  # byte-level symbols of "\n" and 7 spaces
     assert tokenizer.token_to_id(newline_and_indent) is not None
     assert tokenizer.encode("def f(x):\n        return x").tokens[5] == newline_and_indent
+
+
+def test_special_tokens_in_the_corpus_are_not_learned_as_merges(tmp_path: Path, shakespeare: str) -> None:
+    documents = shakespeare[:40_000].split("\n\n")
+    corpus = "<|endoftext|>".join(documents)  # GPT-style: documents separated by the special token
+    config = resolve_config(TrainTokenizerRequest(corpus_path="x.txt", vocab_size=600))
+    METHODS["bpe"].train(iter([corpus.splitlines(keepends=True)]), config, tmp_path)
+    tokenizer = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    learned = [token for token in tokenizer.get_vocab() if token not in ("<|endoftext|>", "<|pad|>")]
+    assert [token for token in learned if "endof" in token or "<|" in token or "|>" in token] == []
+    assert "<|endoftext|>" in tokenizer.encode("The end.<|endoftext|>Next").tokens
