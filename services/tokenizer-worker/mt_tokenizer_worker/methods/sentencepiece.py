@@ -4,7 +4,8 @@ exactly as SentencePiece does and loads with ``transformers``.
 
 Lossless by default: no whitespace clean-up, ``identity`` normalization and byte fallback, so
 decode(encode(text)) == text for any text without special-token strings or ``▁`` (U+2581): SentencePiece
-writes a space as that character, so it decodes as a space. ``nfkc`` normalization is lossy by design. The trained ``sentencepiece.model`` is kept beside ``tokenizer.json``.
+writes a space as that character, so it decodes as a space. ``nfkc`` normalization is lossy by design. The
+trained ``sentencepiece.model`` is kept beside ``tokenizer.json``.
 """
 
 from __future__ import annotations
