@@ -221,7 +221,7 @@ def _write_sentences(feed: Path, batches: Iterator[list[str]], trainer: threadin
                     text = "".join(line if line.endswith("\n") else line + "\n" for line in batch)
                 pipe.write(text.encode())
     except BrokenPipeError:
-        pass  # the trainer stopped reading: it failed, and says why
+        return lines  # the trainer stopped reading: it failed, and model() says why
     return lines
 
 
