@@ -252,6 +252,24 @@ def test_a_line_longer_than_a_megabyte_comes_in_pieces(tmp_path: Path, line: str
     assert limited.stats().split_lines == 1
 
 
+def test_a_long_line_counts_once_as_split_whichever_piece_is_split_first(tmp_path: Path) -> None:
+    path = tmp_path / "long.txt"
+    path.write_bytes(b"a " + b"x" * (2 << 20) + b"\nshort\n")  # its first 1 MiB piece is "a "
+    reader = CorpusReader([path], max_line_bytes=4192)
+    assert "".join(reader.lines()) == path.read_text()
+    assert reader.stats().split_lines == 1
+
+
+def test_a_long_run_of_invalid_bytes_is_still_read_in_bounded_pieces(tmp_path: Path) -> None:
+    path = tmp_path / "junk.txt"
+    path.write_bytes(b"x" + b"\x80" * (3 << 20))  # continuation bytes without a lead byte, no line end
+    reader = CorpusReader([path], encoding_errors="replace")
+    pieces = list(reader.lines())
+    assert max(map(len, pieces)) <= (1 << 20) + (64 << 10)
+    assert "".join(pieces) == "x" + "\ufffd" * (3 << 20)
+    assert reader.stats().replaced_bytes == 3 << 20
+
+
 def test_invalid_utf8_far_into_a_file_names_its_byte_offset(tmp_path: Path) -> None:
     path = tmp_path / "bad.txt"
     data = b"\xef\xbb\xbf" + b"ok line\n" * 300_000 + b"broken \xff\n"

@@ -161,6 +161,36 @@ def test_sentencepiece_samples_input_sentence_size_lines_the_same_way_every_time
     assert third != (tmp_path / "art" / TOKENIZER_ID / "tokenizer.json").read_bytes()
 
 
+def test_lines_split_for_max_sentence_length_count_toward_the_sample(tmp_path: Path) -> None:
+    # 100 lines of about 20 KB hold 500 sentences of at most 4,192 bytes: more than input_sentence_size.
+    words = [f"w{i}" for i in range(50)]
+    text = "".join(" ".join(words[(i * j) % 50] for j in range(5_000)) + "\n" for i in range(100))
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "long.txt").write_text(text, encoding="utf-8")
+    request = TrainTokenizerRequest(
+        corpus_path="long.txt", method="sentencepiece", vocab_size=280, holdout_fraction=0, input_sentence_size=200
+    )
+    stats = _run(tmp_path, request).statistics
+    assert stats.corpus.split_lines == 100 and stats.training_lines > 400
+    assert stats.sampled_lines == 200
+
+
+def test_a_corpus_error_while_sentencepiece_trains_ends_the_process_cleanly(tmp_path: Path, shakespeare: str) -> None:
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_bytes(shakespeare.encode() + b"\xff bad\n")
+    spec = _spec(tmp_path, TrainTokenizerRequest(corpus_path="a.txt", method="sentencepiece", vocab_size=500))
+    process = subprocess.run(
+        [sys.executable, "-m", "mt_tokenizer_worker.process"],
+        input=codec.encode(spec),
+        capture_output=True,
+        check=False,
+    )
+    # SentencePiece is still training on what it read when the process ends: no abort (SIGABRT) under it.
+    assert process.returncode == 0, process.stderr[-500:]
+    outcome = codec.decode(process.stdout.splitlines()[-1], TokenizerFailed)
+    assert outcome.code == "invalid_utf8" and f"offset {len(shakespeare.encode())}" in outcome.message
+
+
 def test_invalid_utf8_fails_naming_file_and_offset_unless_replaced(tmp_path: Path, shakespeare: str) -> None:
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "bad.txt").write_bytes(b"hello world\nbad \xff byte\n" + shakespeare[:20_000].encode())

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from mt_tokenizer_worker.sampling import sample_lines
+from mt_tokenizer_worker.statistics import HoldoutSplit
 
 LINES = [f"line {i}\n" if i % 4 else " \n" for i in range(2_000)]  # every fourth line blank
 
@@ -39,6 +40,16 @@ def test_every_line_is_equally_likely() -> None:
     assert min(counts.values()) > 40 - 5 * 6 and max(counts.values()) < 40 + 5 * 6
     first_half = sum(count for line, count in counts.items() if LINES.index(line) < 1_000)
     assert abs(first_half / (150 * 400) - 0.5) < 0.02
+
+
+def test_the_sample_stays_uniform_after_the_held_out_split_with_the_same_seed() -> None:
+    # The pipeline holds lines out, then samples, both by the request's seed: the two must not share draws.
+    counts: Counter[int] = Counter()
+    for seed in range(20_000):
+        split = HoldoutSplit(iter([[f"{i}\n" for i in range(12)]]), 0.3, seed)
+        counts.update(int(line) for lines in sample_lines(split.training(), 2, seed) for line in lines)
+    mean = sum(counts.values()) / 12  # about 3,300; binomial sd about 55
+    assert all(abs(count - mean) < 0.08 * mean for count in counts.values()), counts
 
 
 def test_a_size_below_one_is_refused() -> None:

@@ -55,7 +55,7 @@ def train_tokenizer(spec: TokenizerSpec, log: JobLog) -> TokenizerTrained:
     split = HoldoutSplit(reader.batches(), config.holdout_fraction, config.seed, corpus_bytes=corpus_bytes)
     training = split.training()
     max_lines = method.max_training_lines(config)
-    if max_lines is not None and corpus_bytes > max_lines and count_lines(files) > max_lines:
+    if max_lines is not None and corpus_bytes > max_lines and count_lines(files, reader.max_line_bytes) > max_lines:
         training = sample_lines(training, max_lines, config.seed)
     log.write("info", "training", f"training {request.method} with vocab_size={config.vocab_size}")
     started = time.perf_counter()

@@ -78,4 +78,9 @@ def _hand_over(job_id: str, line: bytes) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # No interpreter shutdown: after a corpus error, SentencePiece may still be training on the part it read,
+    # in a C++ thread, and ending the process under it aborts (SIGABRT). Everything is written by now.
+    os._exit(code)

@@ -15,7 +15,8 @@ _BATCH_LINES = 4096
 
 def sample_lines(batches: Iterator[list[str]], size: int, seed: int) -> Iterator[list[str]]:
     """``size`` of the non-blank lines of ``batches`` (all of them when there are fewer), each set of ``size``
-    lines equally likely, drawn by ``random.Random(seed)``; yielded in corpus order once ``batches`` ends.
+    lines equally likely, drawn by ``random.Random(f"sample:{seed}")``; yielded in corpus order once
+    ``batches`` ends.
 
     Reservoir sampling with Li's Algorithm L ("Reservoir-sampling algorithms of time complexity
     O(n(1 + log(N/n)))", ACM TOMS 20(4), 1994): the gap to the next line that enters the sample is drawn, so
@@ -26,7 +27,9 @@ def sample_lines(batches: Iterator[list[str]], size: int, seed: int) -> Iterator
     """
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    rng = random.Random(seed)
+    # A stream of its own: the held-out split draws from random.Random(seed), and sharing its numbers would
+    # tie which lines are sampled to which are held out.
+    rng = random.Random(f"sample:{seed}")
     sample: list[str] = []
     positions: list[int] = []  # each sampled line's position among the non-blank lines
     start = 0  # the position of the batch's first non-blank line
