@@ -217,6 +217,15 @@ def test_count_lines_is_exact_for_text_files_and_a_bound_for_jsonl(tmp_path: Pat
     assert read <= count_lines(files) <= read + 2  # one line "without an end" counted per file
 
 
+def test_files_of_unicode_whitespace_are_skipped_and_invalid_bytes_are_not(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("\u3000 \u00a0\n\u2003\t\n", encoding="utf-8")  # ideographic, no-break, em
+    (tmp_path / "b.txt").write_bytes(b"  \xff\n")
+    (tmp_path / "c.txt").write_text("text\n", encoding="utf-8")
+    reader = CorpusReader(sorted(tmp_path.iterdir()), root=tmp_path, encoding_errors="replace")
+    assert list(reader.lines()) == ["  \ufffd\n", "text\n"]
+    assert reader.stats().skipped_files == ["a.txt"]
+
+
 def test_a_file_with_only_cr_line_ends_is_read_a_block_at_a_time(tmp_path: Path) -> None:
     rows = [f"old mac line {i}" for i in range(200_000)]  # 3.4 MB
     path = tmp_path / "cr.txt"

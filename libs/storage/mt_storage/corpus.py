@@ -3,6 +3,7 @@ read its ``.txt`` and ``.jsonl`` files as a stream of text lines with counts and
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -334,15 +335,20 @@ class CorpusReader:
 
 
 def _has_text(path: Path) -> bool:
-    """True when the file holds a byte other than ASCII whitespace after its BOM; stops at the first one."""
+    """True when the file holds a character that is not whitespace (``str.isspace``: U+3000 and no-break
+    space are whitespace too) after its BOM; bytes that are not UTF-8 count as text, for reading to report.
+    Stops at the first chunk that holds some."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     with path.open("rb") as handle:
         chunk = handle.read(_CHUNK)
         chunk = chunk[3:] if chunk.startswith(_BOM) else chunk
         while chunk:
-            if chunk.strip():
-                return True
+            if chunk.strip():  # not all ASCII whitespace: decode to know
+                text = decoder.decode(chunk)
+                if text and not text.isspace():
+                    return True
             chunk = handle.read(_CHUNK)
-    return False
+    return bool(decoder.decode(b"", final=True).strip())
 
 
 def _after_last_line_end(block: bytes) -> int:
