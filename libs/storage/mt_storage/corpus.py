@@ -129,7 +129,7 @@ class CorpusReader:
         self.split_lines = 0
         self.has_text = False
         self.finished = False
-        # Whether the line still being read in pieces (over 1 MiB) is already counted in split_lines.
+        # Whether the last batch ended inside a line (read in pieces, over 1 MiB) already counted in split_lines.
         self._open_line_split = False
         self._fingerprint: list[CorpusFile] = []
 
@@ -161,12 +161,9 @@ class CorpusReader:
                 self.used_files += 1
                 self.bytes += size
                 source = self._jsonl_lines(path, digest) if path.suffix == ".jsonl" else self._text_lines(path, digest)
-                # Whether the line before ``lines`` goes on in them (a line longer than _LONG_LINE_PIECE).
-                continued = False
                 self._open_line_split = False
                 for lines in source:
-                    pieces = self._split(lines, continued)
-                    continued = bool(lines) and not lines[-1].endswith("\n")
+                    pieces = self._split(lines)
                     self.lines_read += len(pieces)
                     # all() stops at the first line that is not blank: after that, at once.
                     self.has_text = self.has_text or not all(map(str.isspace, pieces))
@@ -296,14 +293,14 @@ class CorpusReader:
         self.replaced_bytes += len(chunk) - (len(text.encode()) - len(_REPLACEMENT.encode()) * added)
         return text
 
-    def _split(self, lines: list[str], continued: bool) -> list[str]:
-        """``lines`` with each line longer than ``max_line_bytes`` UTF-8 bytes split into pieces that fit.
-        ``continued``: the first line is a later piece of a line read in pieces, which counts once in
-        ``split_lines`` whichever of its pieces is split."""
+    def _split(self, lines: list[str]) -> list[str]:
+        """``lines`` with each line longer than ``max_line_bytes`` UTF-8 bytes split into pieces that fit. A line
+        read in pieces (over 1 MiB) counts once in ``split_lines``, whichever of its pieces is split first."""
         limit = self.max_line_bytes
         if limit is None or not lines:
             return lines
-        already_counted = continued and self._open_line_split
+        # The first line goes on from the last batch's, which was split already (never across files).
+        already_counted = self._open_line_split
         if max(map(len, lines)) * 4 <= limit:
             self._open_line_split = already_counted and len(lines) == 1 and not lines[0].endswith("\n")
             return lines

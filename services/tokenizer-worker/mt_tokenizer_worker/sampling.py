@@ -34,7 +34,7 @@ def sample_lines(batches: Iterator[list[str]], size: int, seed: int) -> Iterator
     positions: list[int] = []  # each sampled line's position among the non-blank lines
     start = 0  # the position of the batch's first non-blank line
     weight = _weight(rng, size, 1.0)
-    chosen = size + _skip(rng, weight)  # the position of the next line to enter the full sample
+    chosen = size + geometric_gap(rng, weight)  # the position of the next line to enter the full sample
     for batch in batches:
         lines = list(filterfalse(str.isspace, batch))
         end = start + len(lines)
@@ -46,7 +46,7 @@ def sample_lines(batches: Iterator[list[str]], size: int, seed: int) -> Iterator
             slot = rng.randrange(size)
             sample[slot], positions[slot] = lines[chosen - start], chosen
             weight = _weight(rng, size, weight)
-            chosen += 1 + _skip(rng, weight)
+            chosen += 1 + geometric_gap(rng, weight)
         start = end
     order = sorted(range(len(sample)), key=positions.__getitem__)
     for first in range(0, len(order), _BATCH_LINES):
@@ -58,9 +58,14 @@ def _weight(rng: random.Random, size: int, weight: float) -> float:
     return weight * math.exp(math.log(1.0 - rng.random()) / size)
 
 
-def _skip(rng: random.Random, weight: float) -> int:
-    """How many lines pass before the next one enters the sample: floor(log(U) / log(1 - W))."""
-    if weight >= 1.0:
+def geometric_gap(rng: random.Random, probability: float) -> int:
+    """How many lines pass before the next chosen one when each is chosen with ``probability``, independently:
+    ``floor(log(U) / log(1 - probability))`` for ``U`` uniform on (0, 1] (Knuth, TAOCP vol. 2, 3.4.1). One
+    draw from ``rng`` when ``probability`` is strictly between 0 and 1; ``sys.maxsize`` (never) at 0 or below,
+    or when the quotient overflows (a probability below about 1e-308)."""
+    if probability >= 1.0:
+        return 0
+    if probability <= 0.0:
         return sys.maxsize
-    gap = math.log(1.0 - rng.random()) / math.log1p(-weight)
+    gap = math.log(1.0 - rng.random()) / math.log1p(-probability)
     return math.floor(gap) if gap < sys.maxsize else sys.maxsize

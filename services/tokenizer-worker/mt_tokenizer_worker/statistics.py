@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import random
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from itertools import chain, compress
@@ -14,6 +12,7 @@ from tokenizers import Tokenizer
 
 from mt_contracts.tokenizers import HeldOutStats, LengthBin, TokenCount
 from mt_tokenizer_worker.methods import TrainedTokenizer
+from mt_tokenizer_worker.sampling import geometric_gap
 
 TOP_TOKENS = 20
 # The held-out text aimed at on a large corpus: 1 MiB (about 30,000 lines, 250,000 tokens of English) puts
@@ -35,10 +34,9 @@ class HoldoutSplit:
     ``target_bytes`` spread over all of it, not its first files up to ``max_bytes``; ``self.fraction`` is
     the one used.
 
-    Rather than one draw per line, the gap to the next chosen line is drawn, from the geometric distribution
-    of independent trials: ``floor(log(1 - U) / log(1 - fraction))`` for ``U`` uniform on [0, 1) from
-    ``random.Random(seed)`` (Knuth, TAOCP vol. 2, 3.4.1). The choice depends only on the seed and the lines'
-    positions, and costs one draw per held-out line, not per line: a corpus has millions.
+    Rather than one draw per line, the gap to the next chosen line is drawn (``geometric_gap``) from
+    ``random.Random(seed)``: the choice depends only on the seed and the lines' positions, and costs one draw
+    per held-out line, not per line: a corpus has millions.
     """
 
     def __init__(
@@ -55,7 +53,6 @@ class HoldoutSplit:
             raise ValueError(f"fraction must be in [0, 1), got {fraction}")
         self.fraction = min(fraction, target_bytes / corpus_bytes) if corpus_bytes > 0 else fraction
         self._batches = batches
-        self._log_keep = math.log1p(-self.fraction)
         self._random = random.Random(seed)
         self._max_bytes = max_bytes
         self.heldout: list[str] = []
@@ -66,7 +63,7 @@ class HoldoutSplit:
     def training(self) -> Iterator[list[str]]:
         """The training lines in lists; fills ``heldout`` and the counters as it goes, a list at a time."""
         start = 0  # the stream position of the batch's first line
-        chosen = self._gap()  # the stream position of the next chosen line
+        chosen = geometric_gap(self._random, self.fraction)  # the stream position of the next chosen line
         for batch in self._batches:
             end = start + len(batch)
             held: list[int] = []
@@ -76,7 +73,7 @@ class HoldoutSplit:
                     held.append(chosen - start)
                     self.heldout.append(line)
                     self.heldout_bytes += len(line.encode())
-                chosen += 1 + self._gap()
+                chosen += 1 + geometric_gap(self._random, self.fraction)
             start = end
             self.training_lines += len(batch) - len(held)
             kept = batch.copy() if held else batch
@@ -84,14 +81,6 @@ class HoldoutSplit:
                 del kept[index]
             self.training_has_text = self.training_has_text or not all(map(str.isspace, kept))
             yield kept
-
-    def _gap(self) -> int:
-        """How many lines pass before the next chosen one (``sys.maxsize``, never, when ``fraction`` is 0)."""
-        if self._log_keep == 0.0:
-            return sys.maxsize
-        gap = math.log(1.0 - self._random.random()) / self._log_keep
-        # A fraction below about 1e-308 makes the quotient infinite: no line is chosen, as at 0.
-        return math.floor(gap) if gap < sys.maxsize else sys.maxsize
 
 
 def heldout_statistics(tokenizer: Tokenizer, lines: list[str], trained: TrainedTokenizer) -> HeldOutStats | None:
