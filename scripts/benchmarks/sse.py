@@ -32,10 +32,13 @@ import uvloop
 from redis.asyncio import Redis
 
 from benchmarks.generation import percentile
+from mt_contracts import codec
+from mt_contracts.events import log_event
 from mt_contracts.jobs import TokenizerJob
 from mt_contracts.requests import TrainTokenizerRequest
 from mt_storage.embedded_redis import EmbeddedRedis, free_port
-from mt_storage.events import JobEvents, line_fields
+from mt_storage.events import JobEvents, event_fields
+from mt_storage.lifecycle import Lifecycle
 from mt_storage.jobs import tokenizer_jobs
 
 CLIENTS = int(os.environ.get("BENCH_SSE_CLIENTS", "500"))
@@ -57,8 +60,12 @@ print(json.dumps(latencies))
 """
 
 
-class _Tick(msgspec.Struct):
+class _TickFields(msgspec.Struct):
     sent: float = 0.0
+
+
+class _Tick(msgspec.Struct):
+    fields: _TickFields = msgspec.field(default_factory=_TickFields)
 
 
 _tick = msgspec.json.Decoder(_Tick)
@@ -78,7 +85,7 @@ async def _follow(port: int, path: str, connected: list[int], latencies: list[fl
         while line := await reader.readline():
             if line.startswith(b"data:"):
                 arrived = time.time()
-                sent = _tick.decode(line[5:]).sent
+                sent = _tick.decode(line[5:]).fields.sent
                 if sent:
                     latencies.append(arrived - sent)
     finally:
@@ -90,9 +97,8 @@ async def _publish(events: JobEvents, seconds: float) -> int:
     count = int(seconds * RATE)
     start = time.monotonic()
     for sequence in range(count):
-        line: dict[str, object] = {"ts": datetime.now(UTC).isoformat(), "level": "info", "event": "bench"}
-        line |= {"job_id": JOB_ID, "message": "tick", "seq": sequence, "sent": time.time()}
-        await events.append(JOB_ID, line_fields(json.dumps(line).encode()))
+        event = log_event(JOB_ID, "info", "bench", "tick", seq=sequence, sent=time.time())
+        await events.append(JOB_ID, event_fields("log", codec.encode(event)))
         await asyncio.sleep(max(0.0, start + (sequence + 1) / RATE - time.monotonic()))
     return count
 
@@ -153,11 +159,11 @@ async def _round(
 async def _measure(redis_url: str, port: int, pid: int, url: str) -> list[str]:
     redis = Redis.from_url(redis_url)
     try:
-        store = tokenizer_jobs(redis)
+        lifecycle = Lifecycle(tokenizer_jobs(redis), "tokenizer", 3600)
         now = datetime.now(UTC)
         request = TrainTokenizerRequest(corpus_path="bench.txt")
-        await store.create(TokenizerJob(id=JOB_ID, status="queued", request=request, created_at=now, updated_at=now))
-        await store.mark_running(JOB_ID)
+        await lifecycle.create(TokenizerJob(id=JOB_ID, request=request, created_at=now, updated_at=now))
+        await lifecycle.start(JOB_ID)
 
         idle_health = _health_result(_health(url, 5.0))
         base_rss = _rss_mb(pid)

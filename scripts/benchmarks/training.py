@@ -23,7 +23,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from benchmarks._common import SHAKESPEARE, bpe_tokenizer, median
 from mt_contracts import codec
 from mt_contracts.requests import TrainRunRequest
-from mt_contracts.training import Progress, RunSpec, decode_event
+from mt_contracts.events import ProgressEvent
+from mt_contracts.training import RunSpec, decode_message
 from mt_trainer_worker.training.data import open_tokens, prepare_data
 
 SIZES = {
@@ -96,11 +97,10 @@ def ours(work: Path, tokenizer_dir: Path, request: TrainRunRequest, name: str) -
         dataset_cache=str(work / "datasets"),
         progress_interval=0.0,
     )
-    spec_path = work / f"{name}.json"
-    spec_path.write_bytes(codec.encode(spec))
-    command = [sys.executable, "-m", "mt_trainer_worker.training", "--spec", str(spec_path)]
-    result = subprocess.run(command, capture_output=True, check=True)
-    reports = [e.progress for line in result.stdout.splitlines() if isinstance(e := decode_event(line), Progress)]
+    command = [sys.executable, "-m", "mt_trainer_worker.training"]
+    result = subprocess.run(command, input=codec.encode(spec), capture_output=True, check=True)
+    lines = result.stdout.splitlines()
+    reports = [e.progress for line in lines if isinstance(e := decode_message(line), ProgressEvent)]
     steady = [r.tokens_per_second for r in reports if r.step > request.total_steps // 4]
     return median(steady), reports[-1].train_loss
 

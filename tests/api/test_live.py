@@ -15,27 +15,25 @@ from mt_api.live import EventHub, follow
 from mt_contracts.events import LiveEvent
 from mt_contracts.jobs import JobError, TokenizerJob
 from mt_contracts.requests import TrainTokenizerRequest
-from mt_storage.events import JobEvents, line_fields
+from mt_contracts import codec
+from mt_contracts.events import log_event
+from mt_storage.events import JobEvents, event_fields
 from mt_storage.jobs import JobStore, tokenizer_jobs
+from mt_storage.lifecycle import Lease, Lifecycle
 from tests.helpers import wait_for
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 JOB_ID = "tok_01JDQ8ZQ0000000000000000AA"
 
 
-async def _running_job(redis: Redis) -> JobStore[TokenizerJob]:
-    store = tokenizer_jobs(redis)
-    await store.create(
-        TokenizerJob(
-            id=JOB_ID,
-            status="queued",
-            request=TrainTokenizerRequest(corpus_path="a.txt"),
-            created_at=NOW,
-            updated_at=NOW,
-        )
+async def _running_job(redis: Redis) -> tuple[JobStore[TokenizerJob], Lease[TokenizerJob]]:
+    lifecycle = Lifecycle(tokenizer_jobs(redis), "tokenizer", 60)
+    await lifecycle.create(
+        TokenizerJob(id=JOB_ID, request=TrainTokenizerRequest(corpus_path="a.txt"), created_at=NOW, updated_at=NOW)
     )
-    await store.mark_running(JOB_ID)
-    return store
+    lease = await lifecycle.start(JOB_ID)
+    assert lease is not None
+    return lifecycle.store, lease
 
 
 async def _follow(hub: EventHub, store: JobStore[TokenizerJob], after: str | None = None) -> list[LiveEvent]:
@@ -52,7 +50,8 @@ async def _follow(hub: EventHub, store: JobStore[TokenizerJob], after: str | Non
 async def _append_lines(events: JobEvents, count: int, burst: int) -> list[str]:
     ids = []
     for number in range(count):
-        ids.append(await events.append(JOB_ID, line_fields(b'{"event":"step","n":%d}' % number)))
+        event = log_event(JOB_ID, "info", "step", f"step {number}", n=number)
+        ids.append(await events.append(JOB_ID, event_fields("log", codec.encode(event))))
         if number % burst == burst - 1:
             await asyncio.sleep(0.005)
     return ids
@@ -70,7 +69,7 @@ async def _wait(condition: Callable[[], bool]) -> None:
 
 
 async def test_fifty_followers_share_one_reader_and_each_gets_every_event_once(redis: Redis) -> None:
-    store = await _running_job(redis)
+    store, lease = await _running_job(redis)
     events = JobEvents(redis)
     hub = EventHub(events)
     followers = [asyncio.create_task(_follow(hub, store)) for _ in range(50)]
@@ -79,7 +78,7 @@ async def test_fifty_followers_share_one_reader_and_each_gets_every_event_once(r
     assert (hub.feeds, await _xread_clients(redis)) == (1, 1)
 
     ids = await _append_lines(events, 300, burst=7)
-    await store.mark_failed(JOB_ID, JobError(code="empty_corpus", message="no text"))
+    await lease.fail(JobError(code="empty_corpus", message="no text"))
     results = await asyncio.wait_for(asyncio.gather(*followers), 10)
 
     terminal = (await events.last(JOB_ID, 1))[0]
@@ -93,7 +92,7 @@ async def test_a_follower_behind_the_buffer_reads_redis_and_misses_nothing(
     redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(live, "FEED_BUFFER", 10)
-    store = await _running_job(redis)
+    store, lease = await _running_job(redis)
     events = JobEvents(redis)
     hub = EventHub(events)
     first = [*await _append_lines(events, 5, burst=5)]
@@ -112,7 +111,7 @@ async def test_a_follower_behind_the_buffer_reads_redis_and_misses_nothing(
     # A resume from the oldest event, while the slow follower still holds the feed.
     resumed = asyncio.create_task(_follow(hub, store, after=first[0]))
     await _wait(lambda: hub.followers(JOB_ID) == 2)
-    await store.mark_failed(JOB_ID, JobError(code="empty_corpus", message="no text"))
+    await lease.fail(JobError(code="empty_corpus", message="no text"))
     rest = [event async for event in slow if event is not None]
     terminal = (await events.last(JOB_ID, 1))[0]
     assert [event.id for event in rest] == [*first[2:], *later, terminal.id]

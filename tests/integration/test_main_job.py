@@ -85,9 +85,10 @@ async def test_tokenizer_and_gpt2_trained_through_the_api(
 
     assert run.status == "succeeded", run.error
     assert run.progress is not None and run.progress.step == run.progress.max_steps == 120
-    assert run.last_eval is not None and run.last_eval.step == 80
     metrics = run.metrics
     assert metrics is not None
+    # The last validation is the final one, over the whole split, at the last step.
+    assert run.last_eval is not None and (run.last_eval.step, run.last_eval.val_loss) == (120, metrics.val_loss)
     assert metrics.val_loss < math.log(VOCAB_SIZE)
     assert metrics.val_perplexity == math.exp(metrics.val_loss)
     assert math.isclose(

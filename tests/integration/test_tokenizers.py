@@ -25,7 +25,7 @@ from mt_contracts.manifests import TokenizerManifest
 from mt_contracts.settings import ApiSettings, WorkerServiceSettings
 from mt_contracts.tokenizers import EncodeResponse
 from mt_storage.files import sha256_file
-from mt_tokenizer_worker.training import SCRATCH_PREFIX
+from mt_storage.process import SCRATCH_PREFIX
 from tests.helpers import running_workers, wait_for, worker_process
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -173,7 +173,7 @@ async def test_cancel_stops_a_running_tokenizer_within_ten_seconds(
     assert job.status == "cancelled", job
     assert elapsed < 10
     assert not (logs.parent / "manifest.json").exists()
-    assert b'"event":"stopped"' in logs.read_bytes()
+    assert b'"event":"cancelled"' in logs.read_bytes()
     assert not scratch.exists()  # removed although the process was killed
 
 

@@ -1,69 +1,159 @@
+"""Job records and their lifecycle against a real Redis: guarded transitions, one owner at a time, fencing."""
+
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from mt_contracts.jobs import JobError, TokenizerJob
-from mt_contracts.requests import TrainTokenizerRequest
+from mt_contracts.jobs import TERMINAL_STATUSES, JobError, JobStatus, RunJob, TokenizerJob
+from mt_contracts.lifecycle import JOB_KINDS, TABLES, TRANSITIONS, JobKind, Transition, next_status
+from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 from mt_storage import RecordNotFound, StorageError
 from mt_storage.events import JobEvents, stream_key
-from mt_storage.jobs import FINISHED_STREAM_TTL_SECONDS, tokenizer_jobs
+from mt_storage.jobs import FINISHED_STREAM_TTL_SECONDS, JobStore, run_jobs, tokenizer_jobs
+from mt_storage.lifecycle import LeaseLost, Lifecycle, shown
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+JOB_ID = "tok_01JDQ8ZQ0000000000000000AA"
+STALL = 10.0
 
 
-def _job(job_id: str = "tok_01JDQ8ZQ0000000000000000AA") -> TokenizerJob:
-    return TokenizerJob(
-        id=job_id, status="queued", request=TrainTokenizerRequest(corpus_path="a.txt"), created_at=NOW, updated_at=NOW
-    )
+def _job(job_id: str = JOB_ID) -> TokenizerJob:
+    return TokenizerJob(id=job_id, request=TrainTokenizerRequest(corpus_path="a.txt"), created_at=NOW, updated_at=NOW)
+
+
+def _lifecycle(redis: Redis) -> Lifecycle[TokenizerJob]:
+    return Lifecycle(tokenizer_jobs(redis), "tokenizer", STALL)
+
+
+async def _silence(store: JobStore[TokenizerJob], job_id: str, seconds: float) -> None:
+    """Make the job's lease ``seconds`` old, as if its worker stopped renewing it (test set-up only)."""
+    old = datetime.now(UTC) - timedelta(seconds=seconds)
+
+    def age(record: TokenizerJob) -> TokenizerJob:
+        return msgspec.structs.replace(record, heartbeat_at=old, started_at=old)
+
+    await store.transact(job_id, age)
+
+
+@pytest.mark.parametrize("kind", JOB_KINDS)
+@pytest.mark.parametrize("transition", TRANSITIONS)
+@pytest.mark.parametrize("terminal", sorted(TERMINAL_STATUSES))
+def test_terminal_statuses_are_left_only_by_resuming_an_ended_run(
+    kind: JobKind, transition: Transition, terminal: JobStatus
+) -> None:
+    after = next_status(kind, transition, terminal)
+    if kind == "run" and transition == "resume" and terminal in {"failed", "cancelled"}:
+        assert after == "queued"
+    else:
+        assert after is None, f"{kind} {terminal} --{transition}--> {after}"
+
+
+def test_every_kind_has_every_transition_and_stalled_is_never_a_state() -> None:
+    for kind in JOB_KINDS:
+        assert set(TABLES[kind]) == set(TRANSITIONS)
+        for moves in TABLES[kind].values():
+            assert "stalled" not in moves and "stalled" not in moves.values()
 
 
 async def test_create_get_roundtrip_and_duplicate_refused(redis: Redis) -> None:
-    store = tokenizer_jobs(redis)
-    await store.create(_job())
-    assert await store.get(_job().id) == _job()
+    lifecycle = _lifecycle(redis)
+    await lifecycle.create(_job())
+    assert await lifecycle.store.get(JOB_ID) == _job()
     with pytest.raises(StorageError, match="already exists"):
-        await store.create(_job())
+        await lifecycle.create(_job())
 
 
 async def test_a_finished_job_never_moves_backwards(redis: Redis) -> None:
-    store = tokenizer_jobs(redis)
-    await store.create(_job())
-    assert (await store.mark_running(_job().id)) is not None
-    failed = await store.mark_failed(_job().id, JobError(code="empty_corpus", message="no text"))
-    assert failed is not None and failed.status == "failed"
-    assert await store.mark_running(_job().id) is None
-    late = await store.update(_job().id, lambda r: msgspec.structs.replace(r, status="succeeded"))
-    assert late is None
-    stored = await store.get(_job().id)
+    lifecycle = _lifecycle(redis)
+    await lifecycle.create(_job())
+    lease = await lifecycle.start(JOB_ID)
+    assert lease is not None
+    failed = await lease.fail(JobError(code="empty_corpus", message="no text"))
+    assert failed.status == "failed"
+    assert await lifecycle.start(JOB_ID) is None
+    with pytest.raises(LeaseLost):
+        await lease.succeed(lambda r: r)
+    # A tokenizer is never resumed: only runs continue from a checkpoint.
+    assert await lifecycle.resume(JOB_ID, lambda r: r) is None
+    stored = await lifecycle.store.get(JOB_ID)
     assert stored is not None
     assert (stored.status, stored.error, stored.attempts) == ("failed", JobError("empty_corpus", "no text"), 1)
 
 
-async def test_concurrent_updates_are_all_applied(redis: Redis) -> None:
-    store = tokenizer_jobs(redis)
-    await store.create(_job())
-    await asyncio.gather(*(store.mark_running(_job().id) for _ in range(20)))
-    stored = await store.get(_job().id)
-    assert stored is not None and stored.attempts == 20
+async def test_concurrent_starts_give_one_lease(redis: Redis) -> None:
+    lifecycle = _lifecycle(redis)
+    await lifecycle.create(_job())
+    leases = await asyncio.gather(*(lifecycle.start(JOB_ID) for _ in range(20)))
+    owners = [lease for lease in leases if lease is not None]
+    assert len(owners) == 1
+    stored = await lifecycle.store.get(JOB_ID)
+    assert stored is not None and (stored.attempts, stored.owner) == (1, owners[0].token)
 
 
-async def test_update_of_a_missing_record_raises(redis: Redis) -> None:
+async def test_a_stale_owner_can_no_longer_write_and_a_fresh_lease_is_never_taken(redis: Redis) -> None:
+    lifecycle = _lifecycle(redis)
+    await lifecycle.create(_job())
+    first = await lifecycle.start(JOB_ID)
+    assert first is not None
+    # Fresh: neither another start nor a reaper takes it.
+    assert await lifecycle.start(JOB_ID) is None
+    assert await lifecycle.reap(JOB_ID, "requeue") is None
+    await first.heartbeat()
+
+    await _silence(lifecycle.store, JOB_ID, STALL + 5)
+    requeued = await lifecycle.reap(JOB_ID, "requeue")
+    assert requeued is not None and (requeued.status, requeued.owner) == ("queued", None)
+    second = await lifecycle.start(JOB_ID)
+    assert second is not None and second.token != first.token and second.job.attempts == 2
+
+    for write in (first.heartbeat, lambda: first.progress(lambda r: r), lambda: first.succeed(lambda r: r)):
+        with pytest.raises(LeaseLost, match="owned by 2:"):
+            await write()
+    done = await second.succeed(lambda r: r)
+    assert (done.status, done.owner, done.attempts) == ("succeeded", second.token, 2)
+
+
+async def test_a_stalled_job_is_shown_stalled_but_stored_running(redis: Redis) -> None:
+    lifecycle = _lifecycle(redis)
+    await lifecycle.create(_job())
+    await lifecycle.start(JOB_ID)
+    await _silence(lifecycle.store, JOB_ID, STALL + 1)
+    stored = await lifecycle.store.get(JOB_ID)
+    assert stored is not None and stored.status == "running"
+    assert shown(stored, datetime.now(UTC), STALL).status == "stalled"
+    assert shown(stored, datetime.now(UTC), STALL + 5).status == "running"
+
+
+async def test_cancel_of_a_running_job_waits_for_its_owner(redis: Redis) -> None:
+    lifecycle = _lifecycle(redis)
+    await lifecycle.create(_job())
+    lease = await lifecycle.start(JOB_ID)
+    assert lease is not None
+    cancelling = await lifecycle.cancel(JOB_ID)
+    assert cancelling is not None and cancelling.status == "cancelling"
+    assert (await lease.heartbeat()).status == "cancelling"
+    assert (await lease.finish_cancel()).status == "cancelled"
+    assert await lifecycle.cancel(JOB_ID) is None
+
+
+async def test_a_missing_record_raises(redis: Redis) -> None:
     with pytest.raises(RecordNotFound):
-        await tokenizer_jobs(redis).mark_running("tok_01JDQ8ZQ0000000000000000ZZ")
+        await _lifecycle(redis).start("tok_01JDQ8ZQ0000000000000000ZZ")
 
 
 async def test_list_pages_newest_first_with_a_status_filter(redis: Redis) -> None:
-    store = tokenizer_jobs(redis)
+    lifecycle = _lifecycle(redis)
+    store = lifecycle.store
     ids = [f"tok_01JDQ8ZQ00000000000000{index:04d}" for index in range(7)]
     for job_id in ids:
-        await store.create(_job(job_id))
+        await lifecycle.create(_job(job_id))
     for job_id in ids[1::2]:
-        await store.mark_failed(job_id, JobError(code="empty_corpus", message="no text"))
+        await lifecycle.fail_queued(job_id, JobError(code="empty_corpus", message="no text"))
 
     first, cursor = await store.list_page(limit=3)
     assert ([r.id for r in first], cursor) == (ids[:3:-1][:3], ids[4])
@@ -79,24 +169,27 @@ async def test_list_pages_newest_first_with_a_status_filter(redis: Redis) -> Non
 
 
 async def test_list_drops_expired_records_from_the_index(redis: Redis) -> None:
-    store = tokenizer_jobs(redis)
+    lifecycle = _lifecycle(redis)
     for job_id in ("tok_01JDQ8ZQ0000000000000000AA", "tok_01JDQ8ZQ0000000000000000AB"):
-        await store.create(_job(job_id))
-    await redis.delete(store.key("tok_01JDQ8ZQ0000000000000000AB"))
-    page, cursor = await store.list_page(limit=5)
+        await lifecycle.create(_job(job_id))
+    await redis.delete(lifecycle.store.key("tok_01JDQ8ZQ0000000000000000AB"))
+    page, cursor = await lifecycle.store.list_page(limit=5)
     assert ([r.id for r in page], cursor) == (["tok_01JDQ8ZQ0000000000000000AA"], None)
-    assert await redis.zrange(store.index_key, 0, -1) == [b"tok_01JDQ8ZQ0000000000000000AA"]
+    assert await redis.zrange(lifecycle.store.index_key, 0, -1) == [b"tok_01JDQ8ZQ0000000000000000AA"]
 
 
-async def test_a_finished_jobs_event_stream_expires_and_a_resume_keeps_it_again(redis: Redis) -> None:
-    store = tokenizer_jobs(redis)
-    await store.create(_job())
-    stream = stream_key(_job().id)
-    await store.mark_running(_job().id)
+async def test_a_finished_runs_event_stream_expires_and_a_resume_keeps_it_again(redis: Redis) -> None:
+    lifecycle = Lifecycle(run_jobs(redis), "run", STALL)
+    run_id = "run_01JDQ8ZQ0000000000000000AA"
+    request = TrainRunRequest(tokenizer_id="tok_01JDQ8ZQ0000000000000000AA", corpus_path="a.txt")
+    await lifecycle.create(RunJob(id=run_id, request=request, created_at=NOW, updated_at=NOW))
+    stream = stream_key(run_id)
+    lease = await lifecycle.start(run_id)
+    assert lease is not None
     assert await redis.ttl(stream) == -1  # no expiry while the job lives
-    await store.mark_failed(_job().id, JobError(code="empty_corpus", message="no text"))
+    await lease.fail(JobError(code="diverged", message="lower learning_rate"))
     assert FINISHED_STREAM_TTL_SECONDS - 5 <= await redis.ttl(stream) <= FINISHED_STREAM_TTL_SECONDS
-    # failed -> queued is a resume (runs only in practice; the store allows it for any kind).
-    await store.update(_job().id, lambda r: msgspec.structs.replace(r, status="queued"))
+    resumed = await lifecycle.resume(run_id, lambda r: r)
+    assert resumed is not None and (resumed.status, resumed.attempts, resumed.error) == ("queued", 0, None)
     assert await redis.ttl(stream) == -1
-    assert [event.event for event in await JobEvents(redis).last(_job().id, 10)] == ["status"] * 4
+    assert [event.event for event in await JobEvents(redis).last(run_id, 10)] == ["status"] * 4

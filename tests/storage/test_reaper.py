@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 from mt_contracts.jobs import TokenizerJob
 from mt_contracts.requests import TrainTokenizerRequest
 from mt_storage.embedded_redis import EmbeddedRedis
-from mt_storage.jobs import JobStore, tokenizer_jobs
+from mt_storage.jobs import tokenizer_jobs
+from mt_storage.lifecycle import Lifecycle
 from mt_storage.queue import ArqJobQueue
 from mt_storage.reaper import Reaper, attempts_left
 
@@ -28,36 +29,39 @@ async def queue(redis: Redis, redis_server: EmbeddedRedis) -> AsyncIterator[ArqJ
     await queue.close()
 
 
-async def _running(store: JobStore[TokenizerJob], queue: ArqJobQueue, job_id: str, silent_seconds: float) -> None:
+async def _silence(lifecycle: Lifecycle[TokenizerJob], job_id: str, silent_seconds: float) -> None:
+    beat = datetime.now(UTC) - timedelta(seconds=silent_seconds)
+    await lifecycle.store.transact(job_id, lambda r: msgspec.structs.replace(r, heartbeat_at=beat))
+
+
+async def _running(lifecycle: Lifecycle[TokenizerJob], queue: ArqJobQueue, job_id: str, silent_seconds: float) -> None:
     now = datetime.now(UTC)
     request = TrainTokenizerRequest(corpus_path="a.txt")
-    await store.create(TokenizerJob(id=job_id, status="queued", request=request, created_at=now, updated_at=now))
+    await lifecycle.create(TokenizerJob(id=job_id, request=request, created_at=now, updated_at=now))
     await queue.enqueue(TASK, job_id, QUEUE)
-    await store.mark_running(job_id)
-    beat = now - timedelta(seconds=silent_seconds)
-    await store.update(job_id, lambda r: msgspec.structs.replace(r, heartbeat_at=beat))
+    assert await lifecycle.start(job_id) is not None
+    await _silence(lifecycle, job_id, silent_seconds)
 
 
-def _reaper(store: JobStore[TokenizerJob], queue: ArqJobQueue, max_tries: int) -> Reaper[TokenizerJob]:
+def _reaper(lifecycle: Lifecycle[TokenizerJob], queue: ArqJobQueue, max_tries: int) -> Reaper[TokenizerJob]:
     return Reaper(
-        store,
+        lifecycle,
         queue,
         QUEUE,
-        kind="tokenizer",
-        stall_after_seconds=10,
         cannot_retry=attempts_left(max_tries),
         advice=lambda job_id: "submit it again",
     )
 
 
 async def test_stalled_jobs_are_requeued_while_they_have_attempts_then_failed(redis: Redis, queue: ArqJobQueue) -> None:
-    store = tokenizer_jobs(redis)
-    await _running(store, queue, IDS[0], silent_seconds=30)
-    await _running(store, queue, IDS[1], silent_seconds=2)  # alive: left alone
-    await _running(store, queue, IDS[2], silent_seconds=30)
-    await store.request_cancel(IDS[2])
+    lifecycle = Lifecycle(tokenizer_jobs(redis), "tokenizer", 10)
+    store = lifecycle.store
+    await _running(lifecycle, queue, IDS[0], silent_seconds=30)
+    await _running(lifecycle, queue, IDS[1], silent_seconds=2)  # alive: left alone
+    await _running(lifecycle, queue, IDS[2], silent_seconds=30)
+    await lifecycle.cancel(IDS[2])
 
-    assert await _reaper(store, queue, max_tries=2).reap_once() == {IDS[0]: "requeued", IDS[2]: "cancelled"}
+    assert await _reaper(lifecycle, queue, max_tries=2).reap_once() == {IDS[0]: "requeued", IDS[2]: "cancelled"}
     requeued, alive, cancelled = [await store.get(job_id) for job_id in IDS]
     assert requeued is not None and (requeued.status, requeued.attempts) == ("queued", 1)
     assert alive is not None and alive.status == "running"
@@ -66,10 +70,9 @@ async def test_stalled_jobs_are_requeued_while_they_have_attempts_then_failed(re
     assert await redis.zscore(QUEUE, IDS[2]) is None  # taken off it
 
     # The second attempt stalls too, and the job has used its attempts.
-    await store.mark_running(IDS[0])
-    old = datetime.now(UTC) - timedelta(seconds=60)
-    await store.update(IDS[0], lambda r: msgspec.structs.replace(r, heartbeat_at=old))
-    assert await _reaper(store, queue, max_tries=2).reap_once() == {IDS[0]: "failed"}
+    assert await lifecycle.start(IDS[0]) is not None
+    await _silence(lifecycle, IDS[0], 60)
+    assert await _reaper(lifecycle, queue, max_tries=2).reap_once() == {IDS[0]: "failed"}
     failed = await store.get(IDS[0])
     assert failed is not None and failed.status == "failed" and failed.error is not None
     assert failed.error.code == "worker_lost"

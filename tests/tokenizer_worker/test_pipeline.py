@@ -15,11 +15,12 @@ from tokenizers import Tokenizer
 from mt_contracts import codec
 from mt_contracts.manifests import TokenizerManifest
 from mt_contracts.requests import TrainTokenizerRequest
-from mt_contracts.tokenizers import TokenizerFailed, TokenizerSpec, TokenizerTrained
+from mt_contracts.events import Failed, LogEvent
+from mt_contracts.tokenizer_process import TokenizerSpec, TokenizerTrained, decode_tokenizer_message
 from mt_storage.files import sha256_file
 from mt_storage.joblog import JobLog
+from mt_storage.process import run_child
 from mt_tokenizer_worker.process import run
-from mt_tokenizer_worker.training import train_in_process
 
 TOKENIZER_ID = "tok_01JDQ8ZQ0000000000000000AA"
 # A file that starts with a BOM, mixes CRLF and LF and has no final newline; emoji, CJK, combining accents,
@@ -44,13 +45,16 @@ def _run(tmp_path: Path, request: TrainTokenizerRequest, tokenizer_id: str = TOK
     spec = _spec(tmp_path, request, tokenizer_id)
     outcome = run(spec, JobLog(Path(spec.log_path), tokenizer_id))
     assert isinstance(outcome, TokenizerTrained), outcome
+    # The worker commits the manifest the process hands over (after checking its lease).
+    assert not (Path(spec.out_dir) / "manifest.json").exists()
+    (Path(spec.out_dir) / "manifest.json").write_bytes(bytes(outcome.manifest))
     return outcome
 
 
-def _fails(tmp_path: Path, request: TrainTokenizerRequest) -> TokenizerFailed:
+def _fails(tmp_path: Path, request: TrainTokenizerRequest) -> Failed:
     spec = _spec(tmp_path, request)
     outcome = run(spec, JobLog(Path(spec.log_path), TOKENIZER_ID))
-    assert isinstance(outcome, TokenizerFailed), outcome
+    assert isinstance(outcome, Failed), outcome
     assert not (Path(spec.out_dir) / "manifest.json").exists()
     return outcome
 
@@ -187,7 +191,8 @@ def test_a_corpus_error_while_sentencepiece_trains_ends_the_process_cleanly(tmp_
     )
     # SentencePiece is still training on what it read when the process ends: no abort (SIGABRT) under it.
     assert process.returncode == 0, process.stderr[-500:]
-    outcome = codec.decode(process.stdout.splitlines()[-1], TokenizerFailed)
+    outcome = decode_tokenizer_message(process.stdout.splitlines()[-1])
+    assert isinstance(outcome, Failed)
     assert outcome.code == "invalid_utf8" and f"offset {len(shakespeare.encode())}" in outcome.message
 
 
@@ -231,13 +236,26 @@ def test_user_errors_end_with_a_stable_code(
     assert message in failed.message
 
 
-async def test_the_training_process_hands_its_log_lines_to_the_worker(tmp_path: Path, corpus: Path) -> None:
+async def test_the_training_process_hands_its_events_and_outcome_to_the_worker(tmp_path: Path, corpus: Path) -> None:
     spec = _spec(tmp_path, TrainTokenizerRequest(corpus_path="books", vocab_size=500))
     handed: list[bytes] = []
-    outcome = await train_in_process(spec, 0, handed.append)
-    assert isinstance(outcome, TokenizerTrained), outcome
-    assert handed == Path(spec.log_path).read_bytes().splitlines(keepends=True)
-    assert [msgspec.json.decode(line)["event"] for line in handed] == ["reading", "training", "statistics", "writing"]
+
+    async def collect(line: bytes) -> None:
+        handed.append(line)
+
+    log_path = tmp_path / "process.log"
+    code = await run_child(
+        "mt_tokenizer_worker.process", codec.encode(spec), niceness=0, log_path=log_path, on_line=collect, grace=5
+    )
+    assert code == 0, log_path.read_text()
+    messages = [decode_tokenizer_message(line) for line in handed]
+    events = [m for m in messages[:-1] if isinstance(m, LogEvent)]
+    assert [(e.job_id, e.event) for e in events] == [
+        (TOKENIZER_ID, n) for n in ("reading", "training", "statistics", "writing")
+    ]
+    assert isinstance(messages[-1], TokenizerTrained) and messages[-1].vocab_size == 500
+    # The process writes neither the job's log (its worker does) nor the manifest (the worker commits it).
+    assert not Path(spec.log_path).exists() and not (Path(spec.out_dir) / "manifest.json").exists()
 
 
 @pytest.mark.parametrize(("method", "unused"), [("bpe", "sentencepiece"), ("sentencepiece", "redis")])

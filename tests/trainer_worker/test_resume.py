@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from mt_contracts import codec
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.tokenizers import resolve_config
-from mt_contracts.training import Checkpoint, Finished, Resumed, RunSpec, TrainingEvent, decode_event
+from mt_contracts.events import CheckpointEvent, Resumed
+from mt_contracts.training import Finished, RunSpec, TrainingMessage, decode_message
 from mt_storage.checkpoints import read_index
 from mt_tokenizer_worker.methods import METHODS
 
@@ -58,7 +59,6 @@ def _spec(tmp_path: Path, name: str, tokenizer_dir: Path, corpus_root: Path) -> 
         work_dir=str(run_dir / "work"),
         run_dir=str(run_dir),
         dataset_cache=str(tmp_path / "datasets"),
-        heartbeat_interval=0.5,
         progress_interval=0.1,
     )
     path = tmp_path / f"{name}.json"
@@ -67,14 +67,18 @@ def _spec(tmp_path: Path, name: str, tokenizer_dir: Path, corpus_root: Path) -> 
 
 
 def _start(spec: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "mt_trainer_worker.training", "--spec", str(spec)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "mt_trainer_worker.training"]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdin is not None
+    with process.stdin:
+        process.stdin.write(spec.read_bytes())
+    return process
 
 
-def _events(process: subprocess.Popen[bytes]) -> list[TrainingEvent]:
+def _events(process: subprocess.Popen[bytes]) -> list[TrainingMessage]:
     assert process.stdout is not None
     with process.stdout:
-        return [decode_event(line) for line in process.stdout]
+        return [decode_message(line) for line in process.stdout]
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_to_identical_weights(
@@ -89,7 +93,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_identical_weights(
     first = _start(interrupted_spec)
     assert first.stdout is not None
     for line in first.stdout:
-        if isinstance(decode_event(line), Checkpoint):
+        if isinstance(decode_message(line), CheckpointEvent):
             first.send_signal(signal.SIGKILL)
             break
     first.wait()

@@ -1,16 +1,16 @@
-"""The weights a consumer loads, the spec handed to the evaluation subprocess and the events it writes back.
+"""The weights a consumer loads, the spec handed to the evaluation subprocess and the messages it writes back.
 
-The evaluation process speaks like the training process (one JSON event a line on stdout) with a smaller
-union: ``heartbeat``, ``evaluated`` or ``failed``.
+The evaluation process speaks like every child (one JSON message a line on stdout): the shared child events
+(``mt_contracts.events``), then ``evaluated`` or ``failed``.
 """
 
 from __future__ import annotations
 
 import msgspec
 
+from mt_contracts.events import CheckpointEvent, Failed, LogEvent, ProgressEvent, ValidationEvent
 from mt_contracts.jobs import EvalMetrics
 from mt_contracts.requests import EvalSplit
-from mt_contracts.training import Failed, Heartbeat
 
 
 class Weights(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,24 +56,23 @@ class EvalSpec(msgspec.Struct, frozen=True, kw_only=True):
     dataset_cache: str
     device: str = "auto"
     max_tokens: int | None = None
-    heartbeat_interval: float = 5.0
 
 
-class Evaluated(msgspec.Struct, frozen=True, tag_field="event", tag="evaluated", kw_only=True):
+class Evaluated(msgspec.Struct, frozen=True, tag_field="kind", tag="evaluated", kw_only=True):
     """The text was scored."""
 
     metrics: EvalMetrics
 
 
-EvalEvent = Heartbeat | Evaluated | Failed
+EvalMessage = LogEvent | ProgressEvent | ValidationEvent | CheckpointEvent | Evaluated | Failed
 
-_event_decoder: msgspec.json.Decoder[EvalEvent] = msgspec.json.Decoder(EvalEvent)
+_decoder: msgspec.json.Decoder[EvalMessage] = msgspec.json.Decoder(EvalMessage)
 
 
-def decode_eval_event(line: bytes) -> EvalEvent:
-    """Decode one evaluation event line.
+def decode_eval_message(line: bytes) -> EvalMessage:
+    """Decode one line of the evaluation process.
 
     Raises:
         msgspec.DecodeError: not JSON, or not a known event (``msgspec.ValidationError`` is a subclass).
     """
-    return _event_decoder.decode(line)
+    return _decoder.decode(line)

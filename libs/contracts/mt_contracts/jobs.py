@@ -3,16 +3,14 @@
 Records are tolerant of unknown fields and every new field has a default, so a record written by a newer
 service still decodes in an older one during a rolling deploy.
 
-Status moves only forward: ``queued -> running -> succeeded | failed | cancelled``; ``running -> running``
-is allowed so a retried job can take over. A cancel request moves a queued job straight to ``cancelled``
-and a running one to ``cancelling`` until its worker has stopped it. A terminal status is never left,
-except that ``POST /runs/{id}/resume`` puts a failed or cancelled run back on the queue. ``stalled`` is never
-stored: it is how ``GET /runs/{id}`` shows a ``running`` run whose heartbeat is too old.
+Status moves only through the named transitions of ``mt_contracts.lifecycle`` (one table per job kind),
+applied by ``mt_storage.lifecycle`` alone. ``stalled`` is never stored: it is how ``GET /runs/{id}`` shows a
+``running`` job whose heartbeat is too old.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
@@ -23,24 +21,10 @@ from mt_contracts.tokenizers import TokenizerStatistics
 JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled", "stalled"]
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({"succeeded", "failed", "cancelled"})
 
-_ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
-    "queued": frozenset({"queued", "running", "failed", "cancelled"}),
-    # running -> queued: the reaper hands a run whose worker died back to the queue.
-    "running": frozenset({"running", "queued", "cancelling", "succeeded", "failed", "cancelled"}),
-    # A job that finishes while its cancel is on the way keeps its real ending.
-    "cancelling": frozenset({"cancelling", "succeeded", "failed", "cancelled"}),
-    "succeeded": frozenset(),
-    # Only an explicit resume (POST /runs/{id}/resume) takes a failed or cancelled run back to the queue.
-    "failed": frozenset({"queued"}),
-    "cancelled": frozenset({"queued"}),
-    # Never stored: GET /runs/{id} shows a running run whose heartbeat is too old as stalled.
-    "stalled": frozenset(),
-}
 
-
-def transition_allowed(current: JobStatus, new: JobStatus) -> bool:
-    """True when a record in ``current`` may be written with status ``new``."""
-    return new in _ALLOWED[current]
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
 
 
 class JobError(msgspec.Struct, frozen=True):
@@ -65,12 +49,16 @@ class TokenizerResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Job(msgspec.Struct, kw_only=True):
-    """Fields every job record has. Times are UTC; ``attempts`` counts starts (a retry after a lost
-    worker is a second attempt); ``heartbeat_at`` is the last sign of life of the process doing the job,
-    refreshed every few seconds while it runs (a job whose heartbeat is too old is reaped)."""
+    """Fields every job record has. Times are UTC; ``attempts`` counts starts by a worker (a retry after a
+    lost worker is a second attempt); ``restarts`` counts child processes its worker started again after a
+    crash within one attempt. ``heartbeat_at`` is the last renewal of the attempt's lease by the worker
+    supervising it, every ``WORKER__HEARTBEAT_INTERVAL`` seconds from before its child process starts; a job
+    whose heartbeat is older than ``APP__STALL_AFTER_SECONDS`` may be reaped. ``owner`` is the lease's fencing
+    token (``<attempt>:<random>``): every write of the attempt checks it, so a worker whose job was handed to
+    another can no longer write. New records start ``queued``."""
 
     id: str
-    status: JobStatus
+    status: JobStatus = "queued"
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None
@@ -78,6 +66,8 @@ class Job(msgspec.Struct, kw_only=True):
     attempts: int = 0
     error: JobError | None = None
     heartbeat_at: datetime | None = None
+    owner: str | None = None
+    restarts: int = 0
 
 
 class TokenizerJob(Job, kw_only=True):
@@ -120,8 +110,9 @@ class EvalPoint(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class CheckpointInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """One kept checkpoint: ``path`` relative to the run folder, ``size_bytes``, and the last training and
-    validation losses (nats per token) known when it was written."""
+    """One kept checkpoint: ``path`` relative to the run folder, ``size_bytes``, the training loss (nats per
+    token) of its step, and ``val_loss``, the validation estimate at that same step (``None`` when no
+    validation ran at that step)."""
 
     step: int
     path: str

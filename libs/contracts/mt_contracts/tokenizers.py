@@ -180,34 +180,6 @@ class TokenizerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     megabytes_per_second: float
 
 
-class TokenizerSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """What the worker hands its training process on stdin; paths are absolute."""
-
-    tokenizer_id: str
-    request: TrainTokenizerRequest
-    corpus_root: str
-    out_dir: str
-    log_path: str
-
-
-class TokenizerTrained(msgspec.Struct, frozen=True, kw_only=True, tag_field="outcome", tag="trained"):
-    """Artifacts are written, ``manifest.json`` last."""
-
-    vocab_size: int
-    special_tokens: list[str]
-    statistics: TokenizerStatistics
-
-
-class TokenizerFailed(msgspec.Struct, frozen=True, kw_only=True, tag_field="outcome", tag="failed"):
-    """Training stopped on an error; ``code`` is stable, ``message`` says what to change."""
-
-    code: str
-    message: str
-
-
-TokenizerOutcome = TokenizerTrained | TokenizerFailed
-
-
 class EncodeResponse(msgspec.Struct, frozen=True, kw_only=True):
     """The text as the tokenizer sees it: token ``ids`` (no special tokens added), each id's ``tokens``
     string as stored in the vocabulary, and ``decoded`` = decode(ids) with special tokens kept."""

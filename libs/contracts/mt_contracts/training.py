@@ -1,14 +1,16 @@
-"""The spec handed to the training subprocess and the events it writes back, one JSON object a line.
+"""The spec handed to the training child process and what it writes back, one JSON object a line: the
+shared child events (``mt_contracts.events``), ``resumed``, and one outcome, ``finished`` or ``failed``.
 
-Events are a tagged union on ``event``; the worker decodes them with ``match`` and turns them into the job
-record and the run's ``logs.jsonl``.
+The worker decodes each line once with ``decode_message`` and handles it with ``match``.
 """
 
 from __future__ import annotations
 
 import msgspec
 
-from mt_contracts.jobs import CheckpointInfo, EvalPoint, RunMetrics, RunProgress
+from mt_contracts.events import CheckpointEvent, Failed, LogEvent, ProgressEvent, Resumed, ValidationEvent
+from mt_contracts.jobs import RunMetrics
+from mt_contracts.manifests import ModelManifest
 from mt_contracts.requests import TrainRunRequest
 
 
@@ -16,10 +18,11 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the training process needs; paths are absolute.
 
     ``corpus_files`` are read in order; ``model_dir`` receives the final artifacts (each file written
-    atomically, ``manifest.json`` last); ``work_dir`` is scratch space owned by this run; ``run_dir`` holds
-    ``checkpoints/`` and their index. When a checkpoint exists there, training resumes from the latest.
-    ``dataset_cache`` holds prepared token files shared by runs on the same corpus and tokenizer.
-    Intervals are seconds.
+    atomically; the worker writes ``manifest.json``, the commit point, from the ``finished`` event);
+    ``work_dir`` is scratch space owned by this run; ``run_dir`` holds ``checkpoints/`` and their index. When a
+    checkpoint exists there, training resumes from the latest. ``dataset_cache`` holds prepared token files
+    shared by runs on the same corpus and tokenizer. ``progress_interval`` is seconds; ``runs_root`` and
+    ``artifacts_root`` name the roots that error messages give paths relative to.
     """
 
     run_id: str
@@ -31,73 +34,28 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     work_dir: str
     run_dir: str = ""
     dataset_cache: str = ""
-    heartbeat_interval: float = 5.0
     progress_interval: float = 2.0
+    runs_root: str = ""
+    artifacts_root: str = ""
 
 
-class Started(msgspec.Struct, frozen=True, tag_field="event", tag="started", kw_only=True):
-    """Data is prepared and the model built; training begins. Token counts are per split."""
-
-    n_params: int
-    train_tokens: int
-    val_tokens: int
-    vocab_size: int
-    device: str
-
-
-class Heartbeat(msgspec.Struct, frozen=True, tag_field="event", tag="heartbeat", kw_only=True):
-    """The process is alive; ``phase`` is what it is doing (``preparing``, ``training``, ``saving``)."""
-
-    phase: str
-
-
-class Progress(msgspec.Struct, frozen=True, tag_field="event", tag="progress", kw_only=True):
-    """Rate-limited training progress."""
-
-    progress: RunProgress
-
-
-class Resumed(msgspec.Struct, frozen=True, tag_field="event", tag="resumed", kw_only=True):
-    """Training continues from the checkpoint at ``step``."""
-
-    step: int
-
-
-class Checkpoint(msgspec.Struct, frozen=True, tag_field="event", tag="checkpoint", kw_only=True):
-    """A checkpoint was written (atomically) and older ones beyond ``keep_checkpoints`` deleted."""
-
-    checkpoint: CheckpointInfo
-
-
-class Eval(msgspec.Struct, frozen=True, tag_field="event", tag="eval", kw_only=True):
-    """A periodic validation estimate."""
-
-    point: EvalPoint
-
-
-class Finished(msgspec.Struct, frozen=True, tag_field="event", tag="finished", kw_only=True):
-    """Artifacts are written and complete."""
+class Finished(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="finished"):
+    """The model files are written; ``manifest`` is what the worker commits as ``manifest.json``."""
 
     metrics: RunMetrics
     model_dir: str
+    manifest: ModelManifest
 
 
-class Failed(msgspec.Struct, frozen=True, tag_field="event", tag="failed", kw_only=True):
-    """Training stopped on an error the user can act on."""
+TrainingMessage = LogEvent | ProgressEvent | ValidationEvent | CheckpointEvent | Resumed | Finished | Failed
 
-    code: str
-    message: str
+_decoder: msgspec.json.Decoder[TrainingMessage] = msgspec.json.Decoder(TrainingMessage)
 
 
-TrainingEvent = Started | Resumed | Heartbeat | Progress | Eval | Checkpoint | Finished | Failed
-
-_event_decoder: msgspec.json.Decoder[TrainingEvent] = msgspec.json.Decoder(TrainingEvent)
-
-
-def decode_event(line: bytes) -> TrainingEvent:
-    """Decode one event line.
+def decode_message(line: bytes) -> TrainingMessage:
+    """Decode one line of the training process.
 
     Raises:
-        msgspec.DecodeError: not JSON, or not a known event (``msgspec.ValidationError`` is a subclass).
+        msgspec.DecodeError: not JSON, or not a known message (``msgspec.ValidationError`` is a subclass).
     """
-    return _event_decoder.decode(line)
+    return _decoder.decode(line)

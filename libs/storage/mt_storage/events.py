@@ -1,44 +1,47 @@
 """Live job events in Redis: one capped Redis Stream per job, so the API and the workers need not share a
 disk to stream logs.
 
-The workers publish each ``logs.jsonl`` line with ``LivePublisher``, their own and those their training
-processes hand over on stdout (the processes never talk to Redis); ``JobStore`` adds a ``status`` event in
-the same transaction as every status change. Entry ids are Redis's own, monotonic per stream, and serve as the
-events' ids for resuming.
+An entry holds an event's ``kind`` (from its type: never sniffed back from the JSON) and ``data``, the
+``mt_contracts.events.JobEvent`` as the worker wrote it to ``logs.jsonl``. The workers publish with
+``LivePublisher``; ``JobStore`` adds a ``status`` event in the same transaction as every status change.
+Entry ids are Redis's own, monotonic per stream, and serve as the events' ids for resuming.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
 import msgspec
 import redis
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
-from mt_contracts.events import EVENT_KINDS, EventKind, LiveEvent, StatusEvent
+from mt_contracts import codec
+from mt_contracts.events import EventKind, JobEvent, LiveEvent, kind_of, status_event
 from mt_contracts.jobs import Job
-from mt_contracts.logs import timestamp
 
 logger = logging.getLogger(__name__)
 
 EVENTS_PREFIX = "mt:events:"
 # Entries kept per job (approximately: Redis trims whole nodes). A resume older than this starts at the
-# oldest entry kept; logs.jsonl keeps every line.
+# oldest entry kept; logs.jsonl keeps every event.
 STREAM_MAXLEN = 10_000
-# A stream entry's fields: ``kind`` (log, progress or status) and ``data`` (the JSON payload).
+# Events a publisher holds while Redis is unreachable; beyond this the oldest are dropped from the live
+# stream (``logs.jsonl`` keeps them).
+PUBLISH_BACKLOG = 10_000
+# Waits between publish attempts while Redis is unreachable (seconds): doubling from the first to the last.
+RETRY_FIRST_SECONDS = 0.2
+RETRY_MAX_SECONDS = 5.0
+# How long closing a publisher waits for its queued events to reach Redis (seconds).
+CLOSE_FLUSH_SECONDS = 5.0
+# A stream entry's fields: ``kind`` and ``data`` (the JSON event).
 EntryFields = dict[FieldT, EncodableT]
 _KIND = b"kind"
 _DATA = b"data"
-_encoder = msgspec.json.Encoder()
-
-
-class _LineEvent(msgspec.Struct):
-    event: str = ""
-
-
-_line_decoder = msgspec.json.Decoder(_LineEvent)
+# The errors that mean Redis is unreachable for now (a restart, a network cut), not that a command is wrong.
+REDIS_DOWN: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
 def stream_key(job_id: str) -> str:
@@ -46,29 +49,25 @@ def stream_key(job_id: str) -> str:
     return f"{EVENTS_PREFIX}{job_id}"
 
 
-def line_kind(line: bytes) -> EventKind:
-    """``progress`` for a progress log line, else ``log``."""
-    try:
-        event = _line_decoder.decode(line).event
-    except msgspec.DecodeError:
-        return "log"
-    return "progress" if event == "progress" else "log"
-
-
 def status_fields(record: Job) -> EntryFields:
     """The stream entry announcing ``record``'s status."""
-    event = StatusEvent(ts=timestamp(), job_id=record.id, status=record.status, error=record.error)
-    return {_KIND: b"status", _DATA: _encoder.encode(event)}
+    return event_fields("status", codec.encode(status_event(record.id, record.status, record.error)))
 
 
-def line_fields(line: bytes) -> EntryFields:
-    """The stream entry carrying one ``logs.jsonl`` line (without its newline)."""
-    data = line.rstrip(b"\n")
-    return {_KIND: line_kind(data).encode(), _DATA: data}
+def event_fields(kind: EventKind, data: bytes) -> EntryFields:
+    """The stream entry of one encoded event of ``kind``."""
+    return {_KIND: kind.encode(), _DATA: data}
 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _kind(value: str) -> EventKind | None:
+    match value:
+        case "log" | "progress" | "validation" | "checkpoint" | "status":
+            return value
+    return None
 
 
 def _entries(raw: object) -> list[LiveEvent]:
@@ -82,12 +81,11 @@ def _entries(raw: object) -> list[LiveEvent]:
         entry_id, fields = item
         if not isinstance(fields, dict):
             continue
-        kind = _text(fields.get(_KIND, b"log"))
-        data = fields.get(_DATA, b"{}")
-        if kind not in EVENT_KINDS or not isinstance(data, bytes):
+        kind = _kind(_text(fields.get(_KIND, b"")))
+        data = fields.get(_DATA)
+        if kind is None or not isinstance(data, bytes):
             continue
-        event_kind: EventKind = "status" if kind == "status" else "progress" if kind == "progress" else "log"
-        events.append(LiveEvent(id=_text(entry_id), event=event_kind, data=msgspec.Raw(data)))
+        events.append(LiveEvent(id=_text(entry_id), event=kind, data=msgspec.Raw(data)))
     return events
 
 
@@ -125,45 +123,76 @@ class JobEvents:
 
 
 class LivePublisher:
-    """Publishes log lines from async worker code without blocking its event loop: ``publish`` queues the
-    line, one task appends queued lines in order, ``flush`` waits until every queued line is in Redis.
+    """Publishes events from async worker code without blocking its event loop: ``publish`` queues the
+    event, one task appends queued events in order, ``flush`` waits until every queued event is in Redis.
 
-    A Redis error drops the line from the live stream (``logs.jsonl`` still has it) and is logged.
+    While Redis is unreachable the task keeps the events and tries again with a doubling wait (at most
+    ``RETRY_MAX_SECONDS``), so the live stream has them once Redis is back; past ``PUBLISH_BACKLOG`` queued
+    events the oldest are dropped from the stream (``logs.jsonl`` keeps them), with a warning.
     """
 
     def __init__(self, client: Redis) -> None:
         self._events = JobEvents(client)
-        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._queue: deque[tuple[str, EventKind, bytes]] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
 
-    def publish(self, job_id: str, line: bytes) -> None:
-        """Queue ``line`` (one ``logs.jsonl`` line) for job ``job_id``'s stream. Call from the event loop."""
+    def publish(self, event: JobEvent, data: bytes | None = None) -> None:
+        """Queue ``event`` (``data``: its JSON when already encoded) for its job's stream. Call from the
+        event loop."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._drain())
-        self._queue.put_nowait((job_id, line))
+        if len(self._queue) >= PUBLISH_BACKLOG:
+            self._queue.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                logger.warning("live events dropped", extra={"event": "publish_dropped", "dropped": self.dropped})
+        self._queue.append((event.job_id, kind_of(event), codec.encode(event) if data is None else data))
+        self._idle.clear()
+        self._wake.set()
 
     async def flush(self) -> None:
-        """Wait until every line queued so far is appended."""
+        """Wait until every event queued so far is appended (while Redis is down: until it is back)."""
         if self._task is not None and not self._task.done():
-            await self._queue.join()
+            await self._idle.wait()
 
     async def aclose(self) -> None:
-        """Flush, then stop the appending task."""
-        await self.flush()
+        """Flush for at most ``CLOSE_FLUSH_SECONDS``, then stop the appending task."""
+        try:
+            async with asyncio.timeout(CLOSE_FLUSH_SECONDS):
+                await self.flush()
+        except TimeoutError:
+            logger.warning(
+                "live events not published at shutdown", extra={"event": "publish_abandoned", "left": len(self._queue)}
+            )
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     async def _drain(self) -> None:
+        wait = RETRY_FIRST_SECONDS
         while True:
-            job_id, line = await self._queue.get()
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            job_id, kind, data = self._queue[0]
             try:
-                await self._events.append(job_id, line_fields(line))
-            except (redis.RedisError, OSError) as exc:
-                logger.warning(
-                    "live log line not published",
-                    extra={"event": "publish_failed", "job_id": job_id, "error": str(exc)},
-                )
-            finally:
-                self._queue.task_done()
+                await self._events.append(job_id, event_fields(kind, data))
+            except REDIS_DOWN as exc:
+                if wait == RETRY_FIRST_SECONDS:
+                    logger.warning(
+                        "live events waiting for redis",
+                        extra={"event": "publish_waiting", "job_id": job_id, "error": str(exc)},
+                    )
+                await asyncio.sleep(wait)
+                wait = min(RETRY_MAX_SECONDS, wait * 2)
+                continue
+            wait = RETRY_FIRST_SECONDS
+            if self._queue and self._queue[0][2] is data:
+                self._queue.popleft()

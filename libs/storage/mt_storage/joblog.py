@@ -1,36 +1,65 @@
-"""A job's own ``logs.jsonl``: only that job's lines, one JSON object each (see ``mt_contracts.logs``), and
-reading its last lines from the end of the file."""
+"""A job's own ``logs.jsonl``: only that job's events (``mt_contracts.events.JobEvent``), one JSON object a
+line, written by its worker; and reading its last lines from the end of the file."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
-from mt_contracts.logs import log_line
+from mt_contracts import codec
+from mt_contracts.events import JobEvent, log_event
 from mt_storage.files import append_line
+
+logger = logging.getLogger(__name__)
 
 _BLOCK = 64 * 1024
 
-# Receives each line after it is written: (job id, line). The workers pass a live event publisher.
-LineSink = Callable[[str, bytes], None]
+# Receives each event after it is written, with its JSON: the workers pass a live event publisher.
+EventSink = Callable[[JobEvent, bytes], None]
+
+
+class EventLog(Protocol):
+    """Where job code writes its log events: a ``JobLog`` in a worker, a ``mt_storage.child.Channel`` in a
+    child process (which hands them to the worker)."""
+
+    def write(self, level: str, event: str, message: str, **fields: object) -> None: ...
 
 
 class JobLog:
-    """Appends lines for job ``job_id`` to ``path``; each line also carries ``job_id``. ``sink``, when given,
-    receives every line after it is written (the live event stream)."""
+    """Appends job ``job_id``'s events to ``path``; ``sink``, when given, receives every event after it is
+    written (the live event stream).
 
-    def __init__(self, path: Path, job_id: str, sink: LineSink | None = None) -> None:
+    A write that fails (the disk is full, the folder is gone) is logged once and the event still goes to
+    ``sink``: the record and the live stream must still learn how the job ended. ``failed_writes`` counts them.
+    """
+
+    def __init__(self, path: Path, job_id: str, sink: EventSink | None = None) -> None:
         self.path = path
         self.job_id = job_id
         self.sink = sink
+        self.failed_writes = 0
+
+    def emit(self, event: JobEvent) -> None:
+        """Append ``event`` and hand it to the sink."""
+        data = codec.encode(event)
+        try:
+            append_line(self.path, data + b"\n")
+        except OSError as exc:
+            self.failed_writes += 1
+            if self.failed_writes == 1:
+                logger.warning(
+                    "job log not written",
+                    extra={"event": "joblog_write_failed", "job_id": self.job_id, "error": str(exc)},
+                )
+        if self.sink is not None:
+            self.sink(event, data)
 
     def write(self, level: str, event: str, message: str, **fields: object) -> None:
-        """Append one line. ``fields`` must be JSON-encodable (numbers, strings, Structs...)."""
-        line = log_line(level, event, message, {"job_id": self.job_id, **fields})
-        append_line(self.path, line)
-        if self.sink is not None:
-            self.sink(self.job_id, line)
+        """Emit a log event. ``fields`` must be JSON-encodable (numbers, strings, Structs...)."""
+        self.emit(log_event(self.job_id, level, event, message, **fields))
 
 
 def tail_lines(path: Path, count: int) -> list[bytes]:

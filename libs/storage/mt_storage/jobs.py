@@ -1,8 +1,9 @@
-"""Job records in Redis, one JSON value per job, with guarded status writes.
+"""Job records in Redis, one JSON value per job, written by optimistic transactions.
 
-Every update is an optimistic transaction (WATCH / MULTI / EXEC): read the record, apply a change, refuse
-the write when the status transition is not allowed (``mt_contracts.jobs.transition_allowed``), retry when
-another writer got there first. A late or retried writer therefore never moves a finished job backwards.
+``JobStore.transact`` is the one write: a WATCH / MULTI / EXEC transaction that reads the record, asks a
+``decide`` function for the new one (or ``None``: write nothing) and retries when another writer got there
+first. Only ``mt_storage.lifecycle`` calls it: the lifecycle decides, by the named transitions of
+``mt_contracts.lifecycle`` and the attempt's fencing token, what a job's status may become.
 
 Each kind also keeps an index, a sorted set ``<prefix>index`` of its ids with score 0, written by
 ``create``: ids are ULIDs, so their lexical order is creation order and ``list_page`` reads it newest first.
@@ -16,7 +17,6 @@ A record created in a ``group`` (the evaluations of one run) is also indexed in 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 import msgspec
@@ -24,16 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from mt_contracts import codec
-from mt_contracts.jobs import (
-    TERMINAL_STATUSES,
-    EvalJob,
-    Job,
-    JobError,
-    JobStatus,
-    RunJob,
-    TokenizerJob,
-    transition_allowed,
-)
+from mt_contracts.jobs import TERMINAL_STATUSES, EvalJob, Job, JobStatus, RunJob, TokenizerJob
 from mt_storage import RecordNotFound, StorageError
 from mt_storage.events import STREAM_MAXLEN, status_fields, stream_key
 
@@ -42,25 +33,6 @@ ACTIVE_STATUSES = frozenset({"running", "cancelling"})
 FINISHED_STREAM_TTL_SECONDS = 7 * 24 * 3600
 
 R = TypeVar("R", bound=Job)
-
-
-def is_stalled(job: Job, now: datetime, stall_after_seconds: float) -> bool:
-    """True when ``job`` is ``running`` or ``cancelling`` but the process doing it has not sent a heartbeat
-    for more than ``stall_after_seconds`` (its worker or process is gone, or hangs)."""
-    if job.status not in ACTIVE_STATUSES:
-        return False
-    last = job.heartbeat_at or job.started_at or job.updated_at
-    return now - last > timedelta(seconds=stall_after_seconds)
-
-
-def shown(job: R, now: datetime, stall_after_seconds: float) -> R:
-    """``job`` as clients see it: ``stalled`` when ``is_stalled`` (never stored)."""
-    return msgspec.structs.replace(job, status="stalled") if is_stalled(job, now, stall_after_seconds) else job
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
 
 
 class JobStore(Generic[R]):
@@ -101,11 +73,14 @@ class JobStore(Generic[R]):
         return f"{self._prefix}group:{group}"
 
     async def create(self, record: R, group: str | None = None) -> None:
-        """Store a new record and add its id to the index (and to ``group``'s), in one transaction.
+        """Store a new ``queued`` record and add its id to the index (and to ``group``'s), in one
+        transaction. Call it through ``Lifecycle.create``.
 
         Raises:
-            StorageError: a record with this id already exists.
+            StorageError: a record with this id already exists, or it is not ``queued``.
         """
+        if record.status != "queued":
+            raise StorageError(f"a new job starts queued, not {record.status}")
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self.key(record.id), codec.encode(record), nx=True, ex=self._retention)
             pipe.zadd(self.index_key, {record.id: 0})
@@ -181,11 +156,11 @@ class JobStore(Generic[R]):
         raw = await self._redis.get(self.key(job_id))
         return None if raw is None else self._decode(raw)
 
-    async def update(self, job_id: str, change: Callable[[R], R]) -> R | None:
-        """Apply ``change`` to the stored record atomically.
-
-        Returns the written record, or ``None`` when the change would make a transition that is not allowed
-        (e.g. a late ``running`` write to a ``succeeded`` job), in which case nothing is written.
+    async def transact(self, job_id: str, decide: Callable[[R], R | None]) -> R | None:
+        """Replace the stored record with ``decide(current)`` atomically; ``None`` from ``decide`` writes
+        nothing. ``decide`` may run more than once (when another writer got there first) and may raise to
+        abort. Keeps the active set and, when the status or error changes, appends a ``status`` event to the
+        job's live stream in the same transaction. Returns the written record or ``None``.
 
         Raises:
             RecordNotFound: no record has this id.
@@ -199,8 +174,8 @@ class JobStore(Generic[R]):
                     if raw is None:
                         raise RecordNotFound(f"no job record {job_id}")
                     current = self._decode(raw)
-                    updated = change(current)
-                    if not transition_allowed(current.status, updated.status):
+                    updated = decide(current)
+                    if updated is None:
                         await pipe.unwatch()
                         return None
                     pipe.multi()
@@ -221,59 +196,6 @@ class JobStore(Generic[R]):
                     return updated
                 except WatchError:
                     continue
-
-    async def mark_running(self, job_id: str) -> R | None:
-        """Move the job to ``running`` and count the attempt. ``None`` when it must not run: it is terminal,
-        or a cancel is pending (which this completes, since nothing runs it any more)."""
-        now = utcnow()
-        started = await self.update(
-            job_id,
-            lambda r: msgspec.structs.replace(
-                r, status="running", started_at=now, updated_at=now, attempts=r.attempts + 1
-            ),
-        )
-        if started is None:
-            await self.finish_cancel(job_id)
-        return started
-
-    async def request_cancel(self, job_id: str) -> R | None:
-        """Cancel a queued job at once (``cancelled``) or ask a running one to stop (``cancelling``).
-        Idempotent while cancelling. ``None`` when the job is already terminal (nothing written).
-
-        Raises:
-            RecordNotFound: no record has this id.
-        """
-        now = utcnow()
-
-        def cancel(record: R) -> R:
-            if record.status == "queued":
-                return msgspec.structs.replace(record, status="cancelled", finished_at=now, updated_at=now)
-            return msgspec.structs.replace(record, status="cancelling", updated_at=now)
-
-        return await self.update(job_id, cancel)
-
-    async def finish_cancel(self, job_id: str) -> bool:
-        """Move a ``cancelling`` job to ``cancelled``; True when it did (False for any other status)."""
-        now = utcnow()
-        record = await self.get(job_id)
-        if record is None or record.status != "cancelling":
-            return False
-        done = await self.update(
-            job_id,
-            lambda r: (
-                r
-                if r.status != "cancelling"
-                else msgspec.structs.replace(r, status="cancelled", finished_at=now, updated_at=now)
-            ),
-        )
-        return done is not None and done.status == "cancelled"
-
-    async def mark_failed(self, job_id: str, error: JobError) -> R | None:
-        """Move the job to ``failed`` with ``error``; ``None`` (nothing written) when it is already terminal."""
-        now = utcnow()
-        return await self.update(
-            job_id, lambda r: msgspec.structs.replace(r, status="failed", finished_at=now, updated_at=now, error=error)
-        )
 
     def _decode(self, raw: object) -> R:
         if not isinstance(raw, bytes | str):

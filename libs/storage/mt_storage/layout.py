@@ -9,9 +9,10 @@
     <artifacts_root>/models/<run_id>/eval/{<eval_id>.json, metrics.json (the latest)}
     <artifacts_root>/models/<run_id>/export/step-<n>/{the save_pretrained files, manifest.json}
     <runs_root>/datasets/<key>/{train.bin, val.bin, prepared.json}
-    <runs_root>/<run_id>/{spec.json, manifest.json, metrics.jsonl, process.log, checkpoints.json,
+    <runs_root>/<run_id>/{spec.json, manifest.json, process.log, checkpoints.json,
                           checkpoints/, config.json (the model's HF config), work/}
     <runs_root>/<run_id>/evals/{<eval_id>.spec.json, <eval_id>.log}
+    <runs_root>/tokenizers/<tokenizer_id>/process.log
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ class Layout(msgspec.Struct, frozen=True):
     def run_process_log(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "process.log"
 
-    def run_metrics(self, run_id: str) -> Path:
-        return self.run_dir(run_id) / "metrics.jsonl"
+    def tokenizer_process_log(self, tokenizer_id: str) -> Path:
+        """The stderr of a tokenizer job's training processes."""
+        return self.runs_root / "tokenizers" / tokenizer_id / "process.log"
 
     def dataset_cache(self) -> Path:
         """Prepared token files, keyed by corpus and tokenizer digests (shared by runs)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -28,12 +29,12 @@ from arq.constants import (
 )
 from arq.worker import Function, Worker, func
 
-from mt_contracts.jobs import JobError
 from mt_contracts.logs import configure_logging
 from mt_contracts.queue import deserialize_job, serialize_job
 from mt_contracts.settings import WorkerServiceSettings, WorkerSettings, from_env
 
 HEALTH_CHECK_SUFFIX = ":health-check"
+logger = logging.getLogger(__name__)
 
 
 class JobQueue(Protocol):
@@ -96,76 +97,87 @@ class ArqJobQueue:
         await self.pool.aclose()
 
 
-JobHandler = Callable[[str], Awaitable[None]]
-
-
-class JobEndings(Protocol):
-    """How the worker records the endings a handler cannot see (``JobStore`` implements it)."""
-
-    async def mark_failed(self, job_id: str, error: JobError) -> object: ...
-
-    async def finish_cancel(self, job_id: str) -> bool: ...
+# Runs one arq job: ``handler(job_id, job_try)``; it records every ending of the job itself (the runner).
+JobHandler = Callable[[str, int], Awaitable[None]]
+# Runs beside the worker from start-up to shutdown (the reapers), on the worker's own queue connection.
+Background = Callable[[JobQueue], Coroutine[object, object, None]]
+# Waits between poll iterations while Redis is unreachable (seconds): doubling up to the last.
+OUTAGE_FIRST_SECONDS = 0.5
+OUTAGE_MAX_SECONDS = 5.0
+_REDIS_DOWN: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
 class QueueTask(msgspec.Struct, frozen=True):
-    """A further task a worker runs beside its main one: ``handler(job_id)`` for jobs named ``name``, its
-    endings recorded through ``endings``, within ``timeout_seconds``."""
+    """A task a worker runs: ``handler`` for jobs named ``name``; arq's own timeout is ``timeout_seconds``
+    plus a minute, so the handler's deadline (the runner's) fires first."""
 
     name: str
     handler: JobHandler
-    endings: JobEndings
     timeout_seconds: int
+
+
+class _ResilientWorker(Worker):
+    """arq's worker, riding out Redis outages: arq ends its poll loop on the first connection error (in its
+    abort check or health beat) and the worker process with it. Here a poll iteration that cannot reach Redis
+    is logged once and tried again with a doubling wait, and the running jobs go on meanwhile; redis-py
+    reconnects by itself once the server is back."""
+
+    _outage_wait = 0.0
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except _REDIS_DOWN as exc:
+            if not self._outage_wait:
+                logger.warning(
+                    "redis unreachable; the worker keeps its jobs running and waits",
+                    extra={"event": "redis_unreachable", "queue": self.queue_name, "error": str(exc)},
+                )
+            self._outage_wait = min(OUTAGE_MAX_SECONDS, max(OUTAGE_FIRST_SECONDS, self._outage_wait * 2))
+            await asyncio.sleep(self._outage_wait)
+            return
+        if self._outage_wait:
+            logger.warning("redis reachable again", extra={"event": "redis_reachable", "queue": self.queue_name})
+            self._outage_wait = 0.0
 
 
 def build_worker(
     *,
-    task: str,
-    handler: JobHandler,
-    endings: JobEndings,
+    tasks: Sequence[QueueTask],
     queue_name: str,
     redis_url: str,
     settings: WorkerSettings,
-    timeout_seconds: int,
     burst: bool = False,
     handle_signals: bool = True,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     finish_jobs_on_shutdown: bool = True,
-    background: Callable[[], Coroutine[object, object, None]] | None = None,
-    extra_tasks: Sequence[QueueTask] = (),
+    background: Background | None = None,
 ) -> Worker:
-    """An arq worker that runs ``handler(job_id)`` for jobs named ``task`` on ``queue_name`` (and each of
-    ``extra_tasks`` likewise).
+    """An arq worker that runs each of ``tasks`` for its jobs on ``queue_name``; the handlers record every
+    ending of their jobs themselves, given arq's try count.
 
-    The handler must end the job's record itself. The endings it cannot see are recorded here through
-    ``endings``: its deadline of ``timeout_seconds`` (``failed``, code ``timeout``; arq's own timeout is set
-    a minute later so ours fires first); a cancellation after a user's cancel request (``cancelled``); a
-    cancellation by worker shutdown on the last allowed try (``failed``, code ``worker_lost``). An earlier
-    shutdown leaves the record ``running`` for arq's retry to take over.
     The health key ``<queue_name>:health-check`` is refreshed every ``settings.health_check_interval``
     seconds and expires one second after that. ``on_shutdown`` runs once the worker has stopped (close
     connections there). On SIGTERM, running jobs get ``settings.shutdown_grace`` seconds to finish when
-    ``finish_jobs_on_shutdown``; otherwise they are cancelled at once (and retried later). ``background``
-    runs as a task beside the worker from start-up to shutdown (the trainer's reaper).
+    ``finish_jobs_on_shutdown``; otherwise they are cancelled at once (and handed back). ``background`` runs as
+    a task beside the worker from start-up to shutdown (the reapers), on the worker's own Redis pool.
     """
-    tasks: list[asyncio.Task[None]] = []
+    running: list[asyncio.Task[None]] = []
 
     async def startup(ctx: dict[str, object]) -> None:  # arq passes its ctx by keyword
-        if background is not None:
-            tasks.append(asyncio.create_task(background()))
+        pool = ctx.get("redis")
+        if background is not None and isinstance(pool, ArqRedis):
+            running.append(asyncio.create_task(background(ArqJobQueue(pool))))
 
     async def shutdown(ctx: dict[str, object]) -> None:
-        for running in tasks:
-            running.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
         if on_shutdown is not None:
             await on_shutdown()
 
-    functions: Sequence[Function] = [
-        _function(QueueTask(task, handler, endings, timeout_seconds), settings),
-        *(_function(extra, settings) for extra in extra_tasks),
-    ]
-    return Worker(
-        functions=functions,
+    return _ResilientWorker(
+        functions=[_function(task, settings) for task in tasks],
         queue_name=queue_name,
         redis_settings=RedisSettings.from_dsn(redis_url),
         burst=burst,
@@ -183,26 +195,13 @@ def build_worker(
 
 
 def _function(task: QueueTask, settings: WorkerSettings) -> Function:
-    """The arq function for ``task``, recording the endings its handler cannot see (see ``build_worker``)."""
-    timeout_seconds, endings = task.timeout_seconds, task.endings
+    """The arq function for ``task``: it hands the job id and arq's try count to the handler."""
 
     async def run(ctx: dict[str, object], job_id: str) -> None:
         job_try = ctx.get("job_try")
-        try:
-            async with asyncio.timeout(timeout_seconds):
-                await task.handler(job_id)
-        except TimeoutError:
-            message = f"the job ran longer than its timeout of {timeout_seconds} s; raise the worker's timeout"
-            await endings.mark_failed(job_id, JobError(code="timeout", message=message))
-        except asyncio.CancelledError:
-            if await asyncio.shield(endings.finish_cancel(job_id)):
-                raise
-            if not isinstance(job_try, int) or job_try >= settings.max_tries:
-                message = f"the worker stopped during the job on each of {settings.max_tries} tries; submit it again"
-                await asyncio.shield(endings.mark_failed(job_id, JobError(code="worker_lost", message=message)))
-            raise
+        await task.handler(job_id, job_try if isinstance(job_try, int) else 1)
 
-    return func(run, name=task.name, timeout=timeout_seconds + 60, max_tries=settings.max_tries, keep_result=3600)
+    return func(run, name=task.name, timeout=task.timeout_seconds + 60, max_tries=settings.max_tries, keep_result=3600)
 
 
 def read_health(redis_url: str, queue_name: str, timeout: float = 5.0) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 import torch
 from tokenizers import Tokenizer
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers import PreTrainedModel
 
 from mt_contracts import codec
 from mt_contracts.evaluation import Weights
@@ -31,10 +31,12 @@ from mt_contracts.generation import (
     InferenceOutcome,
     Sample,
 )
+from mt_contracts.jobs import utcnow
 from mt_contracts.requests import END_OF_TEXT, GenerateRequest
+from mt_storage.child import ChildFailure
 from mt_storage.files import atomic_move, atomic_write_bytes, file_entries
-from mt_storage.jobs import utcnow
 from mt_storage.layout import MANIFEST
+from mt_storage.torch_weights import load_model
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 _call_decoder: msgspec.json.Decoder[InferenceCall] = msgspec.json.Decoder(InferenceCall)
@@ -86,28 +88,13 @@ def configure(cache_size: int, threads: int) -> None:
 
 
 def load(weights: Weights) -> LoadedModel:
-    """Final weights with ``from_pretrained``; a checkpoint as its config's architecture with the
-    checkpoint's ``"model"`` state dict (``torch.load(weights_only=True)``), on the CPU.
+    """The model of ``weights`` (``mt_storage.torch_weights``) on the CPU, with its tokenizer.
 
     Raises:
-        OSError: a file is missing or unreadable. ValueError: a model type this service does not train.
+        ChildFailure: ``weights_missing`` or ``weights_unsupported``. OSError: the tokenizer is unreadable.
+        ValueError: the tokenizer has no end-of-text token.
     """
-    model: PreTrainedModel
-    if weights.checkpoint is None:
-        loaded = AutoModelForCausalLM.from_pretrained(weights.model_dir)
-        if not isinstance(loaded, PreTrainedModel):
-            raise TypeError(f"loaded a {type(loaded).__name__}, not a PreTrainedModel")
-        model = loaded
-    else:
-        # A checkpoint holds a state dict only: its architecture comes from the run's config (any model
-        # family the trainer registers is an HF causal LM, so the Auto class builds it).
-        built = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(weights.config_path))
-        if not isinstance(built, PreTrainedModel):
-            raise TypeError(f"built a {type(built).__name__}, not a PreTrainedModel")
-        model = built
-        state = torch.load(Path(weights.checkpoint_path), map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-    model.train(False)
+    model = load_model(weights)
     tokenizer = Tokenizer.from_file(weights.tokenizer_path)
     end_of_text = tokenizer.token_to_id(END_OF_TEXT)
     if end_of_text is None:
@@ -128,6 +115,8 @@ def handle(payload: bytes) -> bytes:
                 outcome = Generated(generate(_cache.get(call.weights), call))
             case ExportCall() as call:
                 outcome = Exported(export(call))
+    except ChildFailure as exc:
+        outcome = InferenceFailed(code=exc.code, message=exc.message)
     except OSError as exc:
         outcome = InferenceFailed(code="weights_missing", message=f"the weights could not be read: {exc}")
     except Exception as exc:  # noqa: BLE001 - every failure must reach the caller as an answer

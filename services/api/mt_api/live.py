@@ -24,9 +24,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 import redis
 
-from mt_contracts.events import LiveEvent, StatusEvent, next_event_id
+from mt_contracts.events import LiveEvent, next_event_id, status_event
 from mt_contracts.jobs import TERMINAL_STATUSES, Job
-from mt_contracts.logs import timestamp
 from mt_storage.events import JobEvents
 
 logger = logging.getLogger(__name__)
@@ -259,7 +258,7 @@ async def follow(
                 continue
             if ended:
                 if job is not None:
-                    status = StatusEvent(ts=timestamp(), job_id=job_id, status=job.status, error=job.error)
+                    status = status_event(job_id, job.status, job.error)
                     yield LiveEvent(id=next_event_id(cursor), event="status", data=msgspec.Raw(_encoder.encode(status)))
                 return
             # Nothing after the cursor now: wait for the feed's next batch.

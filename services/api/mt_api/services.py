@@ -4,6 +4,7 @@ queue and the inference processes."""
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from mt_api.artifacts import DigestCache
 from mt_api.inference_pool import InferencePool
@@ -15,6 +16,7 @@ from mt_contracts.settings import ApiSettings
 from mt_storage.events import JobEvents
 from mt_storage.jobs import JobStore, eval_jobs, run_jobs, tokenizer_jobs
 from mt_storage.layout import Layout
+from mt_storage.lifecycle import Lifecycle
 from mt_storage.queue import HEALTH_CHECK_SUFFIX, JobQueue
 
 
@@ -32,6 +34,10 @@ class Services:
         self.tokenizers: JobStore[TokenizerJob] = tokenizer_jobs(redis)
         self.runs: JobStore[RunJob] = run_jobs(redis)
         self.evals: JobStore[EvalJob] = eval_jobs(redis)
+        stall_after = settings.app.stall_after_seconds
+        self.tokenizer_lifecycle = Lifecycle(self.tokenizers, "tokenizer", stall_after)
+        self.run_lifecycle = Lifecycle(self.runs, "run", stall_after)
+        self.eval_lifecycle = Lifecycle(self.evals, "evaluation", stall_after)
         self.tokenizer_cache = TokenizerCache()
         self.digests = DigestCache()
         self.inference = InferencePool(settings.inference)
@@ -41,7 +47,7 @@ class Services:
         health key (arq refreshes it every ``WORKER__HEALTH_CHECK_INTERVAL`` seconds)."""
         try:
             await self.redis.ping()
-        except OSError as exc:
+        except (RedisError, OSError) as exc:
             return [f"redis unreachable: {exc}"]
         reasons = []
         for kind, queue_name in (

@@ -2,17 +2,15 @@
 
 Errors::
 
-    TokenizerTrainingError     training cannot produce a usable tokenizer; ``code`` is stable
+    ChildFailure (mt_storage.child)
+    └── TokenizerTrainingError     training cannot produce a usable tokenizer; ``code`` is stable
 """
 
 from __future__ import annotations
 
+from mt_storage.child import ChildFailure
 
-class TokenizerTrainingError(Exception):
+
+class TokenizerTrainingError(ChildFailure):
     """A tokenizer job failed for a reason the user can act on; ``code`` is stable, the message says what
     to change."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message

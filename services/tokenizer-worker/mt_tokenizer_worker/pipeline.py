@@ -1,6 +1,7 @@
 """Train one tokenizer, top to bottom: read the corpus, hold lines out, train, measure, write the artifacts
-with ``manifest.json`` last. A plain blocking function: the worker runs it in a child process
-(``mt_tokenizer_worker.process``) so that a cancel can kill it; tests call it directly."""
+and describe them in a manifest, which the worker writes as ``manifest.json`` (the commit point) once it has
+checked that its attempt still owns the job. A plain blocking function: the worker runs it in a child process
+(``mt_tokenizer_worker.process``) so that a cancel can stop it; tests call it directly."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 from tokenizers import Tokenizer
 
 from mt_contracts import codec
 from mt_contracts.manifests import TokenizerManifest
-from mt_contracts.tokenizers import TokenizerSpec, TokenizerStatistics, TokenizerTrained, resolve_config
+from mt_contracts.tokenizer_process import TokenizerSpec, TokenizerTrained
+from mt_contracts.tokenizers import TokenizerStatistics, resolve_config
 from mt_storage.corpus import CorpusReader, count_lines, resolve_corpus
-from mt_storage.files import atomic_write_bytes, file_entries
-from mt_storage.joblog import JobLog
-from mt_storage.layout import MANIFEST
+from mt_storage.files import file_entries
+from mt_storage.joblog import EventLog
 from mt_tokenizer_worker import TokenizerTrainingError
 from mt_tokenizer_worker.methods import METHODS
 from mt_tokenizer_worker.methods.base import TOKENIZER_JSON
@@ -26,9 +28,9 @@ from mt_tokenizer_worker.statistics import HoldoutSplit, heldout_statistics, len
 VERSIONED_PACKAGES = ("tokenizers", "sentencepiece")
 
 
-def train_tokenizer(spec: TokenizerSpec, log: JobLog) -> TokenizerTrained:
+def train_tokenizer(spec: TokenizerSpec, log: EventLog) -> TokenizerTrained:
     """Train ``spec``'s tokenizer into ``spec.out_dir``; ``log`` receives the phases (reading, training,
-    statistics, writing).
+    statistics, writing). The result carries the manifest; nothing here writes ``manifest.json``.
 
     Raises:
         TokenizerTrainingError: ``unknown_method``, ``empty_corpus``, or the method's own codes
@@ -100,8 +102,12 @@ def train_tokenizer(spec: TokenizerSpec, log: JobLog) -> TokenizerTrained:
         created_at=datetime.now(UTC),
         versions=_versions(),
     )
-    atomic_write_bytes(out_dir / MANIFEST, codec.encode(manifest))
-    return TokenizerTrained(vocab_size=trained.vocab_size, special_tokens=trained.special_tokens, statistics=statistics)
+    return TokenizerTrained(
+        vocab_size=trained.vocab_size,
+        special_tokens=trained.special_tokens,
+        statistics=statistics,
+        manifest=msgspec.Raw(codec.encode(manifest)),
+    )
 
 
 def _raise_if_empty(has_text: bool, training_has_text: bool, corpus_path: str) -> None:

@@ -1,59 +1,122 @@
-"""The tokenizer worker's arq wiring: a thin task that calls ``run_tokenizer_job``, and the reaper of
-tokenizer jobs whose worker died (requeued while they have attempts left: training starts over and, being
-deterministic, writes the same artifacts)."""
+"""The tokenizer worker: what a tokenizer job runs (``TokenizerWork``, for the one job runner of
+``mt_storage.runner``), its arq wiring, and the reaper of tokenizer jobs whose worker died (requeued while
+they have attempts left: training starts over and, being deterministic, writes the same artifacts)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import msgspec
 from arq.worker import Worker
 from redis.asyncio import Redis
 
+from mt_contracts.events import ChildEvent, Resumed
+from mt_contracts.jobs import TokenizerJob, TokenizerResult
 from mt_contracts.queue import TRAIN_TOKENIZER_TASK
 from mt_contracts.settings import WorkerServiceSettings
+from mt_contracts.tokenizer_process import (
+    TokenizerMessage,
+    TokenizerSpec,
+    TokenizerTrained,
+    decode_tokenizer_message,
+)
 from mt_storage.events import LivePublisher
+from mt_storage.files import atomic_write_bytes
+from mt_storage.joblog import JobLog
 from mt_storage.jobs import tokenizer_jobs
-from mt_storage.layout import Layout
-from mt_storage.queue import ArqJobQueue, build_worker
+from mt_storage.layout import MANIFEST, Layout
+from mt_storage.lifecycle import Change, Lifecycle
+from mt_storage.queue import JobQueue, QueueTask, build_worker
 from mt_storage.reaper import Reaper, attempts_left
-from mt_tokenizer_worker.training import run_tokenizer_job
+from mt_storage.runner import JobRunner, Prepared
+
+
+class TokenizerWork:
+    """Tokenizer training: ``mt_tokenizer_worker.process`` on a ``TokenizerSpec``; never restarted within an
+    attempt (it starts over on the next one)."""
+
+    module = "mt_tokenizer_worker.process"
+    out_of_memory_hint = "lower input_sentence_size or train on a smaller corpus"
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def logs_path(self, job: TokenizerJob) -> Path:
+        return self.layout.tokenizer_logs(job.id)
+
+    async def prepare(self, job: TokenizerJob) -> Prepared:
+        spec = TokenizerSpec(
+            tokenizer_id=job.id,
+            request=job.request,
+            corpus_root=str(self.layout.corpus_root),
+            out_dir=str(self.layout.tokenizer_dir(job.id)),
+        )
+        return Prepared(msgspec.json.encode(spec), self.layout.tokenizer_process_log(job.id))
+
+    def decode(self, line: bytes) -> TokenizerMessage:
+        return decode_tokenizer_message(line)
+
+    def record_change(self, message: ChildEvent | Resumed) -> tuple[str, Change[TokenizerJob]] | None:
+        return None
+
+    def restart_marker(self, job: TokenizerJob) -> int:
+        return 0
+
+    async def commit(self, job: TokenizerJob, outcome: TokenizerTrained, log: JobLog) -> Change[TokenizerJob]:
+        out_dir = self.layout.tokenizer_dir(job.id)
+        atomic_write_bytes(out_dir / MANIFEST, bytes(outcome.manifest))
+        result = TokenizerResult(
+            vocab_size=outcome.vocab_size,
+            special_tokens=outcome.special_tokens,
+            corpus_bytes=outcome.statistics.corpus.bytes,
+            training_seconds=outcome.statistics.training_seconds,
+            artifact_dir=str(out_dir),
+            method=job.request.method,
+            statistics=outcome.statistics,
+        )
+        log.write("info", "trained", f"vocab_size={outcome.vocab_size}", artifact_dir=str(out_dir))
+        return lambda record: msgspec.structs.replace(record, result=result)
 
 
 def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
-    """The arq worker for ``settings.queue.tokenizer``."""
+    """The arq worker for ``settings.queue.tokenizer``.
+
+    Raises:
+        SettingsError: the stall limit is too short for the heartbeat interval.
+    """
     layout = Layout.from_settings(settings.app)
     redis = Redis.from_url(settings.redis.url)
-    store = tokenizer_jobs(redis)
+    lifecycle = Lifecycle(tokenizer_jobs(redis), "tokenizer", settings.app.stall_after_seconds)
     publisher = LivePublisher(redis)
-
-    async def handle(tokenizer_id: str) -> None:
-        await run_tokenizer_job(store, layout, tokenizer_id, settings.worker, publisher=publisher)
+    queues: list[JobQueue] = []
+    runner: JobRunner[TokenizerJob, TokenizerTrained] = JobRunner(
+        lifecycle,
+        TokenizerWork(layout),
+        settings.worker,
+        queue=lambda: queues[0] if queues else None,
+        publisher=publisher,
+        timeout_seconds=settings.worker.tokenizer_job_timeout,
+    )
 
     async def shutdown() -> None:
         await publisher.aclose()
         await redis.aclose()
 
-    async def reaper() -> None:
-        queue = await ArqJobQueue.connect(settings.redis.url)
-        try:
-            await Reaper(
-                store,
-                queue,
-                settings.queue.tokenizer,
-                kind="tokenizer",
-                stall_after_seconds=settings.app.stall_after_seconds,
-                cannot_retry=attempts_left(settings.worker.max_tries),
-                advice=lambda tokenizer_id: "submit the tokenizer job again",
-            ).run_forever()
-        finally:
-            await queue.close()
+    async def reaper(queue: JobQueue) -> None:
+        queues.append(queue)
+        await Reaper(
+            lifecycle,
+            queue,
+            settings.queue.tokenizer,
+            cannot_retry=attempts_left(settings.worker.max_tries),
+            advice=lambda tokenizer_id: "submit the tokenizer job again",
+        ).run_forever()
 
     return build_worker(
-        task=TRAIN_TOKENIZER_TASK,
-        handler=handle,
-        endings=store,
+        tasks=[QueueTask(TRAIN_TOKENIZER_TASK, runner.run, settings.worker.tokenizer_job_timeout)],
         queue_name=settings.queue.tokenizer,
         redis_url=settings.redis.url,
         settings=settings.worker,
-        timeout_seconds=settings.worker.tokenizer_job_timeout,
         burst=burst,
         handle_signals=handle_signals,
         on_shutdown=shutdown,

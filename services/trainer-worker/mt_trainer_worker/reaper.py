@@ -10,14 +10,14 @@ from __future__ import annotations
 from mt_contracts.jobs import EvalJob, RunJob
 from mt_contracts.settings import WorkerServiceSettings
 from mt_storage.checkpoints import read_index
-from mt_storage.jobs import JobStore
 from mt_storage.layout import Layout
+from mt_storage.lifecycle import Lifecycle
 from mt_storage.queue import JobQueue
 from mt_storage.reaper import Reaper, attempts_left
 
 
 def run_reaper(
-    store: JobStore[RunJob], queue: JobQueue, layout: Layout, settings: WorkerServiceSettings
+    lifecycle: Lifecycle[RunJob], queue: JobQueue, layout: Layout, settings: WorkerServiceSettings
 ) -> Reaper[RunJob]:
     """The reaper of training runs."""
     attempts = attempts_left(settings.worker.max_tries)
@@ -26,24 +26,20 @@ def run_reaper(
         return "it has no checkpoint" if not read_index(layout.run_dir(job.id)) else attempts(job)
 
     return Reaper(
-        store,
+        lifecycle,
         queue,
         settings.queue.training,
-        kind="run",
-        stall_after_seconds=settings.app.stall_after_seconds,
         cannot_retry=cannot_retry,
         advice=lambda run_id: f"POST /runs/{run_id}/resume to continue from a checkpoint, or submit it again",
     )
 
 
-def eval_reaper(store: JobStore[EvalJob], queue: JobQueue, settings: WorkerServiceSettings) -> Reaper[EvalJob]:
+def eval_reaper(lifecycle: Lifecycle[EvalJob], queue: JobQueue, settings: WorkerServiceSettings) -> Reaper[EvalJob]:
     """The reaper of evaluations."""
     return Reaper(
-        store,
+        lifecycle,
         queue,
         settings.queue.training,
-        kind="evaluation",
-        stall_after_seconds=settings.app.stall_after_seconds,
         cannot_retry=attempts_left(settings.worker.max_tries),
         advice=lambda eval_id: "submit the evaluation again",
     )

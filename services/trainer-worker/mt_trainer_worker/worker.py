@@ -1,5 +1,5 @@
-"""The trainer worker's arq wiring: thin tasks that hand a run to the ``RunSupervisor`` and an evaluation to
-the ``EvalSupervisor``."""
+"""The trainer worker's arq wiring: training runs and evaluations, each run by the one job runner
+(``mt_storage.runner``) with its ``Work`` (``mt_trainer_worker.work``), and their reapers."""
 
 from __future__ import annotations
 
@@ -8,56 +8,80 @@ import asyncio
 from arq.worker import Worker
 from redis.asyncio import Redis
 
+from mt_contracts.evaluation import Evaluated
+from mt_contracts.jobs import EvalJob, RunJob
 from mt_contracts.queue import EVALUATE_MODEL_TASK, TRAIN_MODEL_TASK
 from mt_contracts.settings import WorkerServiceSettings
+from mt_contracts.training import Finished
 from mt_storage.events import LivePublisher
 from mt_storage.jobs import eval_jobs, run_jobs
 from mt_storage.layout import Layout
-from mt_storage.queue import ArqJobQueue, QueueTask, build_worker
-from mt_trainer_worker.evaluator import EvalSupervisor
+from mt_storage.lifecycle import Lifecycle
+from mt_storage.queue import JobQueue, QueueTask, build_worker
+from mt_storage.runner import JobRunner
 from mt_trainer_worker.reaper import eval_reaper, run_reaper
-from mt_trainer_worker.supervisor import RunSupervisor
+from mt_trainer_worker.work import EvalWork, RunWork
 
 
 def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
     """The arq worker for ``settings.queue.training`` (training runs and evaluations); one job at a time
-    unless ``WORKER__MAX_JOBS`` says otherwise."""
+    unless ``WORKER__MAX_JOBS`` says otherwise.
+
+    Raises:
+        SettingsError: the stall limit is too short for the heartbeat interval.
+    """
     redis = Redis.from_url(settings.redis.url)
-    store = run_jobs(redis)
     layout = Layout.from_settings(settings.app)
+    stall_after = settings.app.stall_after_seconds
+    runs = Lifecycle(run_jobs(redis), "run", stall_after)
+    evals = Lifecycle(eval_jobs(redis), "evaluation", stall_after)
     publisher = LivePublisher(redis)
-    supervisor = RunSupervisor(store, layout, settings.worker, publisher)
-    evals = eval_jobs(redis)
-    evaluator = EvalSupervisor(evals, store, layout, settings.worker)
+    queues: list[JobQueue] = []
+
+    def queue() -> JobQueue | None:
+        return queues[0] if queues else None
+
+    run_runner: JobRunner[RunJob, Finished] = JobRunner(
+        runs,
+        RunWork(layout, settings.worker),
+        settings.worker,
+        queue=queue,
+        publisher=publisher,
+        timeout_seconds=settings.worker.training_job_timeout,
+    )
+    eval_runner: JobRunner[EvalJob, Evaluated] = JobRunner(
+        evals,
+        EvalWork(layout, runs.store),
+        settings.worker,
+        queue=queue,
+        publisher=publisher,
+        timeout_seconds=settings.worker.eval_job_timeout,
+    )
 
     async def shutdown() -> None:
         await publisher.aclose()
         await redis.aclose()
 
-    async def reapers() -> None:
-        queue = await ArqJobQueue.connect(settings.redis.url)
-        try:
-            await asyncio.gather(
-                run_reaper(store, queue, layout, settings).run_forever(),
-                eval_reaper(evals, queue, settings).run_forever(),
-            )
-        finally:
-            await queue.close()
+    async def reapers(job_queue: JobQueue) -> None:
+        queues.append(job_queue)
+        await asyncio.gather(
+            run_reaper(runs, job_queue, layout, settings).run_forever(),
+            eval_reaper(evals, job_queue, settings).run_forever(),
+        )
 
     return build_worker(
-        task=TRAIN_MODEL_TASK,
-        handler=supervisor.run,
-        endings=store,
+        tasks=[
+            QueueTask(TRAIN_MODEL_TASK, run_runner.run, settings.worker.training_job_timeout),
+            QueueTask(EVALUATE_MODEL_TASK, eval_runner.run, settings.worker.eval_job_timeout),
+        ],
         queue_name=settings.queue.training,
         redis_url=settings.redis.url,
         settings=settings.worker,
-        timeout_seconds=settings.worker.training_job_timeout,
         burst=burst,
         handle_signals=handle_signals,
         on_shutdown=shutdown,
-        # A run can take hours: stop it at once (the supervisor gives the process its own grace period to
-        # exit cleanly) and let the retry take it over, rather than wait for it to finish.
+        # A run can take hours: stop it at once (the runner gives the child its own grace period to
+        # checkpoint and exit) and hand it back, rather than wait for it to finish.
         finish_jobs_on_shutdown=False,
         background=reapers,
-        extra_tasks=[QueueTask(EVALUATE_MODEL_TASK, evaluator.run, evals, settings.worker.eval_job_timeout)],
     )

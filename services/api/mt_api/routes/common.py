@@ -11,9 +11,10 @@ from ulid import ULID
 from mt_api import Conflict, InvalidField, NotFound
 from mt_api.services import Services
 from mt_contracts.ids import is_run_id
-from mt_contracts.jobs import JobAccepted, JobError, JobStatus, RunJob
+from mt_contracts.jobs import JobAccepted, JobError, JobStatus, RunJob, utcnow
 from mt_storage import RecordNotFound
-from mt_storage.jobs import JobStore, R, shown, utcnow
+from mt_storage.jobs import JobStore, R
+from mt_storage.lifecycle import Lifecycle, shown
 
 
 def new_id(prefix: str) -> str:
@@ -31,13 +32,13 @@ def accepted(job_id: str, location: str) -> Response[JobAccepted]:
     )
 
 
-async def enqueue(services: Services, store: JobStore[R], task: str, job_id: str, queue_name: str) -> None:
+async def enqueue(services: Services, lifecycle: Lifecycle[R], task: str, job_id: str, queue_name: str) -> None:
     """Enqueue, or fail the fresh record if the queue refuses, so no record waits for a job that never runs."""
     try:
         enqueued = await services.queue.enqueue(task, job_id, queue_name)
     except Exception:
         error = JobError(code="enqueue_failed", message="the job could not be queued; submit it again")
-        await store.mark_failed(job_id, error)
+        await lifecycle.fail_queued(job_id, error)
         raise
     if not enqueued:
         raise RuntimeError(f"job id {job_id} was already queued")
@@ -66,7 +67,7 @@ async def page(
     return [shown(job, now, stall_after) for job in items], next_cursor
 
 
-async def cancel(services: Services, store: JobStore[R], job_id: str, kind: str) -> R:
+async def cancel(services: Services, lifecycle: Lifecycle[R], job_id: str, kind: str) -> R:
     """Cancel a queued job at once, or ask the worker running it to stop (``cancelling``, then ``cancelled``).
 
     Raises:
@@ -74,11 +75,11 @@ async def cancel(services: Services, store: JobStore[R], job_id: str, kind: str)
         Conflict: the job already ended.
     """
     try:
-        job = await store.request_cancel(job_id)
+        job = await lifecycle.cancel(job_id)
     except RecordNotFound as exc:
         raise NotFound(f"no {kind} {job_id}") from exc
     if job is None:
-        current = await store.get(job_id)
+        current = await lifecycle.store.get(job_id)
         status = current.status if current else "gone"
         raise Conflict(f"{kind} {job_id} already ended ({status}); there is nothing to cancel")
     if job.status == "cancelling":

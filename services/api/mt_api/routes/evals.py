@@ -14,10 +14,9 @@ from mt_api.routes.common import accepted, enqueue, find_run, new_id
 from mt_api.services import Services
 from mt_api.validation import check_eval_request, check_weights
 from mt_contracts.ids import is_eval_id
-from mt_contracts.jobs import EvalJob, JobAccepted
+from mt_contracts.jobs import EvalJob, JobAccepted, utcnow
 from mt_contracts.queue import EVALUATE_MODEL_TASK
 from mt_contracts.requests import EvaluateRequest
-from mt_storage.jobs import utcnow
 
 
 @post("/runs/{run_id:str}/evaluate", status_code=HTTP_202_ACCEPTED, tags=["evaluation"])
@@ -31,9 +30,9 @@ async def evaluate_run(
     await asyncio.to_thread(check_eval_request, data, services.layout.corpus_root)  # walks the corpus
     check_weights(services.layout, run, data.checkpoint)
     now = utcnow()
-    job = EvalJob(id=new_id("eval"), status="queued", run_id=run.id, request=data, created_at=now, updated_at=now)
-    await services.evals.create(job, group=run.id)
-    await enqueue(services, services.evals, EVALUATE_MODEL_TASK, job.id, services.settings.queue.training)
+    job = EvalJob(id=new_id("eval"), run_id=run.id, request=data, created_at=now, updated_at=now)
+    await services.eval_lifecycle.create(job, group=run.id)
+    await enqueue(services, services.eval_lifecycle, EVALUATE_MODEL_TASK, job.id, services.settings.queue.training)
     return accepted(job.id, f"/runs/{run.id}/evals/{job.id}")
 
 

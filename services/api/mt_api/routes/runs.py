@@ -17,6 +17,7 @@ from mt_api import Conflict, InvalidField, NotFound
 from mt_api.routes.common import accepted, cancel, enqueue, new_id, page
 from mt_api.services import Services
 from mt_api.validation import check_run_request
+from mt_contracts.events import ProgressEvent, ValidationEvent, decode_job_event
 from mt_contracts.ids import is_run_id
 from mt_contracts.jobs import (
     CheckpointInfo,
@@ -27,12 +28,12 @@ from mt_contracts.jobs import (
     RunPage,
     RunProgress,
     RunSeries,
+    utcnow,
 )
 from mt_contracts.queue import TRAIN_MODEL_TASK
 from mt_contracts.requests import ResumeRunRequest, TrainRunRequest
-from mt_contracts.training import Eval, Progress, decode_event
 from mt_storage.checkpoints import read_index
-from mt_storage.jobs import shown, utcnow
+from mt_storage.lifecycle import shown
 
 
 @post("/runs/train", status_code=HTTP_202_ACCEPTED, tags=["runs"])
@@ -41,9 +42,9 @@ async def train_run(data: JSONBody[TrainRunRequest], services: NamedDependency[S
     tokenizer = await services.tokenizers.get(data.tokenizer_id)
     await asyncio.to_thread(check_run_request, data, tokenizer, services.layout.corpus_root)  # walks the corpus
     now = utcnow()
-    job = RunJob(id=new_id("run"), status="queued", request=data, created_at=now, updated_at=now)
-    await services.runs.create(job)
-    await enqueue(services, services.runs, TRAIN_MODEL_TASK, job.id, services.settings.queue.training)
+    job = RunJob(id=new_id("run"), request=data, created_at=now, updated_at=now)
+    await services.run_lifecycle.create(job)
+    await enqueue(services, services.run_lifecycle, TRAIN_MODEL_TASK, job.id, services.settings.queue.training)
     return accepted(job.id, f"/runs/{job.id}")
 
 
@@ -99,13 +100,7 @@ async def resume_run(
         if data.max_steps <= last:
             raise InvalidField(f"max_steps must be past the last checkpoint (step {last})", field="max_steps")
         request = msgspec.structs.replace(request, max_steps=data.max_steps, max_tokens=None)
-    now = utcnow()
-    resumed = await services.runs.update(
-        run_id,
-        lambda r: msgspec.structs.replace(
-            r, status="queued", request=request, error=None, finished_at=None, attempts=0, updated_at=now
-        ),
-    )
+    resumed = await services.run_lifecycle.resume(run_id, lambda r: msgspec.structs.replace(r, request=request))
     if resumed is None:
         raise Conflict(f"run {run_id} changed while resuming; try again")
     await services.queue.requeue(TRAIN_MODEL_TASK, run_id, services.settings.queue.training)
@@ -121,9 +116,11 @@ async def list_checkpoints(run_id: FromPath[str], services: NamedDependency[Serv
 
 @get("/runs/{run_id:str}/metrics", tags=["runs"])
 async def run_metrics(run_id: FromPath[str], services: NamedDependency[Services]) -> RunSeries:
-    """The training loss (averaged between reports) and validation estimates by step, for plotting."""
+    """The training loss (averaged between reports) and validation results by step, for plotting; the last
+    validation is the final one over the whole split. Read from the run's ``logs.jsonl``, where each event is
+    stored once."""
     await _get(services, run_id)
-    return await asyncio.to_thread(_read_series, services.layout.run_metrics(run_id))
+    return await asyncio.to_thread(_read_series, services.layout.run_logs(run_id))
 
 
 def _read_series(path: Path) -> RunSeries:
@@ -132,10 +129,14 @@ def _read_series(path: Path) -> RunSeries:
     if path.is_file():
         with path.open("rb") as handle:
             for line in handle:
-                match decode_event(line):
-                    case Progress(progress=progress):
+                try:
+                    event = decode_job_event(line)
+                except msgspec.DecodeError:
+                    continue  # a line being written, or cut short by a full disk
+                match event:
+                    case ProgressEvent(progress=progress):
                         train.append(progress)
-                    case Eval(point=point):
+                    case ValidationEvent(point=point):
                         val.append(point)
                     case _:
                         continue
@@ -148,7 +149,7 @@ async def cancel_run(run_id: FromPath[str], services: NamedDependency[Services])
     worker stops it within seconds. 409 when it already ended."""
     if not is_run_id(run_id):
         raise NotFound(f"no run {run_id}")
-    return await cancel(services, services.runs, run_id, "run")
+    return await cancel(services, services.run_lifecycle, run_id, "run")
 
 
 ROUTES = [train_run, list_runs, get_run, cancel_run, resume_run, list_checkpoints, run_metrics]

@@ -15,12 +15,12 @@ from mt_api.routes.common import accepted, cancel, enqueue, new_id, page
 from mt_api.services import Services
 from mt_api.validation import check_tokenizer_request
 from mt_contracts.ids import is_tokenizer_id
-from mt_contracts.jobs import JobAccepted, JobStatus, TokenizerJob, TokenizerPage
+from mt_contracts.jobs import JobAccepted, JobStatus, TokenizerJob, TokenizerPage, utcnow
 from mt_contracts.queue import TRAIN_TOKENIZER_TASK
 from mt_contracts.requests import EncodeRequest, TrainTokenizerRequest
 from mt_contracts.tokenizers import EncodeResponse
-from mt_storage.jobs import shown, utcnow
 from mt_storage.layout import MANIFEST
+from mt_storage.lifecycle import shown
 
 
 @post("/tokenizers/train", status_code=HTTP_202_ACCEPTED, tags=["tokenizers"])
@@ -31,9 +31,11 @@ async def train_tokenizer(
     # Resolving the corpus walks folders and opens files: off the event loop.
     await asyncio.to_thread(check_tokenizer_request, data, services.layout.corpus_root)
     now = utcnow()
-    job = TokenizerJob(id=new_id("tok"), status="queued", request=data, created_at=now, updated_at=now)
-    await services.tokenizers.create(job)
-    await enqueue(services, services.tokenizers, TRAIN_TOKENIZER_TASK, job.id, services.settings.queue.tokenizer)
+    job = TokenizerJob(id=new_id("tok"), request=data, created_at=now, updated_at=now)
+    await services.tokenizer_lifecycle.create(job)
+    await enqueue(
+        services, services.tokenizer_lifecycle, TRAIN_TOKENIZER_TASK, job.id, services.settings.queue.tokenizer
+    )
     return accepted(job.id, f"/tokenizers/{job.id}")
 
 
@@ -83,7 +85,7 @@ async def cancel_tokenizer(tokenizer_id: FromPath[str], services: NamedDependenc
     worker stops it within seconds. 409 when it already ended."""
     if not is_tokenizer_id(tokenizer_id):
         raise NotFound(f"no tokenizer {tokenizer_id}")
-    return await cancel(services, services.tokenizers, tokenizer_id, "tokenizer")
+    return await cancel(services, services.tokenizer_lifecycle, tokenizer_id, "tokenizer")
 
 
 ROUTES = [train_tokenizer, list_tokenizers, get_tokenizer, encode_text, cancel_tokenizer]

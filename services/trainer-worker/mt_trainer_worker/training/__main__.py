@@ -1,8 +1,9 @@
-"""Entry point of the training process: ``python -m mt_trainer_worker.training --spec PATH [--nice N]``.
+"""Entry point of the training process: ``python -m mt_trainer_worker.training [--nice N]``, the ``RunSpec``
+on stdin (the child protocol of ``mt_storage.child``).
 
-Events go to the original stdout, one JSON line each; anything else a library prints on stdout is sent
+Messages go to the original stdout, one JSON line each; anything else a library prints on stdout is sent
 to stderr instead, which the worker keeps as the run's ``process.log``. Exit code 0 means ``finished``
-was emitted; 1 means ``failed`` was emitted (or the process could not even report).
+was sent; 1 means ``failed`` was sent; 143 means it stopped on SIGTERM after writing its stop checkpoint.
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ from types import FrameType
 import torch
 
 from mt_contracts import codec
-from mt_contracts.jobs import RunMetrics
+from mt_contracts.events import Failed, ValidationEvent
+from mt_contracts.jobs import EvalPoint, RunMetrics, utcnow
+from mt_contracts.logs import timestamp
 from mt_contracts.manifests import DatasetInfo, ModelManifest, Timings
-from mt_contracts.training import Failed, Finished, RunSpec
+from mt_contracts.training import Finished, RunSpec
 from mt_storage.checkpoints import read_index
-from mt_storage.files import atomic_move, atomic_write_bytes, file_entries
-from mt_storage.jobs import utcnow
-from mt_storage.layout import MANIFEST
+from mt_storage.child import Channel, failure, leave, open_channel, watch_parent
+from mt_storage.files import atomic_move, file_entries
 from mt_trainer_worker.training.data import open_tokens, prepare_data
-from mt_trainer_worker.training.events import EventWriter, HeartbeatThread, failure_event, open_event_writer
 from mt_trainer_worker.training.loop import (
     LN2,
     StopTraining,
@@ -44,8 +45,9 @@ from mt_trainer_worker.training.loop import (
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def run(spec: RunSpec, writer: EventWriter, stop: threading.Event) -> Finished:
-    """Prepare data, train, score the whole validation split, and publish the artifacts."""
+def run(spec: RunSpec, writer: Channel, stop: threading.Event) -> Finished:
+    """Prepare data, train, score the whole validation split (sent as the final validation), and write the
+    model files; the ``manifest.json`` that commits them travels in ``Finished`` for the worker to write."""
     request = spec.request
     tokenizer_dir = Path(spec.tokenizer_dir)
     corpus_files = [Path(p) for p in spec.corpus_files]
@@ -75,6 +77,14 @@ def run(spec: RunSpec, writer: EventWriter, stop: threading.Event) -> Finished:
         n_params=sum(p.numel() for p in trained.model.parameters()),
         training_seconds=trained.seconds,
     )
+    final = EvalPoint(
+        step=trained.steps,
+        val_loss=val_loss,
+        val_perplexity=metrics.val_perplexity,
+        val_bits_per_byte=metrics.val_bits_per_byte,
+    )
+    message = f"final validation at step {trained.steps}: val_loss {val_loss:.4f} over {scored} tokens"
+    writer.send(ValidationEvent(ts=timestamp(), job_id=spec.run_id, event="final_eval", message=message, point=final))
 
     writer.phase = "saving"
     model_dir = Path(spec.model_dir)
@@ -121,20 +131,18 @@ def run(spec: RunSpec, writer: EventWriter, stop: threading.Event) -> Finished:
         tokens_per_second=trained.tokens_seen / trained.seconds if trained.seconds > 0 else 0.0,
         checkpoints=read_index(Path(spec.run_dir)),
     )
-    atomic_write_bytes(model_dir / MANIFEST, codec.encode(manifest))
-    return Finished(metrics=metrics, model_dir=str(model_dir))
+    return Finished(metrics=metrics, model_dir=str(model_dir), manifest=manifest)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mt_trainer_worker.training")
-    parser.add_argument("--spec", required=True, type=Path, help="path of the run spec (JSON)")
     parser.add_argument("--nice", type=int, default=0, help="niceness increment for this process")
     args = parser.parse_args(argv)
-    # Keep the real stdout for events; route stray prints from libraries to stderr.
-    writer = open_event_writer()
+    spec = codec.decode(sys.stdin.buffer.read(), RunSpec)
+    # Keep the real stdout for messages; route stray prints from libraries to stderr.
+    writer = open_channel(spec.run_id)
     if args.nice:
         os.nice(args.nice)
-    spec = codec.decode(Path(args.spec).read_bytes(), RunSpec)
     stop = threading.Event()
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -145,24 +153,22 @@ def main(argv: list[str] | None = None) -> int:
             raise StopTraining(f"stopped by signal {signum} while {writer.phase}")
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    heartbeat = HeartbeatThread(writer, spec.heartbeat_interval)
-    heartbeat.start()
+    watch_parent(writer)
+    roots = {"APP__RUNS_ROOT": spec.runs_root, "APP__ARTIFACTS_ROOT": spec.artifacts_root}
     try:
         finished = run(spec, writer, stop)
     except StopTraining as exc:
-        writer.emit(Failed(code="interrupted", message=f"{exc}; resume with POST /runs/{spec.run_id}/resume"))
+        writer.write("info", "stopped", str(exc))
         return 143
-    except Exception as exc:  # noqa: BLE001 - any crash must still end with a failed event
-        writer.emit(failure_event(exc, "lower batch_size, block_size or n_embd"))
+    except Exception as exc:  # noqa: BLE001 - any crash must still end with a failed message
+        writer.send(failure(exc, "lower batch_size, block_size or n_embd", roots))
         return 1
-    finally:
-        heartbeat.stop()
     if not math.isfinite(finished.metrics.val_loss):
-        writer.emit(Failed(code="diverged", message="the validation loss is not finite; lower learning_rate"))
+        writer.send(Failed(code="diverged", message="the validation loss is not finite; lower learning_rate"))
         return 1
-    writer.emit(finished)
+    writer.send(finished)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

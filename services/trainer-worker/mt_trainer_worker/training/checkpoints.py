@@ -10,7 +10,9 @@ plain values only.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,10 +20,9 @@ import msgspec
 import torch
 
 from mt_contracts import codec
-from mt_contracts.jobs import CheckpointInfo
+from mt_contracts.jobs import CheckpointInfo, utcnow
 from mt_storage.checkpoints import CHECKPOINTS_DIR, INDEX, read_index
 from mt_storage.files import atomic_write_bytes
-from mt_storage.jobs import utcnow
 
 
 class Counters(msgspec.Struct, kw_only=True):
@@ -31,6 +32,8 @@ class Counters(msgspec.Struct, kw_only=True):
     elapsed_seconds: float = 0.0
     last_train_loss: float | None = None
     last_val_loss: float | None = None
+    # The step of ``last_val_loss``: a checkpoint carries a validation loss only when it is of its own step.
+    last_val_step: int | None = None
 
 
 def save_checkpoint(
@@ -45,7 +48,7 @@ def save_checkpoint(
     directory = run_dir / CHECKPOINTS_DIR
     directory.mkdir(parents=True, exist_ok=True)
     name = f"step-{counters.step:09d}.pt"
-    state = {
+    state: dict[str, object] = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
@@ -59,6 +62,12 @@ def save_checkpoint(
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, directory / name)
+    except RuntimeError as exc:
+        # torch.save reports a failed write as a RuntimeError ("file write failed"): name a full disk as such.
+        Path(tmp).unlink(missing_ok=True)
+        if shutil.disk_usage(directory).free < _needed_bytes(state):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -68,7 +77,7 @@ def save_checkpoint(
         size_bytes=(directory / name).stat().st_size,
         created_at=utcnow(),
         train_loss=counters.last_train_loss,
-        val_loss=counters.last_val_loss,
+        val_loss=counters.last_val_loss if counters.last_val_step == counters.step else None,
     )
     entries = [entry for entry in read_index(run_dir) if entry.step != info.step] + [info]
     kept, dropped = entries[-keep:], entries[:-keep]
@@ -76,6 +85,21 @@ def save_checkpoint(
     for entry in dropped:
         (run_dir / entry.path).unlink(missing_ok=True)
     return info
+
+
+def _needed_bytes(state: dict[str, object]) -> int:
+    """A lower bound of the bytes ``torch.save`` writes for ``state``: its tensors' storage."""
+    total = 0
+    stack: list[object] = [state]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+    return total
 
 
 def load_latest(

@@ -1,8 +1,8 @@
-"""The evaluation process: ``python -m mt_trainer_worker.training.evaluate --spec PATH [--nice N]``.
+"""The evaluation process: ``python -m mt_trainer_worker.training.evaluate [--nice N]``, the ``EvalSpec`` on
+stdin (the child protocol of ``mt_storage.child``).
 
-Scores a text with a run's weights and writes ``evaluated`` (or ``failed``) on stdout, with heartbeats
-meanwhile; like the training process, stray library output goes to stderr. Exit code 0 means
-``evaluated`` was emitted, 1 ``failed``.
+Scores a text with a run's weights and writes ``evaluated`` (or ``failed``) on stdout; like the training
+process, stray library output goes to stderr. Exit code 0 means ``evaluated`` was sent, 1 ``failed``.
 """
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ from tokenizers import Tokenizer
 
 from mt_contracts import codec
 from mt_contracts.evaluation import EvalSpec, Evaluated
-from mt_contracts.jobs import EvalMetrics
-from mt_storage.jobs import utcnow
+from mt_contracts.jobs import EvalMetrics, utcnow
+from mt_storage.child import Channel, failure, leave, open_channel, watch_parent
+from mt_storage.torch_weights import load_model
 from mt_trainer_worker.training.data import open_tokens, prepare_corpus, prepare_data
-from mt_trainer_worker.training.events import EventWriter, HeartbeatThread, failure_event, open_event_writer
 from mt_trainer_worker.training.loop import LN2, pick_device, safe_exp, score_tokens
-from mt_trainer_worker.training.weights import load_model
 
 
-def evaluate(spec: EvalSpec, writer: EventWriter) -> EvalMetrics:
+def evaluate(spec: EvalSpec, writer: Channel) -> EvalMetrics:
     """Score the text of ``spec`` with its weights: every token once, in non-overlapping windows of
     ``block_size`` (``loop.score_tokens``).
 
@@ -80,26 +79,22 @@ def evaluate(spec: EvalSpec, writer: EventWriter) -> EvalMetrics:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mt_trainer_worker.training.evaluate")
-    parser.add_argument("--spec", required=True, type=Path, help="path of the evaluation spec (JSON)")
     parser.add_argument("--nice", type=int, default=0, help="niceness increment for this process")
     args = parser.parse_args(argv)
-    writer = open_event_writer()
+    spec = codec.decode(sys.stdin.buffer.read(), EvalSpec)
+    writer = open_channel(spec.eval_id)
     if args.nice:
         os.nice(args.nice)
-    spec = codec.decode(Path(args.spec).read_bytes(), EvalSpec)
     torch.manual_seed(0)
-    heartbeat = HeartbeatThread(writer, spec.heartbeat_interval)
-    heartbeat.start()
+    watch_parent(writer)
     try:
         metrics = evaluate(spec, writer)
-    except Exception as exc:  # noqa: BLE001 - any crash must still end with a failed event
-        writer.emit(failure_event(exc, "evaluate with a smaller max_tokens"))
+    except Exception as exc:  # noqa: BLE001 - any crash must still end with a failed message
+        writer.send(failure(exc, "evaluate with a smaller max_tokens", {"APP__RUNS_ROOT": spec.dataset_cache}))
         return 1
-    finally:
-        heartbeat.stop()
-    writer.emit(Evaluated(metrics=metrics))
+    writer.send(Evaluated(metrics=metrics))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

@@ -17,15 +17,17 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
+from mt_contracts.events import CheckpointEvent, ProgressEvent, Resumed, ValidationEvent
 from mt_contracts.jobs import EvalPoint, RunProgress
+from mt_contracts.logs import timestamp
 from mt_contracts.requests import TrainRunRequest
-from mt_contracts.training import Checkpoint, Eval, Progress, Resumed, RunSpec, Started
+from mt_contracts.training import RunSpec
 from mt_storage.checkpoints import MODEL_CONFIG
+from mt_storage.child import Channel
 from mt_storage.files import atomic_write_bytes
 from mt_trainer_worker.training import TrainingFailure
 from mt_trainer_worker.training.checkpoints import Counters, load_latest, save_checkpoint
 from mt_trainer_worker.training.data import PreparedData, open_tokens
-from mt_trainer_worker.training.events import EventWriter
 from mt_trainer_worker.training.models import MODEL_FAMILIES, logits_of
 
 LN2 = math.log(2.0)
@@ -129,7 +131,7 @@ def score_tokens(
     return total, count
 
 
-def train(spec: RunSpec, data: PreparedData, writer: EventWriter, stop: threading.Event) -> TrainedModel:
+def train(spec: RunSpec, data: PreparedData, writer: Channel, stop: threading.Event) -> TrainedModel:
     """Train the model described by ``spec.request`` on ``data``, emitting progress, eval and checkpoint
     events; resumes from the run's latest checkpoint when there is one.
 
@@ -160,20 +162,20 @@ def train(spec: RunSpec, data: PreparedData, writer: EventWriter, stop: threadin
     # The architecture beside the checkpoints, so evaluation, generation and export can load any of them.
     atomic_write_bytes(run_dir / MODEL_CONFIG, model.config.to_json_string().encode())
     counters = load_latest(run_dir, model, optimizer, generator) or Counters()
+    job_id = spec.run_id
     if counters.step:
-        writer.emit(Resumed(step=counters.step))
+        writer.send(Resumed(step=counters.step))
+        writer.write("info", "resumed", f"resuming from the checkpoint at step {counters.step}", step=counters.step)
     train_tokens = open_tokens(data.train_path, data.dtype)
     val_tokens = open_tokens(data.val_path, data.dtype)
     tokens_per_byte = (data.val_tokens - 1) / max(1, data.val_bytes)
-    writer.emit(
-        Started(
-            n_params=sum(p.numel() for p in model.parameters()),
-            train_tokens=data.train_tokens,
-            val_tokens=data.val_tokens,
-            vocab_size=data.vocab_size,
-            device=str(device),
-        )
-    )
+    n_params = sum(p.numel() for p in model.parameters())
+    writer.write(
+        "info", "training_started",
+        f"{n_params} parameters, {data.train_tokens} training tokens on {device}",
+        n_params=n_params, train_tokens=data.train_tokens, val_tokens=data.val_tokens,
+        vocab_size=data.vocab_size, device=str(device),
+    )  # fmt: skip
     writer.phase = "training"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=request.precision == "bf16")
     accumulation = request.gradient_accumulation_steps
@@ -208,35 +210,41 @@ def train(spec: RunSpec, data: PreparedData, writer: EventWriter, stop: threadin
         window_loss += step_loss
         window_steps += 1
         if now - last_report >= spec.progress_interval or done == total_steps:
-            writer.emit(
-                Progress(
-                    progress=RunProgress(
-                        step=done,
-                        max_steps=total_steps,
-                        tokens_seen=done * request.tokens_per_step,
-                        train_loss=window_loss / window_steps,
-                        learning_rate=learning_rate,
-                        tokens_per_second=window_steps * request.tokens_per_step / max(now - last_report, 1e-9),
-                        elapsed_seconds=counters.elapsed_seconds,
-                        eta_seconds=(now - started) / (done - first_step) * (total_steps - done),
-                    )
-                )
+            progress = RunProgress(
+                step=done,
+                max_steps=total_steps,
+                tokens_seen=done * request.tokens_per_step,
+                train_loss=window_loss / window_steps,
+                learning_rate=learning_rate,
+                tokens_per_second=window_steps * request.tokens_per_step / max(now - last_report, 1e-9),
+                elapsed_seconds=counters.elapsed_seconds,
+                eta_seconds=(now - started) / (done - first_step) * (total_steps - done),
+            )
+            message = f"step {done}/{total_steps} loss {progress.train_loss:.4f}"
+            writer.send(
+                ProgressEvent(ts=timestamp(), job_id=job_id, event="progress", message=message, progress=progress)
             )
             window_loss, window_steps, last_report = 0.0, 0, now
         if done % request.eval_interval == 0 and done < total_steps:
             val_loss = estimate_val_loss(model, val_tokens, request, device)
-            counters.last_val_loss = val_loss
+            counters.last_val_loss, counters.last_val_step = val_loss, done
             point = EvalPoint(
                 step=done,
                 val_loss=val_loss,
                 val_perplexity=safe_exp(val_loss),
                 val_bits_per_byte=val_loss * tokens_per_byte / LN2,
             )
-            writer.emit(Eval(point=point))
+            message = f"step {done} val_loss {val_loss:.4f}"
+            writer.send(ValidationEvent(ts=timestamp(), job_id=job_id, event="eval", message=message, point=point))
         if done % request.checkpoint_interval == 0 or done == total_steps or stop.is_set():
             writer.phase = "saving"
             info = save_checkpoint(run_dir, request.keep_checkpoints, model, optimizer, generator, counters)
-            writer.emit(Checkpoint(checkpoint=info))
+            writer.send(
+                CheckpointEvent(
+                    ts=timestamp(), job_id=job_id, event="checkpoint", message=f"checkpoint at step {info.step}",
+                    checkpoint=info,
+                )
+            )  # fmt: skip
             writer.phase, saved_step = "training", done
         if stop.is_set():
             raise StopTraining(f"stopped by SIGTERM after step {saved_step}; a checkpoint was saved")

@@ -1,5 +1,6 @@
-"""Loading a run's final weights or one of its checkpoints into a ``transformers`` model: the one module of
-the evaluation process that touches HF's loosely typed loaders."""
+"""Loading a run's final weights or one of its checkpoints into a ``transformers`` model, for every process
+that needs them (the evaluation child and the gateway's inference children): the one place that touches HF's
+loosely typed loaders for weights. Imported by child processes only: it imports torch, never redis."""
 
 from __future__ import annotations
 
@@ -9,17 +10,17 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from mt_contracts.evaluation import Weights
-from mt_trainer_worker.training import TrainingFailure
+from mt_storage.child import ChildFailure
 
 
-def load_model(weights: Weights, device: torch.device) -> PreTrainedModel:
+def load_model(weights: Weights, device: torch.device | None = None) -> PreTrainedModel:
     """The model of ``weights`` on ``device``, in inference mode (``train(False)``).
 
     Final weights load with ``from_pretrained``; a checkpoint is the architecture of ``config_path`` with
     the checkpoint's ``"model"`` state dict (read with ``weights_only=True``).
 
     Raises:
-        TrainingFailure: ``weights_missing`` when a file is gone (a checkpoint pruned by a running run).
+        ChildFailure: ``weights_missing`` when a file is gone (a checkpoint pruned by a running run).
     """
     model: PreTrainedModel
     try:
@@ -33,14 +34,15 @@ def load_model(weights: Weights, device: torch.device) -> PreTrainedModel:
             try:
                 built = AutoModelForCausalLM.from_config(config)
             except ValueError as exc:
-                raise TrainingFailure("weights_unsupported", f"no causal LM for {config.model_type!r}") from exc
+                raise ChildFailure("weights_unsupported", f"no causal LM for {config.model_type!r}") from exc
             if not isinstance(built, PreTrainedModel):
                 raise TypeError(f"built a {type(built).__name__}, not a PreTrainedModel")
             model = built
             state = torch.load(Path(weights.checkpoint_path), map_location="cpu", weights_only=True)
             model.load_state_dict(state["model"])
-    except (FileNotFoundError, OSError) as exc:
-        raise TrainingFailure("weights_missing", f"the weights of run {weights.run_id} are gone: {exc}") from exc
+    except OSError as exc:
+        raise ChildFailure("weights_missing", f"the weights of run {weights.run_id} are gone: {exc}") from exc
     model.train(False)
-    torch.nn.Module.to(model, device)
+    if device is not None:
+        torch.nn.Module.to(model, device)
     return model

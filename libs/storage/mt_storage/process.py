@@ -1,0 +1,138 @@
+"""The worker's side of the one child protocol (``mt_storage.child`` is the child's): every job's work runs
+in a child process started and stopped here, the same way for tokenizer training, training and evaluation.
+
+A child is ``python -m <module> --nice <n>`` in its own process group (so a stop reaches anything it spawned)
+at a lower CPU priority, with the spec on stdin, one JSON message a line on stdout, stderr appended to a log
+file, and a temporary directory of its own (``TMPDIR``, removed however it ends). One stop policy: SIGTERM to
+the group, the messages it still writes read and handled for up to ``grace`` seconds (a training child writes
+its stop checkpoint then), then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# Keep the children quiet and offline: no hub downloads, no progress bars on stderr.
+CHILD_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    # A child never forks after encoding, so the tokenizer may use every core for encode_batch.
+    "TOKENIZERS_PARALLELISM": "true",
+    "PYTHONUNBUFFERED": "1",
+}
+SCRATCH_PREFIX = "mt-child-"
+# The longest stdout line read from a child, in bytes (a tokenizer's outcome carries its statistics).
+LINE_LIMIT = 16 << 20
+_TAIL_BYTES = 16_384
+
+LineHandler = Callable[[bytes], Awaitable[None]]
+
+
+async def run_child(
+    module: str,
+    spec: bytes,
+    *,
+    niceness: int,
+    log_path: Path,
+    on_line: LineHandler,
+    grace: float,
+    on_spawn: Callable[[int], None] | None = None,
+) -> int:
+    """Run child ``module`` on ``spec`` to its end and return its exit code; each stdout line goes to
+    ``on_line`` as it comes, in order. ``on_spawn`` receives the child's pid once it runs.
+
+    On cancellation the child is stopped (see the module docstring; the lines it writes meanwhile still reach
+    ``on_line``) before ``CancelledError`` propagates; when ``on_line`` raises, the child is stopped likewise and
+    the error re-raised.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+    try:
+        with log_path.open("ab") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", module, "--nice", str(niceness),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,
+                env={**os.environ, **CHILD_ENV, "TMPDIR": scratch},
+                limit=LINE_LIMIT,
+            )  # fmt: skip
+        if on_spawn is not None:
+            on_spawn(process.pid)
+        reader = asyncio.create_task(_read(process, spec, on_line))
+        try:
+            await asyncio.wait({reader})  # unlike awaiting it, a cancel of ours does not cancel the reader
+        except asyncio.CancelledError:
+            await asyncio.shield(stop(process, reader, grace))
+            raise
+        if reader.exception() is not None:
+            await stop(process, reader, grace)
+            reader.result()
+        return await process.wait()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def _read(process: asyncio.subprocess.Process, spec: bytes, on_line: LineHandler) -> None:
+    if process.stdin is None or process.stdout is None:
+        raise RuntimeError("the child has no stdin or stdout pipe")
+    try:
+        process.stdin.write(spec)
+        await process.stdin.drain()
+        process.stdin.close()
+    except (BrokenPipeError, ConnectionResetError):
+        logger.warning("child exited before reading its spec", extra={"event": "child_spec_unread"})
+    async for line in process.stdout:
+        await on_line(line)
+
+
+async def stop(process: asyncio.subprocess.Process, reader: asyncio.Task[None], grace: float) -> None:
+    """SIGTERM the child's group, let ``reader`` handle what it still writes for up to ``grace`` seconds,
+    then SIGKILL the group."""
+    if process.returncode is None:
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(grace):
+                await asyncio.wait({reader})
+                await process.wait()
+        except TimeoutError:
+            logger.warning("child did not stop in time", extra={"event": "child_killed", "pid": process.pid})
+            _signal_group(process.pid, signal.SIGKILL)
+    await process.wait()
+    if not reader.done():
+        reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(reader, return_exceptions=True)
+
+
+def _signal_group(pid: int, signum: signal.Signals) -> None:
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        return
+
+
+def tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a text file, joined with `` | ``, at most 2,000 characters."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - _TAIL_BYTES))
+            data = handle.read()
+    except FileNotFoundError:
+        return ""
+    text = " | ".join(line.strip() for line in data.decode(errors="replace").splitlines()[-lines:] if line.strip())
+    return text[-2000:]

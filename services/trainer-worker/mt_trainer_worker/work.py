@@ -1,0 +1,196 @@
+"""What training runs and evaluations run, for the one job runner of ``mt_storage.runner``: the child module,
+the spec, how the child's events change the record, and how a success is committed.
+
+A run's child restarts within its attempt when it died after writing a newer checkpoint (it resumes from it);
+an evaluation is read-only and simply runs again on its next attempt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from mt_contracts import codec
+from mt_contracts.evaluation import EvalMessage, EvalSpec, Evaluated, decode_eval_message
+from mt_contracts.events import CheckpointEvent, ChildEvent, LogEvent, ProgressEvent, Resumed, ValidationEvent
+from mt_contracts.jobs import EvalJob, RunJob
+from mt_contracts.manifests import RunManifest
+from mt_contracts.settings import WorkerSettings
+from mt_contracts.training import Finished, RunSpec, TrainingMessage, decode_message
+from mt_storage import CorpusPathError, StorageError
+from mt_storage.checkpoints import read_index, resolve_weights
+from mt_storage.child import os_failure
+from mt_storage.corpus import resolve_corpus
+from mt_storage.files import atomic_write_bytes
+from mt_storage.joblog import JobLog
+from mt_storage.jobs import JobStore
+from mt_storage.layout import LOGS, MANIFEST, Layout
+from mt_storage.lifecycle import Change
+from mt_storage.runner import JobFailed, Prepared
+
+
+def _roots(layout: Layout) -> dict[str, str]:
+    return {"APP__RUNS_ROOT": str(layout.runs_root), "APP__ARTIFACTS_ROOT": str(layout.artifacts_root)}
+
+
+def _write(layout: Layout, path: Path, data: bytes) -> None:
+    """Write a spec file, a disk error becoming the job's failure."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        failed = os_failure(exc, _roots(layout))
+        raise JobFailed(failed.code, failed.message) from exc
+
+
+class RunWork:
+    """A training run: ``mt_trainer_worker.training`` on a ``RunSpec``."""
+
+    module = "mt_trainer_worker.training"
+    out_of_memory_hint = "lower batch_size, block_size or n_embd"
+
+    def __init__(self, layout: Layout, settings: WorkerSettings) -> None:
+        self.layout = layout
+        self.settings = settings
+
+    def logs_path(self, job: RunJob) -> Path:
+        return self.layout.run_logs(job.id)
+
+    async def prepare(self, job: RunJob) -> Prepared:
+        tokenizer_dir = self.layout.tokenizer_dir(job.request.tokenizer_id)
+        if not (tokenizer_dir / MANIFEST).is_file():
+            raise JobFailed(
+                "tokenizer_missing", f"tokenizer {job.request.tokenizer_id} has no artifacts; train it again"
+            )
+        try:
+            files = resolve_corpus(self.layout.corpus_root, job.request.corpus_path)
+        except CorpusPathError as exc:
+            raise JobFailed("corpus_unavailable", str(exc)) from exc
+        spec = RunSpec(
+            run_id=job.id,
+            tokenizer_id=job.request.tokenizer_id,
+            request=job.request,
+            tokenizer_dir=str(tokenizer_dir),
+            corpus_files=[str(path) for path in files],
+            model_dir=str(self.layout.model_dir(job.id)),
+            work_dir=str(self.layout.run_work_dir(job.id)),
+            run_dir=str(self.layout.run_dir(job.id)),
+            dataset_cache=str(self.layout.dataset_cache()),
+            progress_interval=self.settings.progress_interval,
+            runs_root=str(self.layout.runs_root),
+            artifacts_root=str(self.layout.artifacts_root),
+        )
+        data = codec.encode(spec)
+        _write(self.layout, self.layout.run_spec(job.id), data)
+        return Prepared(data, self.layout.run_process_log(job.id))
+
+    def decode(self, line: bytes) -> TrainingMessage:
+        return decode_message(line)
+
+    def record_change(self, message: ChildEvent | Resumed) -> tuple[str, Change[RunJob]] | None:
+        match message:
+            case ProgressEvent(progress=progress):
+                return "progress", lambda r: msgspec.structs.replace(r, progress=progress)
+            case ValidationEvent(point=point):
+                return "validation", lambda r: msgspec.structs.replace(r, last_eval=point)
+            case CheckpointEvent(checkpoint=checkpoint):
+                return "checkpoint", lambda r: msgspec.structs.replace(r, checkpoint=checkpoint)
+            case Resumed(step=step):
+                return "resumed", lambda r: msgspec.structs.replace(r, resumed_from_step=step)
+            case LogEvent():
+                return None
+
+    def restart_marker(self, job: RunJob) -> int:
+        index = read_index(self.layout.run_dir(job.id))
+        return index[-1].step if index else -1
+
+    async def commit(self, job: RunJob, outcome: Finished, log: JobLog) -> Change[RunJob]:
+        model_dir = Path(outcome.model_dir)
+        manifest = RunManifest(
+            run_id=job.id,
+            tokenizer_id=job.request.tokenizer_id,
+            spec_path=str(self.layout.run_spec(job.id)),
+            model_dir=str(model_dir),
+            model_manifest_path=str(model_dir / MANIFEST),
+            logs_path=str(model_dir / LOGS),
+            process_log_path=str(self.layout.run_process_log(job.id)),
+        )
+        atomic_write_bytes(self.layout.run_manifest(job.id), codec.encode(manifest))
+        atomic_write_bytes(model_dir / MANIFEST, codec.encode(outcome.manifest))
+        metrics = outcome.metrics
+        log.write(
+            "info", "trained",
+            f"val_loss {metrics.val_loss:.4f} val_bits_per_byte {metrics.val_bits_per_byte:.4f}",
+            **msgspec.structs.asdict(metrics),
+        )  # fmt: skip
+        return lambda r: msgspec.structs.replace(r, metrics=metrics, artifact_dir=str(model_dir))
+
+
+class EvalWork:
+    """An evaluation: ``mt_trainer_worker.training.evaluate`` on an ``EvalSpec``; its events go to the run's
+    ``logs.jsonl``."""
+
+    module = "mt_trainer_worker.training.evaluate"
+    out_of_memory_hint = "evaluate with a smaller max_tokens"
+
+    def __init__(self, layout: Layout, runs: JobStore[RunJob]) -> None:
+        self.layout = layout
+        self.runs = runs
+
+    def logs_path(self, job: EvalJob) -> Path:
+        return self.layout.run_logs(job.run_id)
+
+    async def prepare(self, job: EvalJob) -> Prepared:
+        run = await self.runs.get(job.run_id)
+        if run is None:
+            raise JobFailed("run_missing", f"run {job.run_id} is gone")
+        request = job.request
+        try:
+            weights = resolve_weights(self.layout, run.id, run.request.tokenizer_id, request.checkpoint)
+        except StorageError as exc:
+            raise JobFailed("weights_missing", str(exc)) from exc
+        corpus_path = (
+            request.corpus_path if request.split == "corpus" and request.corpus_path else run.request.corpus_path
+        )
+        try:
+            files = resolve_corpus(self.layout.corpus_root, corpus_path)
+        except CorpusPathError as exc:
+            raise JobFailed("corpus_unavailable", str(exc)) from exc
+        spec = EvalSpec(
+            eval_id=job.id,
+            weights=weights,
+            split=request.split,
+            corpus_path=corpus_path,
+            corpus_files=[str(path) for path in files],
+            val_fraction=run.request.val_fraction,
+            seed=run.request.seed,
+            block_size=run.request.block_size,
+            batch_size=run.request.batch_size,
+            dataset_cache=str(self.layout.dataset_cache()),
+            device=run.request.device,
+            max_tokens=request.max_tokens,
+        )
+        data = codec.encode(spec)
+        _write(self.layout, self.layout.eval_spec(run.id, job.id), data)
+        return Prepared(data, self.layout.eval_process_log(job.run_id, job.id))
+
+    def decode(self, line: bytes) -> EvalMessage:
+        return decode_eval_message(line)
+
+    def record_change(self, message: ChildEvent | Resumed) -> tuple[str, Change[EvalJob]] | None:
+        return None
+
+    def restart_marker(self, job: EvalJob) -> int:
+        return 0
+
+    async def commit(self, job: EvalJob, outcome: Evaluated, log: JobLog) -> Change[EvalJob]:
+        metrics = outcome.metrics
+        data = codec.encode(metrics)
+        atomic_write_bytes(self.layout.eval_result(job.run_id, job.id), data)
+        atomic_write_bytes(self.layout.eval_latest(job.run_id), data)
+        log.write(
+            "info", "eval_succeeded",
+            f"{metrics.split}: loss {metrics.loss:.4f} bits_per_byte {metrics.bits_per_byte:.4f}",
+            **msgspec.structs.asdict(metrics),
+        )  # fmt: skip
+        return lambda r: msgspec.structs.replace(r, result=metrics)
