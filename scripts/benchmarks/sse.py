@@ -38,8 +38,8 @@ from mt_contracts.jobs import TokenizerJob
 from mt_contracts.requests import TrainTokenizerRequest
 from mt_storage.embedded_redis import EmbeddedRedis, free_port
 from mt_storage.events import JobEvents, event_fields
-from mt_storage.lifecycle import Lifecycle
 from mt_storage.jobs import tokenizer_jobs
+from mt_storage.lifecycle import Lifecycle
 
 CLIENTS = int(os.environ.get("BENCH_SSE_CLIENTS", "500"))
 RATE = float(os.environ.get("BENCH_SSE_RATE", "5"))

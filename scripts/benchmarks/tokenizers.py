@@ -25,7 +25,8 @@ from pathlib import Path
 from benchmarks._common import SHAKESPEARE, median
 from mt_contracts import codec
 from mt_contracts.requests import TrainTokenizerRequest
-from mt_contracts.tokenizers import BpeConfig, SentencePieceConfig, TokenizerConfig, TokenizerSpec, resolve_config
+from mt_contracts.tokenizer_process import TokenizerSpec
+from mt_contracts.tokenizers import BpeConfig, SentencePieceConfig, TokenizerConfig, resolve_config
 from mt_tokenizer_worker.methods.sentencepiece import trainer_options
 
 REPEATS = 5

@@ -22,8 +22,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from benchmarks._common import SHAKESPEARE, bpe_tokenizer, median
 from mt_contracts import codec
-from mt_contracts.requests import TrainRunRequest
 from mt_contracts.events import ProgressEvent
+from mt_contracts.requests import TrainRunRequest
 from mt_contracts.training import RunSpec, decode_message
 from mt_trainer_worker.training.data import open_tokens, prepare_data
 

@@ -12,11 +12,10 @@ from redis.asyncio import Redis
 
 from mt_api import live
 from mt_api.live import EventHub, follow
-from mt_contracts.events import LiveEvent
+from mt_contracts import codec
+from mt_contracts.events import LiveEvent, log_event
 from mt_contracts.jobs import JobError, TokenizerJob
 from mt_contracts.requests import TrainTokenizerRequest
-from mt_contracts import codec
-from mt_contracts.events import log_event
 from mt_storage.events import JobEvents, event_fields
 from mt_storage.jobs import JobStore, tokenizer_jobs
 from mt_storage.lifecycle import Lease, Lifecycle

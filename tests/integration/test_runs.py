@@ -21,6 +21,7 @@ from tests.helpers import running_workers, wait_for, worker_process
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 STALL_AFTER_SECONDS = 15.0
+EVAL_INTERVAL = 50
 RUN = {
     "corpus_path": "small.txt",
     "n_layer": 1,
@@ -29,7 +30,7 @@ RUN = {
     "block_size": 32,
     "batch_size": 4,
     "warmup_steps": 5,
-    "eval_interval": 50,
+    "eval_interval": EVAL_INTERVAL,
     "eval_iters": 2,
     "checkpoint_interval": 20,
     "device": "cpu",
@@ -88,6 +89,14 @@ async def test_cancel_queued_and_running_runs_then_resume_from_the_checkpoint(
         )
         assert checkpoints and [c.step for c in checkpoints] == sorted(c.step for c in checkpoints)
         last = checkpoints[-1].step
+        # The stop wrote a checkpoint of the very step it stopped at, and the record and the log name it.
+        logs = (await client.get(f"/runs/{long_run}/logs?tail=200")).json()["lines"]
+        (stopped,) = [line for line in logs if line["event"] == "stopped"]
+        assert stopped["fields"]["step"] == last
+        assert cancelled.checkpoint is not None and cancelled.checkpoint == checkpoints[-1]
+        assert [line["checkpoint"]["step"] for line in logs if line["kind"] == "checkpoint"][-1] == last
+        # A checkpoint carries the validation of its own step only.
+        assert all(c.val_loss is None or c.step % EVAL_INTERVAL == 0 for c in checkpoints)
         assert (await client.post(f"/runs/{long_run}/resume", json={"max_steps": last})).status_code == 400
         response = await client.post(f"/runs/{long_run}/resume", json={"max_steps": last + 15})
         assert response.status_code == 202, response.text

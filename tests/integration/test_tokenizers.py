@@ -80,7 +80,9 @@ async def test_both_methods_train_list_and_encode_through_the_api(
             events = [
                 msgspec.json.decode(line)["event"] for line in (directory / "logs.jsonl").read_bytes().splitlines()
             ]
-            assert events == ["started", "reading", "training", "statistics", "writing", "succeeded"]
+            assert events == [
+                "started", "process_started", "reading", "training", "statistics", "writing", "trained", "succeeded"
+            ]  # fmt: skip
 
         # Newest first, two per page, then the rest; the filter keeps only the status asked for.
         page = codec.decode((await client.get("/tokenizers?limit=2")).content, TokenizerPage)

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from mt_contracts.jobs import TokenizerJob
-from mt_contracts.requests import TrainTokenizerRequest
+from mt_contracts import codec
+from mt_contracts.jobs import CheckpointInfo, RunJob, TokenizerJob
+from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
+from mt_contracts.settings import WorkerServiceSettings
 from mt_storage.embedded_redis import EmbeddedRedis
-from mt_storage.jobs import tokenizer_jobs
+from mt_storage.files import atomic_write_bytes
+from mt_storage.jobs import run_jobs, tokenizer_jobs
+from mt_storage.layout import Layout
 from mt_storage.lifecycle import Lifecycle
 from mt_storage.queue import ArqJobQueue
 from mt_storage.reaper import Reaper, attempts_left
+from mt_trainer_worker.reaper import run_reaper
 
 QUEUE = "mt:queue:test-reaper"
 TASK = "train_tokenizer"
@@ -80,3 +85,33 @@ async def test_stalled_jobs_are_requeued_while_they_have_attempts_then_failed(re
         failed.error.message
     )
     assert await redis.zscore(QUEUE, IDS[0]) is None
+
+
+def _silent_for(seconds: float) -> Callable[[RunJob], RunJob]:
+    beat = datetime.now(UTC) - timedelta(seconds=seconds)
+    return lambda record: msgspec.structs.replace(record, heartbeat_at=beat)
+
+
+async def test_a_stalled_run_is_resumed_only_from_a_checkpoint(
+    redis: Redis, queue: ArqJobQueue, worker_settings: WorkerServiceSettings
+) -> None:
+    lifecycle = Lifecycle(run_jobs(redis), "run", 10)
+    layout = Layout.from_settings(worker_settings.app)
+    reaper = run_reaper(lifecycle, queue, layout, worker_settings)
+    now = datetime.now(UTC)
+    request = TrainRunRequest(tokenizer_id="tok_01JDQ8ZQ0000000000000000AA", corpus_path="a.txt")
+    with_checkpoint, without = "run_01JDQ8ZQ0000000000000000AA", "run_01JDQ8ZQ0000000000000000AB"
+    for run_id in (with_checkpoint, without):
+        await lifecycle.create(RunJob(id=run_id, request=request, created_at=now, updated_at=now))
+        await queue.enqueue("train_model", run_id, worker_settings.queue.training)
+        assert await lifecycle.start(run_id) is not None
+        await lifecycle.store.transact(run_id, _silent_for(30))
+    info = CheckpointInfo(step=20, path="checkpoints/step-000000020.pt", size_bytes=1, created_at=now)
+    atomic_write_bytes(layout.run_dir(with_checkpoint) / "checkpoints.json", codec.encode([info]))
+
+    assert await reaper.reap_once() == {with_checkpoint: "requeued", without: "failed"}
+    requeued, failed = [await lifecycle.store.get(run_id) for run_id in (with_checkpoint, without)]
+    assert requeued is not None and (requeued.status, requeued.owner) == ("queued", None)
+    assert failed is not None and failed.status == "failed" and failed.error is not None
+    assert failed.error.code == "worker_lost"
+    assert "and it has no checkpoint; POST /runs/run_01JDQ8ZQ0000000000000000AB/resume" in failed.error.message

@@ -13,9 +13,9 @@ import pytest
 from tokenizers import Tokenizer
 
 from mt_contracts import codec
+from mt_contracts.events import Failed, LogEvent
 from mt_contracts.manifests import TokenizerManifest
 from mt_contracts.requests import TrainTokenizerRequest
-from mt_contracts.events import Failed, LogEvent
 from mt_contracts.tokenizer_process import TokenizerSpec, TokenizerTrained, decode_tokenizer_message
 from mt_storage.files import sha256_file
 from mt_storage.joblog import JobLog

@@ -12,9 +12,9 @@ import pytest
 from safetensors.torch import load_file
 
 from mt_contracts import codec
+from mt_contracts.events import CheckpointEvent, Resumed
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.tokenizers import resolve_config
-from mt_contracts.events import CheckpointEvent, Resumed
 from mt_contracts.training import Finished, RunSpec, TrainingMessage, decode_message
 from mt_storage.checkpoints import read_index
 from mt_tokenizer_worker.methods import METHODS

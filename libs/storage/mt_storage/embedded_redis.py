@@ -111,6 +111,14 @@ class EmbeddedRedis:
             process.kill()
             process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would: what it had not yet written to its append-only file is lost.
+        ``start`` brings it back on the same port and data."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
     def __enter__(self) -> EmbeddedRedis:
         self.start()
         return self

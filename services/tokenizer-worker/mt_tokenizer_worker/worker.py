@@ -28,7 +28,7 @@ from mt_storage.layout import MANIFEST, Layout
 from mt_storage.lifecycle import Change, Lifecycle
 from mt_storage.queue import JobQueue, QueueTask, build_worker
 from mt_storage.reaper import Reaper, attempts_left
-from mt_storage.runner import JobRunner, Prepared
+from mt_storage.runner import JobRunner, Prepared, check_timing
 
 
 class TokenizerWork:
@@ -84,6 +84,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     Raises:
         SettingsError: the stall limit is too short for the heartbeat interval.
     """
+    check_timing(settings.app.stall_after_seconds, settings.worker.heartbeat_interval)
     layout = Layout.from_settings(settings.app)
     redis = Redis.from_url(settings.redis.url)
     lifecycle = Lifecycle(tokenizer_jobs(redis), "tokenizer", settings.app.stall_after_seconds)

@@ -18,7 +18,7 @@ from mt_storage.jobs import eval_jobs, run_jobs
 from mt_storage.layout import Layout
 from mt_storage.lifecycle import Lifecycle
 from mt_storage.queue import JobQueue, QueueTask, build_worker
-from mt_storage.runner import JobRunner
+from mt_storage.runner import JobRunner, check_timing
 from mt_trainer_worker.reaper import eval_reaper, run_reaper
 from mt_trainer_worker.work import EvalWork, RunWork
 
@@ -30,6 +30,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     Raises:
         SettingsError: the stall limit is too short for the heartbeat interval.
     """
+    check_timing(settings.app.stall_after_seconds, settings.worker.heartbeat_interval)
     redis = Redis.from_url(settings.redis.url)
     layout = Layout.from_settings(settings.app)
     stall_after = settings.app.stall_after_seconds

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         finished = run(spec, writer, stop)
     except StopTraining as exc:
-        writer.write("info", "stopped", str(exc))
+        writer.write("info", "stopped", str(exc), step=exc.step)
         return 143
     except Exception as exc:  # noqa: BLE001 - any crash must still end with a failed message
         writer.send(failure(exc, "lower batch_size, block_size or n_embd", roots))

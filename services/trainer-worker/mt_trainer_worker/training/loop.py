@@ -69,7 +69,12 @@ def pick_device(choice: str) -> torch.device:
 
 
 class StopTraining(Exception):
-    """Raised at a step boundary after SIGTERM, once a checkpoint is written."""
+    """Raised at a step boundary after SIGTERM, once a checkpoint of ``step`` is written (``None``: it
+    stopped outside training, before a step or while saving)."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 def sample_batch(
@@ -247,7 +252,7 @@ def train(spec: RunSpec, data: PreparedData, writer: Channel, stop: threading.Ev
             )  # fmt: skip
             writer.phase, saved_step = "training", done
         if stop.is_set():
-            raise StopTraining(f"stopped by SIGTERM after step {saved_step}; a checkpoint was saved")
+            raise StopTraining(f"stopped by SIGTERM after step {saved_step}; a checkpoint was saved", saved_step)
     return TrainedModel(
         model=model,
         train_loss=counters.last_train_loss if counters.last_train_loss is not None else float("nan"),
