@@ -105,10 +105,12 @@ async def test_cancel_queued_and_running_runs_then_resume_from_the_checkpoint(
     assert resumed.status == "succeeded", resumed.error
     assert resumed.resumed_from_step == last
     assert resumed.progress is not None and resumed.progress.step == last + 15
+    assert resumed.last_eval is not None and resumed.last_eval.step == last + 15  # the final validation
     assert (await _run(client, queued_run)).attempts == 0
     series = codec.decode((await client.get(f"/runs/{long_run}/metrics")).content, RunSeries)
     steps = [point.step for point in series.train]
     assert steps == sorted(steps) and steps[-1] == last + 15
+    assert series.val[-1] == resumed.last_eval
 
     # Newest first, one per page, then filtered by status.
     first_page = codec.decode((await client.get("/runs", params={"limit": 1})).content, RunPage)
@@ -171,3 +173,35 @@ async def test_a_run_whose_worker_was_killed_is_reaped_and_resumed_by_another_wo
     assert run.status == "succeeded", run.error
     assert run.resumed_from_step is not None and run.resumed_from_step >= 20
     assert run.attempts == 2
+
+
+async def test_a_worker_stopped_by_sigterm_hands_its_run_back_with_a_clean_process_log(
+    client: AsyncTestClient[Litestar], worker_settings: WorkerServiceSettings, api_settings: ApiSettings
+) -> None:
+    env = {
+        **os.environ,
+        "REDIS__URL": worker_settings.redis.url,
+        "APP__ARTIFACTS_ROOT": worker_settings.app.artifacts_root,
+        "APP__RUNS_ROOT": worker_settings.app.runs_root,
+        "APP__CORPUS_ROOT": worker_settings.app.corpus_root,
+        "WORKER__HEARTBEAT_INTERVAL": "0.5",
+        "WORKER__PROGRESS_INTERVAL": "0.2",
+        "WORKER__NICENESS": "0",
+    }
+    async with running_workers(worker_settings, trainer=False):
+        tokenizer_id = await _tokenizer(client)
+        run_id = await _submit(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 100_000})
+        with worker_process("mt_trainer_worker", env) as worker:
+            await wait_for(lambda: _run(client, run_id), lambda j: j.checkpoint is not None, 120)
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(60) == 0
+        handed_back = await _run(client, run_id)
+    assert (handed_back.status, handed_back.owner) == ("queued", None)
+    process_log = (Path(api_settings.app.runs_root) / run_id / "process.log").read_text()
+    assert "Traceback" not in process_log and "BrokenPipeError" not in process_log, process_log
+    events = (await client.get(f"/runs/{run_id}/logs?tail=300")).json()["lines"]
+    names = [line["event"] for line in events]
+    assert names[-2:] == ["stopped", "stopped"] and "failed" not in names
+    child_stop, worker_stop = events[-2:]
+    assert handed_back.checkpoint is not None and child_stop["fields"]["step"] == handed_back.checkpoint.step
+    assert "goes back on the queue" in worker_stop["message"]
