@@ -134,7 +134,7 @@ async def test_a_killed_training_process_is_restarted_from_its_checkpoint(
         logs = Path(api_settings.app.artifacts_root) / "models" / run_id / "logs.jsonl"
         started = [msgspec.json.decode(line) for line in logs.read_bytes().splitlines() if b"process_started" in line]
         os.kill(started[-1]["fields"]["pid"], signal.SIGKILL)
-        run = await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, 120)
+        run = await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, 300)
     assert run.status == "succeeded", run.error
     # A restart of the child within the attempt, not a new attempt of the job.
     assert (run.attempts, run.restarts) == (1, 1)

@@ -43,6 +43,14 @@ class Layout(msgspec.Struct, frozen=True):
             corpus_root=Path(app.corpus_root).resolve(),
         )
 
+    def roots(self) -> dict[str, str]:
+        """The roots by the setting that names them, for messages that give paths relative to a root."""
+        return {
+            "APP__RUNS_ROOT": str(self.runs_root),
+            "APP__ARTIFACTS_ROOT": str(self.artifacts_root),
+            "APP__CORPUS_ROOT": str(self.corpus_root),
+        }
+
     def tokenizer_dir(self, tokenizer_id: str) -> Path:
         return self.artifacts_root / "tokenizers" / tokenizer_id
 

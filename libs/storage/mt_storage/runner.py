@@ -45,6 +45,7 @@ from mt_contracts.events import (
 )
 from mt_contracts.jobs import JobError
 from mt_contracts.settings import SettingsError, WorkerSettings
+from mt_storage.child import os_failure
 from mt_storage.events import REDIS_DOWN, LivePublisher
 from mt_storage.joblog import JobLog
 from mt_storage.jobs import R
@@ -207,6 +208,11 @@ class _Ending(msgspec.Struct, frozen=True):
     error: JobError | None = None
 
 
+def _os_error(exc: OSError, roots: dict[str, str]) -> JobError:
+    failed = os_failure(exc, roots)
+    return JobError(code=failed.code, message=failed.message)
+
+
 class JobRunner(Generic[R, S]):
     """Runs the jobs of ``lifecycle`` with ``work``, one call of ``run`` per arq job."""
 
@@ -219,6 +225,7 @@ class JobRunner(Generic[R, S]):
         queue: Callable[[], JobQueue | None],
         publisher: LivePublisher | None,
         timeout_seconds: float,
+        roots: dict[str, str] | None = None,
     ) -> None:
         check_timing(lifecycle.stall_after_seconds, settings.heartbeat_interval)
         self.lifecycle = lifecycle
@@ -227,6 +234,7 @@ class JobRunner(Generic[R, S]):
         self._queue = queue
         self._publisher = publisher
         self._timeout = timeout_seconds
+        self._roots = roots or {}
 
     def _publish(self, event: JobEvent, data: bytes) -> None:
         if self._publisher is not None:
@@ -377,7 +385,11 @@ class JobRunner(Generic[R, S]):
                 return
             # Fenced commit: the artifacts' commit point is written only by the lease holder.
             await retry_while_down(lease.heartbeat, f"commit of {lease.job_id}")
-            change = await self.work.commit(lease.job, ending, log)
+            try:
+                change = await self.work.commit(lease.job, ending, log)
+            except OSError as exc:
+                await self._end(lease, log, writer, _Ending(_os_error(exc, self._roots)))
+                return
             log.write("info", "succeeded", "the job succeeded")
             await self._flush_events()
             await retry_while_down(lambda: lease.succeed(change), f"success of {lease.job_id}")
@@ -386,7 +398,17 @@ class JobRunner(Generic[R, S]):
 
     async def _handed_back(self, lease: Lease[R], log: JobLog, writer: RecordWriter[R], job_try: int) -> None:
         """After a cancel or a worker shutdown stopped the child: end a cancelled job ``cancelled``; hand any
-        other back to the queue, or fail it ``worker_lost`` on its last try."""
+        other back to the queue, or fail it ``worker_lost`` on its last try. Gives up after the shutdown grace
+        while Redis is unreachable: the record stays ``running`` and the reaper takes it over."""
+        try:
+            async with asyncio.timeout(self.settings.shutdown_grace):
+                await self._hand_back(lease, log, writer, job_try)
+        except TimeoutError:
+            logger.warning(
+                "job not handed back: redis unreachable", extra={"event": "hand_back_failed", "job_id": lease.job_id}
+            )
+
+    async def _hand_back(self, lease: Lease[R], log: JobLog, writer: RecordWriter[R], job_try: int) -> None:
         await writer.flush()
         with contextlib.suppress(LeaseLost):
             current = await retry_while_down(lease.heartbeat, f"stop of {lease.job_id}")

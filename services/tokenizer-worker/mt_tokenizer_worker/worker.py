@@ -96,6 +96,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         settings.worker,
         queue=lambda: queues[0] if queues else None,
         publisher=publisher,
+        roots=layout.roots(),
         timeout_seconds=settings.worker.tokenizer_job_timeout,
     )
 

@@ -30,16 +30,12 @@ from mt_storage.lifecycle import Change
 from mt_storage.runner import JobFailed, Prepared
 
 
-def _roots(layout: Layout) -> dict[str, str]:
-    return {"APP__RUNS_ROOT": str(layout.runs_root), "APP__ARTIFACTS_ROOT": str(layout.artifacts_root)}
-
-
 def _write(layout: Layout, path: Path, data: bytes) -> None:
     """Write a spec file, a disk error becoming the job's failure."""
     try:
         atomic_write_bytes(path, data)
     except OSError as exc:
-        failed = os_failure(exc, _roots(layout))
+        failed = os_failure(exc, layout.roots())
         raise JobFailed(failed.code, failed.message) from exc
 
 

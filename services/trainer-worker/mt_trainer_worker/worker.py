@@ -48,6 +48,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         settings.worker,
         queue=queue,
         publisher=publisher,
+        roots=layout.roots(),
         timeout_seconds=settings.worker.training_job_timeout,
     )
     eval_runner: JobRunner[EvalJob, Evaluated] = JobRunner(
@@ -56,6 +57,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         settings.worker,
         queue=queue,
         publisher=publisher,
+        roots=layout.roots(),
         timeout_seconds=settings.worker.eval_job_timeout,
     )
 
