@@ -14,58 +14,16 @@ from pathlib import Path
 import msgspec
 import pytest
 from arq.worker import Worker
-from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from mt_api.app import create_app
 from mt_contracts import codec
-from mt_contracts.jobs import JobAccepted, RunJob, TokenizerJob
+from mt_contracts.jobs import TokenizerJob
 from mt_contracts.settings import ApiSettings, AppSettings, RedisSettings, WorkerServiceSettings
 from mt_storage.embedded_redis import EmbeddedRedis
 from mt_trainer_worker.worker import create_worker as create_trainer_worker
 from tests.helpers import running_workers, wait_for
-
-TERMINAL = {"succeeded", "failed", "cancelled"}
-RUN = {
-    "corpus_path": "small.txt",
-    "n_layer": 1,
-    "n_head": 2,
-    "n_embd": 32,
-    "block_size": 32,
-    "batch_size": 4,
-    "warmup_steps": 5,
-    "eval_interval": 50,
-    "eval_iters": 2,
-    "checkpoint_interval": 20,
-    "device": "cpu",
-}
-
-
-async def _run(client: AsyncTestClient[Litestar], run_id: str) -> RunJob:
-    return codec.decode((await client.get(f"/runs/{run_id}")).content, RunJob)
-
-
-async def _finished(client: AsyncTestClient[Litestar], run_id: str, timeout: float = 240) -> RunJob:
-    return await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, timeout)
-
-
-async def _tokenizer(client: AsyncTestClient[Litestar]) -> str:
-    response = await client.post("/tokenizers/train", json={"corpus_path": "small.txt", "vocab_size": 300})
-    assert response.status_code == 202, response.text
-    tokenizer_id = codec.decode(response.content, JobAccepted).id
-
-    async def fetch() -> TokenizerJob:
-        return codec.decode((await client.get(f"/tokenizers/{tokenizer_id}")).content, TokenizerJob)
-
-    job = await wait_for(fetch, lambda j: j.status in TERMINAL, 120)
-    assert job.status == "succeeded", job.error
-    return tokenizer_id
-
-
-async def _submit(client: AsyncTestClient[Litestar], body: dict[str, object]) -> str:
-    response = await client.post("/runs/train", json=body)
-    assert response.status_code == 202, response.text
-    return codec.decode(response.content, JobAccepted).id
+from tests.integration.jobs import RUN, finished_run, get_run, submit_run, trained_tokenizer
 
 
 def _log_events(settings: AppSettings, run_id: str) -> list[dict[str, object]]:
@@ -104,9 +62,9 @@ async def test_a_stall_limit_below_the_childs_start_up_still_runs_each_run_once(
         api_settings, app=msgspec.structs.replace(api_settings.app, stall_after_seconds=stall)
     )
     async with AsyncTestClient(app=create_app(api)) as client, _trainer_workers(settings, 2):
-        tokenizer_id = await _tokenizer(client)
-        run_ids = [await _submit(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 30}) for _ in range(2)]
-        runs = [await _finished(client, run_id) for run_id in run_ids]
+        tokenizer_id = await trained_tokenizer(client)
+        run_ids = [await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 30}) for _ in range(2)]
+        runs = [await finished_run(client, run_id) for run_id in run_ids]
     for run in runs:
         assert run.status == "succeeded", run.error
         assert (run.attempts, run.restarts) == (1, 0)
@@ -133,9 +91,9 @@ async def test_a_redis_crash_is_ridden_out_by_the_worker_the_api_and_the_run(
         api = msgspec.structs.replace(api_settings, redis=redis)
         settings = msgspec.structs.replace(worker_settings, redis=redis)
         async with AsyncTestClient(app=create_app(api)) as client, running_workers(settings):
-            tokenizer_id = await _tokenizer(client)
-            run_id = await _submit(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 400})
-            await wait_for(lambda: _run(client, run_id), lambda j: j.progress is not None, 120)
+            tokenizer_id = await trained_tokenizer(client)
+            run_id = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 400})
+            await wait_for(lambda: get_run(client, run_id), lambda j: j.progress is not None, 120)
             assert (await client.get("/readyz")).status_code == 200
 
             server.kill()
@@ -152,7 +110,9 @@ async def test_a_redis_crash_is_ridden_out_by_the_worker_the_api_and_the_run(
                 return (await client.get("/readyz")).status_code
 
             await wait_for(readiness, lambda status: status == 200, 30)
-            run = await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, 300)
+            run = await wait_for(
+                lambda: get_run(client, run_id), lambda j: j.status in {"succeeded", "failed", "cancelled"}, 300
+            )
             tokenizer = codec.decode((await client.get(f"/tokenizers/{tokenizer_id}")).content, TokenizerJob)
     assert run.status == "succeeded", run.error
     assert (run.attempts, run.restarts) == (1, 0)
@@ -190,11 +150,13 @@ async def test_a_full_disk_fails_the_run_disk_full_naming_the_folder_even_when_i
             api_settings, app=msgspec.structs.replace(api_settings.app, runs_root=str(runs_root))
         )
         async with AsyncTestClient(app=create_app(api)) as client, running_workers(settings):
-            tokenizer_id = await _tokenizer(client)
+            tokenizer_id = await trained_tokenizer(client)
             # A 2 x 128 model's checkpoint (weights and AdamW moments, about 5 MB) cannot fit in 1 MB.
             body = {**RUN, "tokenizer_id": tokenizer_id, "n_layer": 2, "n_embd": 128, "max_steps": 40}
-            run_id = await _submit(client, body)
-            run = await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, 240)
+            run_id = await submit_run(client, body)
+            run = await wait_for(
+                lambda: get_run(client, run_id), lambda j: j.status in {"succeeded", "failed", "cancelled"}, 240
+            )
         assert run.status == "failed"
         assert run.error is not None and run.error.code == "disk_full", run.error
         assert f"{run_id}/checkpoints under APP__RUNS_ROOT" in run.error.message

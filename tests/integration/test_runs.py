@@ -15,48 +15,20 @@ from redis.asyncio import Redis
 
 from mt_api.app import create_app
 from mt_contracts import codec
-from mt_contracts.jobs import CheckpointInfo, JobAccepted, RunJob, RunPage, RunSeries, TokenizerJob
+from mt_contracts.jobs import CheckpointInfo, RunPage, RunSeries
 from mt_contracts.settings import ApiSettings, WorkerServiceSettings
 from tests.helpers import running_workers, wait_for, worker_process
+from tests.integration.jobs import (
+    EVAL_INTERVAL,
+    RUN,
+    TERMINAL,
+    get_run,
+    submit_run,
+    trained_tokenizer,
+    worker_env,
+)
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
 STALL_AFTER_SECONDS = 15.0
-EVAL_INTERVAL = 50
-RUN = {
-    "corpus_path": "small.txt",
-    "n_layer": 1,
-    "n_head": 2,
-    "n_embd": 32,
-    "block_size": 32,
-    "batch_size": 4,
-    "warmup_steps": 5,
-    "eval_interval": EVAL_INTERVAL,
-    "eval_iters": 2,
-    "checkpoint_interval": 20,
-    "device": "cpu",
-}
-
-
-async def _run(client: AsyncTestClient[Litestar], run_id: str) -> RunJob:
-    return codec.decode((await client.get(f"/runs/{run_id}")).content, RunJob)
-
-
-async def _submit(client: AsyncTestClient[Litestar], body: dict[str, object]) -> str:
-    response = await client.post("/runs/train", json=body)
-    assert response.status_code == 202, response.text
-    return codec.decode(response.content, JobAccepted).id
-
-
-async def _tokenizer(client: AsyncTestClient[Litestar]) -> str:
-    response = await client.post("/tokenizers/train", json={"corpus_path": "small.txt", "vocab_size": 300})
-    tokenizer_id = codec.decode(response.content, JobAccepted).id
-
-    async def fetch() -> TokenizerJob:
-        return codec.decode((await client.get(f"/tokenizers/{tokenizer_id}")).content, TokenizerJob)
-
-    job = await wait_for(fetch, lambda j: j.status in TERMINAL, 60)
-    assert job.status == "succeeded", job.error
-    return tokenizer_id
 
 
 @pytest.fixture
@@ -69,10 +41,10 @@ async def test_cancel_queued_and_running_runs_then_resume_from_the_checkpoint(
     client: AsyncTestClient[Litestar], worker_settings: WorkerServiceSettings
 ) -> None:
     async with running_workers(worker_settings):
-        tokenizer_id = await _tokenizer(client)
-        long_run = await _submit(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 1_000_000})
-        queued_run = await _submit(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 10})
-        running = await wait_for(lambda: _run(client, long_run), lambda j: j.checkpoint is not None, 120)
+        tokenizer_id = await trained_tokenizer(client)
+        long_run = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 1_000_000})
+        queued_run = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 10})
+        running = await wait_for(lambda: get_run(client, long_run), lambda j: j.checkpoint is not None, 120)
         assert running.status == "running"
 
         # The worker runs one job at a time: the second run is still queued and is cancelled at once.
@@ -80,7 +52,7 @@ async def test_cancel_queued_and_running_runs_then_resume_from_the_checkpoint(
         assert (response.status_code, response.json()["status"]) == (200, "cancelled")
         response = await client.post(f"/runs/{long_run}/cancel")
         assert (response.status_code, response.json()["status"]) == (200, "cancelling")
-        cancelled = await wait_for(lambda: _run(client, long_run), lambda j: j.status in TERMINAL, 10)
+        cancelled = await wait_for(lambda: get_run(client, long_run), lambda j: j.status in TERMINAL, 10)
         assert cancelled.status == "cancelled"
         assert (await client.post(f"/runs/{long_run}/cancel")).status_code == 409
 
@@ -100,13 +72,13 @@ async def test_cancel_queued_and_running_runs_then_resume_from_the_checkpoint(
         assert (await client.post(f"/runs/{long_run}/resume", json={"max_steps": last})).status_code == 400
         response = await client.post(f"/runs/{long_run}/resume", json={"max_steps": last + 15})
         assert response.status_code == 202, response.text
-        resumed = await wait_for(lambda: _run(client, long_run), lambda j: j.status in TERMINAL, 120)
+        resumed = await wait_for(lambda: get_run(client, long_run), lambda j: j.status in TERMINAL, 120)
 
     assert resumed.status == "succeeded", resumed.error
     assert resumed.resumed_from_step == last
     assert resumed.progress is not None and resumed.progress.step == last + 15
     assert resumed.last_eval is not None and resumed.last_eval.step == last + 15  # the final validation
-    assert (await _run(client, queued_run)).attempts == 0
+    assert (await get_run(client, queued_run)).attempts == 0
     series = codec.decode((await client.get(f"/runs/{long_run}/metrics")).content, RunSeries)
     steps = [point.step for point in series.train]
     assert steps == sorted(steps) and steps[-1] == last + 15
@@ -128,13 +100,13 @@ async def test_a_killed_training_process_is_restarted_from_its_checkpoint(
     client: AsyncTestClient[Litestar], worker_settings: WorkerServiceSettings, api_settings: ApiSettings
 ) -> None:
     async with running_workers(worker_settings):
-        tokenizer_id = await _tokenizer(client)
-        run_id = await _submit(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 400})
-        await wait_for(lambda: _run(client, run_id), lambda j: j.checkpoint is not None, 120)
+        tokenizer_id = await trained_tokenizer(client)
+        run_id = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 400})
+        await wait_for(lambda: get_run(client, run_id), lambda j: j.checkpoint is not None, 120)
         logs = Path(api_settings.app.artifacts_root) / "models" / run_id / "logs.jsonl"
         started = [msgspec.json.decode(line) for line in logs.read_bytes().splitlines() if b"process_started" in line]
         os.kill(started[-1]["fields"]["pid"], signal.SIGKILL)
-        run = await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, 300)
+        run = await wait_for(lambda: get_run(client, run_id), lambda j: j.status in TERMINAL, 300)
     assert run.status == "succeeded", run.error
     # A restart of the child within the attempt, not a new attempt of the job.
     assert (run.attempts, run.restarts) == (1, 1)
@@ -147,29 +119,18 @@ async def test_a_run_whose_worker_was_killed_is_reaped_and_resumed_by_another_wo
     settings = msgspec.structs.replace(
         worker_settings, app=msgspec.structs.replace(worker_settings.app, stall_after_seconds=4.0)
     )
-    env = {
-        **os.environ,
-        "REDIS__URL": settings.redis.url,
-        "APP__ARTIFACTS_ROOT": settings.app.artifacts_root,
-        "APP__RUNS_ROOT": settings.app.runs_root,
-        "APP__CORPUS_ROOT": settings.app.corpus_root,
-        "APP__STALL_AFTER_SECONDS": str(STALL_AFTER_SECONDS),
-        "WORKER__HEARTBEAT_INTERVAL": "0.5",
-        "WORKER__PROGRESS_INTERVAL": "0.2",
-        "WORKER__HEALTH_CHECK_INTERVAL": "1",
-        "WORKER__NICENESS": "0",
-    }
+    env = worker_env(settings, APP__STALL_AFTER_SECONDS=str(STALL_AFTER_SECONDS), WORKER__HEALTH_CHECK_INTERVAL="1")
     async with running_workers(settings, trainer=False):
-        tokenizer_id = await _tokenizer(client)
-        run_id = await _submit(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 600})
+        tokenizer_id = await trained_tokenizer(client)
+        run_id = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 600})
         with worker_process("mt_trainer_worker", env) as first:
-            await wait_for(lambda: _run(client, run_id), lambda j: j.checkpoint is not None, 120)
+            await wait_for(lambda: get_run(client, run_id), lambda j: j.checkpoint is not None, 120)
             first.send_signal(signal.SIGKILL)
             first.wait()
-        stalled = await wait_for(lambda: _run(client, run_id), lambda j: j.status == "stalled", 60)
+        stalled = await wait_for(lambda: get_run(client, run_id), lambda j: j.status == "stalled", 60)
         assert stalled.checkpoint is not None
         with worker_process("mt_trainer_worker", env):
-            run = await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, 240)
+            run = await wait_for(lambda: get_run(client, run_id), lambda j: j.status in TERMINAL, 240)
     assert run.status == "succeeded", run.error
     assert run.resumed_from_step is not None and run.resumed_from_step >= 20
     assert run.attempts == 2
@@ -178,24 +139,15 @@ async def test_a_run_whose_worker_was_killed_is_reaped_and_resumed_by_another_wo
 async def test_a_worker_stopped_by_sigterm_hands_its_run_back_with_a_clean_process_log(
     client: AsyncTestClient[Litestar], worker_settings: WorkerServiceSettings, api_settings: ApiSettings
 ) -> None:
-    env = {
-        **os.environ,
-        "REDIS__URL": worker_settings.redis.url,
-        "APP__ARTIFACTS_ROOT": worker_settings.app.artifacts_root,
-        "APP__RUNS_ROOT": worker_settings.app.runs_root,
-        "APP__CORPUS_ROOT": worker_settings.app.corpus_root,
-        "WORKER__HEARTBEAT_INTERVAL": "0.5",
-        "WORKER__PROGRESS_INTERVAL": "0.2",
-        "WORKER__NICENESS": "0",
-    }
+    env = worker_env(worker_settings)
     async with running_workers(worker_settings, trainer=False):
-        tokenizer_id = await _tokenizer(client)
-        run_id = await _submit(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 100_000})
+        tokenizer_id = await trained_tokenizer(client)
+        run_id = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 100_000})
         with worker_process("mt_trainer_worker", env) as worker:
-            await wait_for(lambda: _run(client, run_id), lambda j: j.checkpoint is not None, 120)
+            await wait_for(lambda: get_run(client, run_id), lambda j: j.checkpoint is not None, 120)
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(60) == 0
-        handed_back = await _run(client, run_id)
+        handed_back = await get_run(client, run_id)
     assert (handed_back.status, handed_back.owner) == ("queued", None)
     process_log = (Path(api_settings.app.runs_root) / run_id / "process.log").read_text()
     assert "Traceback" not in process_log and "BrokenPipeError" not in process_log, process_log

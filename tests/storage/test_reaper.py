@@ -53,6 +53,7 @@ def _reaper(lifecycle: Lifecycle[TokenizerJob], queue: ArqJobQueue, max_tries: i
         lifecycle,
         queue,
         QUEUE,
+        task=TASK,
         cannot_retry=attempts_left(max_tries),
         advice=lambda job_id: "submit it again",
     )
@@ -115,3 +116,22 @@ async def test_a_stalled_run_is_resumed_only_from_a_checkpoint(
     assert failed is not None and failed.status == "failed" and failed.error is not None
     assert failed.error.code == "worker_lost"
     assert "and it has no checkpoint; POST /runs/run_01JDQ8ZQ0000000000000000AB/resume" in failed.error.message
+
+
+async def test_a_queued_job_that_arq_no_longer_holds_is_enqueued_again(redis: Redis, queue: ArqJobQueue) -> None:
+    # A stale owner that finished its arq job after the reaper had requeued the record leaves the record
+    # queued with no arq job: the next pass puts it back, once it has waited a stall period.
+    lifecycle = Lifecycle(tokenizer_jobs(redis), "tokenizer", 10)
+    old = datetime.now(UTC) - timedelta(seconds=30)
+    orphan, fresh, held = IDS
+    for job_id in IDS:
+        created = old if job_id != fresh else datetime.now(UTC)
+        request = TrainTokenizerRequest(corpus_path="a.txt")
+        await lifecycle.create(TokenizerJob(id=job_id, request=request, created_at=created, updated_at=created))
+    await queue.enqueue(TASK, held, QUEUE)
+    await redis.set(f"arq:result:{orphan}", b"done")  # arq refuses an id whose result it keeps
+
+    assert await _reaper(lifecycle, queue, max_tries=2).reap_once() == {orphan: "enqueued"}
+    assert await redis.zscore(QUEUE, orphan) is not None and await queue.exists(orphan)
+    assert await redis.zscore(QUEUE, fresh) is None  # just created: the API enqueues it itself
+    assert await _reaper(lifecycle, queue, max_tries=2).reap_once() == {}

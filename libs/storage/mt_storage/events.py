@@ -40,8 +40,19 @@ CLOSE_FLUSH_SECONDS = 5.0
 EntryFields = dict[FieldT, EncodableT]
 _KIND = b"kind"
 _DATA = b"data"
-# The errors that mean Redis is unreachable for now (a restart, a network cut), not that a command is wrong.
-REDIS_DOWN: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError, OSError)
+# The errors a background loop waits out rather than dies of: Redis unreachable for now (a restart, a network
+# cut), and the refusals of a Redis that cannot write for now (OOM at maxmemory, MISCONF on a full disk,
+# READONLY after a failover, LOADING at start-up).
+REDIS_DOWN: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+
+
+async def wait_idle(idle: asyncio.Event, task: asyncio.Task[None]) -> None:
+    """Wait until ``idle`` is set or ``task`` (the loop that sets it) ended, whichever comes first."""
+    waiter = asyncio.ensure_future(idle.wait())
+    try:
+        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 def stream_key(job_id: str) -> str:
@@ -157,7 +168,7 @@ class LivePublisher:
     async def flush(self) -> None:
         """Wait until every event queued so far is appended (while Redis is down: until it is back)."""
         if self._task is not None and not self._task.done():
-            await self._idle.wait()
+            await wait_idle(self._idle, self._task)
 
     async def aclose(self) -> None:
         """Flush for at most ``CLOSE_FLUSH_SECONDS``, then stop the appending task."""

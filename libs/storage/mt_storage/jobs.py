@@ -38,8 +38,9 @@ R = TypeVar("R", bound=Job)
 class JobStore(Generic[R]):
     """Records of one kind (``record_type``) under ``<prefix><id>`` keys.
 
-    ``<prefix>active`` is the set of ids whose status is ``running`` or ``cancelling``, kept in the same
-    transaction as each write, so a reaper can find jobs whose worker died. ``retention_seconds`` bounds
+    ``<prefix>active`` is the set of ids whose status is ``running`` or ``cancelling`` and ``<prefix>queued``
+    those ``queued``, kept in the same transaction as each write, so a reaper can find jobs whose worker died
+    and queued jobs that arq no longer holds. ``retention_seconds`` bounds
     how long a record lives after its last write (``None`` keeps it forever).
     """
 
@@ -55,6 +56,18 @@ class JobStore(Generic[R]):
     @property
     def active_key(self) -> str:
         return f"{self._prefix}active"
+
+    @property
+    def queued_key(self) -> str:
+        """The set of ids whose status is ``queued`` (kept like the active set)."""
+        return f"{self._prefix}queued"
+
+    async def queued_ids(self) -> list[str]:
+        """Ids of jobs that are ``queued``, sorted."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(self.queued_key)
+            (members,) = await pipe.execute()
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
     async def active_ids(self) -> list[str]:
         """Ids of jobs that are ``running`` or ``cancelling``, sorted."""
@@ -84,6 +97,7 @@ class JobStore(Generic[R]):
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self.key(record.id), codec.encode(record), nx=True, ex=self._retention)
             pipe.zadd(self.index_key, {record.id: 0})
+            pipe.sadd(self.queued_key, record.id)
             pipe.xadd(stream_key(record.id), status_fields(record), maxlen=STREAM_MAXLEN, approximate=True)
             if group is not None:
                 pipe.zadd(self.group_key(group), {record.id: 0})
@@ -184,6 +198,10 @@ class JobStore(Generic[R]):
                         pipe.sadd(self.active_key, job_id)
                     else:
                         pipe.srem(self.active_key, job_id)
+                    if updated.status == "queued":
+                        pipe.sadd(self.queued_key, job_id)
+                    else:
+                        pipe.srem(self.queued_key, job_id)
                     if updated.status != current.status or updated.error != current.error:
                         # Live streams see the change in the same transaction as the record.
                         stream = stream_key(job_id)

@@ -50,13 +50,15 @@ async def run_child(
     on_line: LineHandler,
     grace: float,
     on_spawn: Callable[[int], None] | None = None,
+    abandon: asyncio.Event | None = None,
 ) -> int:
     """Run child ``module`` on ``spec`` to its end and return its exit code; each stdout line goes to
     ``on_line`` as it comes, in order. ``on_spawn`` receives the child's pid once it runs.
 
     On cancellation the child is stopped (see the module docstring; the lines it writes meanwhile still reach
-    ``on_line``) before ``CancelledError`` propagates; when ``on_line`` raises, the child is stopped likewise and
-    the error re-raised.
+    ``on_line``; further cancels do not cut the stop short) before ``CancelledError`` propagates; when
+    ``on_line`` raises, the child is stopped likewise and the error re-raised. Once ``abandon`` is set, a stop
+    kills the group at once (SIGKILL, no grace): the job is another worker's.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
@@ -77,10 +79,13 @@ async def run_child(
         try:
             await asyncio.wait({reader})  # unlike awaiting it, a cancel of ours does not cancel the reader
         except asyncio.CancelledError:
-            await asyncio.shield(stop(process, reader, grace))
+            stopping = asyncio.ensure_future(stop(process, reader, grace, abandon))
+            while not stopping.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(stopping)
             raise
         if reader.exception() is not None:
-            await stop(process, reader, grace)
+            await stop(process, reader, grace, abandon)
             reader.result()
         return await process.wait()
     finally:
@@ -100,10 +105,14 @@ async def _read(process: asyncio.subprocess.Process, spec: bytes, on_line: LineH
         await on_line(line)
 
 
-async def stop(process: asyncio.subprocess.Process, reader: asyncio.Task[None], grace: float) -> None:
+async def stop(
+    process: asyncio.subprocess.Process, reader: asyncio.Task[None], grace: float, abandon: asyncio.Event | None = None
+) -> None:
     """SIGTERM the child's group, let ``reader`` handle what it still writes for up to ``grace`` seconds,
-    then SIGKILL the group."""
-    if process.returncode is None:
+    then SIGKILL the group; SIGKILL at once when ``abandon`` is set."""
+    if abandon is not None and abandon.is_set():
+        _signal_group(process.pid, signal.SIGKILL)
+    elif process.returncode is None:
         _signal_group(process.pid, signal.SIGTERM)
         try:
             async with asyncio.timeout(grace):

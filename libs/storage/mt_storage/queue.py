@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import timedelta
 from typing import Protocol
 
 import msgspec
@@ -32,6 +33,7 @@ from arq.worker import Function, Worker, func
 from mt_contracts.logs import configure_logging
 from mt_contracts.queue import deserialize_job, serialize_job
 from mt_contracts.settings import WorkerServiceSettings, WorkerSettings, from_env
+from mt_storage.events import REDIS_DOWN
 
 HEALTH_CHECK_SUFFIX = ":health-check"
 logger = logging.getLogger(__name__)
@@ -51,6 +53,13 @@ class JobQueue(Protocol):
 
     async def discard(self, job_id: str, queue_name: str) -> None: ...
 
+    async def exists(self, job_id: str) -> bool: ...
+
+
+# How long a queued job stays runnable in arq (its job key's lifetime): longer than any job waits or runs,
+# so a run handed back after days still has a job to run it (arq's default is one day).
+JOB_EXPIRES = timedelta(days=30)
+
 
 class ArqJobQueue:
     """``JobQueue`` on an arq Redis pool."""
@@ -68,7 +77,7 @@ class ArqJobQueue:
 
     async def enqueue(self, task: str, job_id: str, queue_name: str) -> bool:
         """Returns False when a job with this id is already queued, running or has a result."""
-        job = await self.pool.enqueue_job(task, job_id, _job_id=job_id, _queue_name=queue_name)
+        job = await self.pool.enqueue_job(task, job_id, _job_id=job_id, _queue_name=queue_name, _expires=JOB_EXPIRES)
         return job is not None
 
     async def abort(self, job_id: str) -> None:
@@ -93,6 +102,10 @@ class ArqJobQueue:
         await self.pool.zrem(abort_jobs_ss, job_id)
         await self.pool.delete(job_key_prefix + job_id, in_progress_key_prefix + job_id, retry_key_prefix + job_id)
 
+    async def exists(self, job_id: str) -> bool:
+        """True when arq holds a job of this id that will run (queued, or in progress on a worker)."""
+        return bool(await self.pool.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id))
+
     async def close(self) -> None:
         await self.pool.aclose()
 
@@ -104,7 +117,7 @@ Background = Callable[[JobQueue], Coroutine[object, object, None]]
 # Waits between poll iterations while Redis is unreachable (seconds): doubling up to the last.
 OUTAGE_FIRST_SECONDS = 0.5
 OUTAGE_MAX_SECONDS = 5.0
-_REDIS_DOWN: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError, OSError)
+_REDIS_DOWN = REDIS_DOWN
 
 
 class QueueTask(msgspec.Struct, frozen=True):

@@ -12,6 +12,10 @@ and two reapers acting on one job are harmless.
 After Redis was unreachable (an outage, or this reaper's own start) the reaper waits one full stall period of
 Redis answering before it reaps: every live owner has had that long to renew its lease, so an outage is
 never mistaken for dead workers.
+
+Each pass also puts back on the queue every job that has been ``queued`` for a stall period but that arq no
+longer holds: arq forgets a job once a worker finished it, and a stale owner whose job the reaper had handed
+to another worker finishes its arq job too; a record must never wait for a job that does not exist.
 """
 
 from __future__ import annotations
@@ -56,22 +60,36 @@ class Reaper(Generic[R]):
         queue: JobQueue,
         queue_name: str,
         *,
+        task: str,
         cannot_retry: Callable[[R], str | None],
         advice: Callable[[str], str],
     ) -> None:
         self._lifecycle = lifecycle
         self._queue = queue
         self._queue_name = queue_name
+        self._task = task
         self._stall_after = lifecycle.stall_after_seconds
         self._cannot_retry = cannot_retry
         self._advice = advice
 
     async def reap_once(self) -> dict[str, str]:
-        """One pass over the active jobs; returns ``{job_id: action}`` for each job it acted on
-        (``cancelled``, ``requeued`` or ``failed``)."""
+        """One pass over the active and the queued jobs; returns ``{job_id: action}`` for each job it acted on
+        (``cancelled``, ``requeued``, ``failed`` or ``enqueued``)."""
         actions: dict[str, str] = {}
         now = utcnow()
         store = self._lifecycle.store
+        for job_id in await store.queued_ids():
+            job = await store.get(job_id)
+            waited = None if job is None else (now - job.updated_at).total_seconds()
+            if job is None or job.status != "queued" or waited is None or waited <= self._stall_after:
+                continue
+            if not await self._queue.exists(job_id):
+                await self._queue.requeue(self._task, job_id, self._queue_name)
+                actions[job_id] = "enqueued"
+                logger.warning(
+                    f"queued {self._lifecycle.kind} enqueued again",
+                    extra={"event": "orphan_enqueued", "job_id": job_id, "queued_seconds": int(waited)},
+                )
         for job_id in await store.active_ids():
             job = await store.get(job_id)
             if job is None or not is_stalled(job, now, self._stall_after):

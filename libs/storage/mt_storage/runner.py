@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
@@ -46,10 +46,10 @@ from mt_contracts.events import (
 from mt_contracts.jobs import JobError
 from mt_contracts.settings import SettingsError, WorkerSettings
 from mt_storage.child import os_failure
-from mt_storage.events import REDIS_DOWN, LivePublisher
+from mt_storage.events import REDIS_DOWN, LivePublisher, wait_idle
 from mt_storage.joblog import JobLog
 from mt_storage.jobs import R
-from mt_storage.lifecycle import Change, Lease, LeaseLost, Lifecycle, TransitionRefused
+from mt_storage.lifecycle import Change, Lease, LeaseLost, Lifecycle
 from mt_storage.process import run_child, tail
 from mt_storage.queue import JobQueue
 
@@ -160,7 +160,7 @@ class RecordWriter(Generic[R]):
     async def flush(self) -> None:
         """Wait until every change submitted so far is written (or the lease is lost)."""
         if not self._task.done():
-            await self._idle.wait()
+            await wait_idle(self._idle, self._task)
 
     async def aclose(self) -> None:
         self._task.cancel()
@@ -208,9 +208,47 @@ class _Ending(msgspec.Struct, frozen=True):
     error: JobError | None = None
 
 
+class _Attempt:
+    """What one attempt learned while it ran: its lease lost (``abandon`` set: kill the child at once), or a
+    cancel seen in the record."""
+
+    def __init__(self) -> None:
+        self.lost: LeaseLost | None = None
+        self.cancel_seen = False
+        self.abandon = asyncio.Event()
+
+
+def _uncancel(task: asyncio.Task[None] | None) -> None:
+    """Take back every cancel request of ``task`` (one handled here, not by arq)."""
+    while task is not None and task.uncancel() > 0:
+        continue
+
+
+async def _shielded(work: Coroutine[object, object, T]) -> T:
+    """Run ``work`` to its end whatever cancels arrive meanwhile; then re-raise the cancel, if one came."""
+    inner = asyncio.ensure_future(work)
+    cancelled = False
+    while not inner.done():
+        try:
+            await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            cancelled = True
+    result = inner.result()
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
 def _os_error(exc: OSError, roots: dict[str, str]) -> JobError:
     failed = os_failure(exc, roots)
     return JobError(code=failed.code, message=failed.message)
+
+
+def _warn_lost(job_id: str, exc: LeaseLost) -> None:
+    logger.warning(
+        "lease lost; the attempt stopped without writing more",
+        extra={"event": "lease_lost", "job_id": job_id, "error": str(exc)},
+    )
 
 
 class JobRunner(Generic[R, S]):
@@ -253,52 +291,66 @@ class JobRunner(Generic[R, S]):
         log = JobLog(self.work.logs_path(lease.job), job_id, self._publish)
         log.write("info", "started", f"attempt {lease.job.attempts}", attempt=lease.job.attempts)
         task = asyncio.current_task()
-        lost: list[LeaseLost] = []
+        state = _Attempt()
 
         def on_lost(exc: LeaseLost) -> None:
-            if not lost:
-                lost.append(exc)
+            # Another worker owns the job now: kill the child at once and write nothing more for it.
+            if state.lost is None:
+                state.lost = exc
+                state.abandon.set()
+                if task is not None:
+                    task.cancel()
+
+        def on_cancelling() -> None:
+            # A cancel whose abort did not reach this worker still stops the attempt.
+            if not state.cancel_seen:
+                state.cancel_seen = True
                 if task is not None:
                     task.cancel()
 
         writer = RecordWriter(lease, on_lost)
-        beats = asyncio.create_task(self._heartbeats(lease, on_lost))
+        beats = asyncio.create_task(self._heartbeats(lease, on_lost, on_cancelling))
         try:
             try:
                 async with asyncio.timeout(self._timeout):
-                    ending = await self._attempt(lease, log, writer)
+                    ending = await self._attempt(lease, log, writer, state.abandon)
             except TimeoutError:
                 message = f"the job ran longer than its timeout of {self._timeout:g} s; raise the worker's timeout"
                 ending = _Ending(JobError(code="timeout", message=message))
             except asyncio.CancelledError:
-                if lost:
-                    if task is not None:
-                        task.uncancel()
-                    log.write("warning", "lease_lost", f"{lost[0]}; this attempt stopped without writing more")
+                if state.lost is not None:
+                    _uncancel(task)
+                    _warn_lost(job_id, state.lost)
                     return
-                await asyncio.shield(self._handed_back(lease, log, writer, job_try))
+                outcome = await _shielded(self._handed_back(lease, log, writer, job_try))
+                if outcome == "cancelled" and state.cancel_seen:
+                    _uncancel(task)  # the cancel came from the record, not from arq: the job ends here
+                    return
                 raise
             except LeaseLost as exc:
-                log.write("warning", "lease_lost", f"{exc}; this attempt stopped without writing more")
+                _warn_lost(job_id, exc)
                 return
             except Exception as exc:
                 logger.exception("job crashed", extra={"event": "job_crashed", "job_id": job_id})
                 message = f"unexpected {type(exc).__name__} while running the job; see the worker log for job {job_id}"
                 ending = _Ending(JobError(code="internal_error", message=message))
-            await self._end(lease, log, writer, ending)
+            # The ending is written whole even if a cancel or a shutdown arrives meanwhile (then re-raised).
+            await _shielded(self._end(lease, log, writer, ending))
         finally:
             beats.cancel()
             await asyncio.gather(beats, return_exceptions=True)
             await writer.aclose()
 
-    async def _heartbeats(self, lease: Lease[R], on_lost: Callable[[LeaseLost], None]) -> None:
-        """Renew ``lease`` every heartbeat interval until cancelled; Redis errors are waited out."""
+    async def _heartbeats(
+        self, lease: Lease[R], on_lost: Callable[[LeaseLost], None], on_cancelling: Callable[[], None]
+    ) -> None:
+        """Renew ``lease`` every heartbeat interval until cancelled; Redis errors are waited out. A renewal
+        refused means the lease is lost; one that reads ``cancelling`` stops the attempt."""
         down = False
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
             try:
-                await lease.heartbeat()
-                down = False
+                record = await lease.heartbeat()
             except REDIS_DOWN as exc:
                 if not down:
                     logger.warning(
@@ -306,16 +358,24 @@ class JobRunner(Generic[R, S]):
                         extra={"event": "heartbeat_failed", "job_id": lease.job_id, "error": str(exc)},
                     )
                 down = True
+                continue
             except LeaseLost as exc:
                 on_lost(exc)
                 return
+            down = False
+            if record.status == "cancelling":
+                on_cancelling()
 
-    async def _attempt(self, lease: Lease[R], log: JobLog, writer: RecordWriter[R]) -> _Ending | S:
-        """Prepare and run the child, starting it again after a crash while ``Work.restartable`` allows."""
+    async def _attempt(
+        self, lease: Lease[R], log: JobLog, writer: RecordWriter[R], abandon: asyncio.Event
+    ) -> _Ending | S:
+        """Prepare and run the child, starting it again after a crash while ``Work.restart_marker`` grows."""
         try:
             prepared = await self.work.prepare(lease.job)
         except JobFailed as exc:
             return _Ending(exc.error)
+        except OSError as exc:
+            return _Ending(_os_error(exc, self._roots))
         launches = 0
         outcome: list[Failed | S] = []
         while True:
@@ -324,6 +384,8 @@ class JobRunner(Generic[R, S]):
             outcome.clear()
 
             async def handle(line: bytes) -> None:
+                if abandon.is_set():
+                    return  # the job is another worker's now: nothing of this child is kept
                 try:
                     message = self.work.decode(line)
                 except msgspec.DecodeError:
@@ -344,15 +406,19 @@ class JobRunner(Generic[R, S]):
             def spawned(pid: int) -> None:
                 log.write("info", "process_started", f"child process {pid}", pid=pid)
 
-            return_code = await run_child(
-                self.work.module,
-                prepared.spec,
-                niceness=self.settings.niceness,
-                log_path=prepared.process_log,
-                on_line=handle,
-                grace=self.settings.shutdown_grace,
-                on_spawn=spawned,
-            )
+            try:
+                return_code = await run_child(
+                    self.work.module,
+                    prepared.spec,
+                    niceness=self.settings.niceness,
+                    log_path=prepared.process_log,
+                    on_line=handle,
+                    grace=self.settings.shutdown_grace,
+                    on_spawn=spawned,
+                    abandon=abandon,
+                )
+            except OSError as exc:  # the process log or the child's TMPDIR could not be made
+                return _Ending(_os_error(exc, self._roots))
             last_message = outcome[-1] if outcome else None
             if isinstance(last_message, Failed):
                 return _Ending(JobError(code=last_message.code, message=last_message.message))
@@ -396,28 +462,29 @@ class JobRunner(Generic[R, S]):
         except LeaseLost as exc:
             log.write("warning", "lease_lost", f"{exc}; the ending of this attempt was not written")
 
-    async def _handed_back(self, lease: Lease[R], log: JobLog, writer: RecordWriter[R], job_try: int) -> None:
+    async def _handed_back(self, lease: Lease[R], log: JobLog, writer: RecordWriter[R], job_try: int) -> str | None:
         """After a cancel or a worker shutdown stopped the child: end a cancelled job ``cancelled``; hand any
         other back to the queue, or fail it ``worker_lost`` on its last try. Gives up after the shutdown grace
         while Redis is unreachable: the record stays ``running`` and the reaper takes it over."""
         try:
             async with asyncio.timeout(self.settings.shutdown_grace):
-                await self._hand_back(lease, log, writer, job_try)
+                return await self._hand_back(lease, log, writer, job_try)
         except TimeoutError:
             logger.warning(
                 "job not handed back: redis unreachable", extra={"event": "hand_back_failed", "job_id": lease.job_id}
             )
+            return None
 
-    async def _hand_back(self, lease: Lease[R], log: JobLog, writer: RecordWriter[R], job_try: int) -> None:
+    async def _hand_back(self, lease: Lease[R], log: JobLog, writer: RecordWriter[R], job_try: int) -> str | None:
+        """The hand-back's ending: ``cancelled``, ``failed`` or ``requeued`` (``None``: the lease was lost)."""
         await writer.flush()
         with contextlib.suppress(LeaseLost):
             current = await retry_while_down(lease.heartbeat, f"stop of {lease.job_id}")
             if current.status == "cancelling":
                 log.write("info", "cancelled", "stopped on the user's cancel")
                 await self._flush_events()
-                with contextlib.suppress(TransitionRefused):
-                    await retry_while_down(lease.finish_cancel, f"cancel of {lease.job_id}")
-                return
+                await retry_while_down(lease.finish_cancel, f"cancel of {lease.job_id}")
+                return "cancelled"
             if job_try >= self.settings.max_tries:
                 message = (
                     f"the worker stopped during the job on each of {self.settings.max_tries} tries; submit it again"
@@ -427,10 +494,12 @@ class JobRunner(Generic[R, S]):
                 await retry_while_down(
                     lambda: lease.fail(JobError(code="worker_lost", message=message)), f"failure of {lease.job_id}"
                 )
-                return
+                return "failed"
             log.write("warning", "stopped", "the worker is shutting down; the job goes back on the queue")
             await self._flush_events()
             await retry_while_down(lease.requeue, f"requeue of {lease.job_id}")
             queue = self._queue()
             if queue is not None:
                 await queue.release(lease.job_id)
+            return "requeued"
+        return None

@@ -110,6 +110,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
             lifecycle,
             queue,
             settings.queue.tokenizer,
+            task=TRAIN_TOKENIZER_TASK,
             cannot_retry=attempts_left(settings.worker.max_tries),
             advice=lambda tokenizer_id: "submit the tokenizer job again",
         ).run_forever()

@@ -8,6 +8,7 @@ while it has attempts left (it is read-only and starts over).
 from __future__ import annotations
 
 from mt_contracts.jobs import EvalJob, RunJob
+from mt_contracts.queue import EVALUATE_MODEL_TASK, TRAIN_MODEL_TASK
 from mt_contracts.settings import WorkerServiceSettings
 from mt_storage.checkpoints import read_index
 from mt_storage.layout import Layout
@@ -29,6 +30,7 @@ def run_reaper(
         lifecycle,
         queue,
         settings.queue.training,
+        task=TRAIN_MODEL_TASK,
         cannot_retry=cannot_retry,
         advice=lambda run_id: f"POST /runs/{run_id}/resume to continue from a checkpoint, or submit it again",
     )
@@ -40,6 +42,7 @@ def eval_reaper(lifecycle: Lifecycle[EvalJob], queue: JobQueue, settings: Worker
         lifecycle,
         queue,
         settings.queue.training,
+        task=EVALUATE_MODEL_TASK,
         cannot_retry=attempts_left(settings.worker.max_tries),
         advice=lambda eval_id: "submit the evaluation again",
     )

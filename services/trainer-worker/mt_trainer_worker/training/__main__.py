@@ -146,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        # During training, finish the step and checkpoint it; in any other phase, stop at once (every
-        # artifact write is atomic, so nothing half-written is left looking complete).
+        # During training, finish the step and checkpoint it (a periodic checkpoint being written is finished
+        # first); in any other phase, stop at once (every artifact write is atomic, so nothing half-written is
+        # left looking complete).
         stop.set()
-        if writer.phase != "training":
+        if writer.phase not in {"training", "checkpointing"}:
             raise StopTraining(f"stopped by signal {signum} while {writer.phase}")
 
     signal.signal(signal.SIGTERM, on_sigterm)

@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         metrics = evaluate(spec, writer)
     except Exception as exc:  # noqa: BLE001 - any crash must still end with a failed message
-        writer.send(failure(exc, "evaluate with a smaller max_tokens", {"APP__RUNS_ROOT": spec.dataset_cache}))
+        roots = {"APP__RUNS_ROOT": str(Path(spec.dataset_cache).parent)}
+        writer.send(failure(exc, "evaluate with a smaller max_tokens", roots))
         return 1
     writer.send(Evaluated(metrics=metrics))
     return 0

@@ -242,7 +242,8 @@ def train(spec: RunSpec, data: PreparedData, writer: Channel, stop: threading.Ev
             message = f"step {done} val_loss {val_loss:.4f}"
             writer.send(ValidationEvent(ts=timestamp(), job_id=job_id, event="eval", message=message, point=point))
         if done % request.checkpoint_interval == 0 or done == total_steps or stop.is_set():
-            writer.phase = "saving"
+            # A SIGTERM now only sets ``stop``: this checkpoint is finished and announced, then the loop stops.
+            writer.phase = "checkpointing"
             info = save_checkpoint(run_dir, request.keep_checkpoints, model, optimizer, generator, counters)
             writer.send(
                 CheckpointEvent(
