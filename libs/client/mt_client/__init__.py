@@ -19,11 +19,12 @@ from mt_client.errors import (
     Unavailable,
     Unreachable,
 )
-from mt_client.models import ArtifactFile, ArtifactListing, Downloaded, Health, Streamed
+from mt_client.models import ArtifactFile, ArtifactHead, ArtifactListing, Downloaded, Health, Streamed
 
 __all__ = [
     "ApiError",
     "ArtifactFile",
+    "ArtifactHead",
     "ArtifactListing",
     "AsyncClient",
     "BadRequest",

@@ -7,7 +7,7 @@ that none is missing).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 from urllib.parse import quote
@@ -15,7 +15,7 @@ from urllib.parse import quote
 import msgspec
 
 from mt_client.errors import ProtocolError
-from mt_client.models import ArtifactListing, Health
+from mt_client.models import ArtifactHead, ArtifactListing, Health
 from mt_contracts import codec
 from mt_contracts.events import JobEvent, LogTail, decode_job_event
 from mt_contracts.generation import ExportResponse, GenerateResponse
@@ -53,14 +53,14 @@ class Call(Generic[T]):
 
     method: str
     path: str
-    decode: Callable[[bytes], T]
+    decode: Callable[[bytes, Mapping[str, str]], T]
     query: Query = field(default_factory=dict)
     body: bytes | None = None
     ok_statuses: frozenset[int] = frozenset({200, 202})
 
 
-def _decoder(value_type: type[T]) -> Callable[[bytes], T]:
-    def decode(data: bytes) -> T:
+def _decoder(value_type: type[T]) -> Callable[[bytes, Mapping[str, str]], T]:
+    def decode(data: bytes, headers: Mapping[str, str]) -> T:
         try:
             return codec.decode(data, value_type)
         except msgspec.ValidationError as exc:
@@ -71,12 +71,12 @@ def _decoder(value_type: type[T]) -> Callable[[bytes], T]:
     return decode
 
 
-def _text(data: bytes) -> str:
+def _text(data: bytes, headers: Mapping[str, str]) -> str:
     return data.decode("utf-8")
 
 
-def _events(data: bytes) -> list[JobEvent]:
-    tail = _decoder(LogTail)(data)
+def _events(data: bytes, headers: Mapping[str, str]) -> list[JobEvent]:
+    tail = _decoder(LogTail)(data, headers)
     events: list[JobEvent] = []
     for line in tail.lines:
         try:
@@ -179,6 +179,22 @@ def list_artifacts(kind: ArtifactKind, item_id: str) -> Call[ArtifactListing]:
     return Call("GET", f"/artifacts/{kind}/{_seg(item_id)}", _decoder(ArtifactListing))
 
 
+def _file_head(data: bytes, headers: Mapping[str, str]) -> ArtifactHead:
+    length = headers.get("content-length", "")
+    if not length.isdigit():
+        raise ProtocolError(f"a download answer without a Content-Length ({length!r})")
+    return ArtifactHead(
+        size=int(length),
+        etag=headers.get("etag", ""),
+        last_modified=headers.get("last-modified", ""),
+        media_type=headers.get("content-type", ""),
+    )
+
+
+def artifact_info(kind: ArtifactKind, item_id: str, path: str) -> Call[ArtifactHead]:
+    return Call("HEAD", download_path(kind, item_id), _file_head, query={"path": path})
+
+
 def health() -> Call[Health]:
     return Call("GET", "/healthz", _decoder(Health))
 
@@ -234,7 +250,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("POST", "/runs/{run_id}/export"): "export",
     ("GET", "/artifacts/{kind}/{item_id}"): "list_artifacts",
     ("GET", "/artifacts/{kind}/{item_id}/download"): "download",
-    ("HEAD", "/artifacts/{kind}/{item_id}/download"): "download",
+    ("HEAD", "/artifacts/{kind}/{item_id}/download"): "artifact_info",
     ("GET", "/healthz"): "health",
     ("GET", "/readyz"): "ready",
     ("GET", "/metrics"): "prometheus_metrics",

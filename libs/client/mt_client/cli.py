@@ -50,6 +50,7 @@ class Settings:
     api_key: str | None
     timeout: float
     json: bool
+    retries: int
 
 
 class JobEnded(click.exceptions.Exit):
@@ -65,7 +66,7 @@ def _settings() -> Settings:
 
 def _client() -> Client:
     settings = _settings()
-    return Client(settings.url, api_key=settings.api_key, timeout=settings.timeout)
+    return Client(settings.url, api_key=settings.api_key, timeout=settings.timeout, retries=settings.retries)
 
 
 def _as_json() -> bool:
@@ -102,15 +103,23 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the AP
     help="Seconds per request.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of tables (any command).")
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 100),
+    default=4,
+    show_default=True,
+    envvar="MT_RETRIES",
+    help="Retries of a connection error or 503, with backoff (MT_RETRIES).",
+)
 @click.version_option("0.1.0", prog_name="mt")
 @click.pass_context
-def cli(context: click.Context, url: str, api_key: str | None, timeout: float, as_json: bool) -> None:
+def cli(context: click.Context, url: str, api_key: str | None, timeout: float, as_json: bool, retries: int) -> None:
     """Train tokenizers and GPT-2 models on a Model Trainer API, follow them live, fetch their files.
 
     Exit codes: 0 succeeded, 1 failed or cancelled (or the API refused the call), 2 usage error,
     3 API unreachable, 130 detached with Ctrl-C (the job goes on).
     """
-    context.obj = Settings(url=url, api_key=api_key or None, timeout=timeout, json=as_json)
+    context.obj = Settings(url=url, api_key=api_key or None, timeout=timeout, json=as_json, retries=retries)
 
 
 # ---------------------------------------------------------------- following
@@ -154,9 +163,13 @@ def _status_of(event: JobEvent, previous: str | None) -> str | None:
     return previous
 
 
-def _accepted(job_id: str, label: str, location: str) -> None:
-    if not _as_json():
-        _console().print(f"{label} [bold]{job_id}[/] queued ({location})")
+def _accepted(job_id: str, label: str, location: str, detach: bool) -> None:
+    """Say the job was queued; a detached one prints its bare id on stdout (``ID=$(mt ... --detach)``)."""
+    if _as_json():
+        return
+    Console(stderr=True, highlight=False).print(f"{label} [bold]{job_id}[/] queued ({location})")
+    if detach:
+        click.echo(job_id)
 
 
 # ---------------------------------------------------------------- tokenizers
@@ -173,7 +186,7 @@ def _train_tokenizer(detach: bool, as_json: bool, **values: object) -> None:
         accepted = client.train_tokenizer(request)
         if _as_json():
             _emit(accepted)
-        _accepted(accepted.id, "tokenizer", accepted.location)
+        _accepted(accepted.id, "tokenizer", accepted.location, detach)
         if not detach:
             _follow(client, accepted.id, label="tokenizer")
 
@@ -300,7 +313,7 @@ def _train_run(detach: bool, as_json: bool, **values: object) -> None:
         accepted = client.train_run(request)
         if _as_json():
             _emit(accepted)
-        _accepted(accepted.id, "run", accepted.location)
+        _accepted(accepted.id, "run", accepted.location, detach)
         if not detach:
             _follow(client, accepted.id, label="run")
 
@@ -397,7 +410,7 @@ def _resume(run_id: str, detach: bool, as_json: bool, **values: object) -> None:
         accepted = client.resume_run(run_id, request)
         if _as_json():
             _emit(accepted)
-        _accepted(accepted.id, "run", accepted.location)
+        _accepted(accepted.id, "run", accepted.location, detach)
         if not detach:
             _follow(client, accepted.id, label="run")
 
@@ -659,6 +672,21 @@ def artifacts_list(kind: ArtifactKind, item_id: str, as_json: bool) -> None:
     _console().print(table)
 
 
+@artifacts.command("info")
+@click.argument("kind", type=KIND)
+@click.argument("item_id")
+@click.argument("path")
+@json_option
+def artifacts_info(kind: ArtifactKind, item_id: str, path: str, as_json: bool) -> None:
+    """One file's size, ETag, Last-Modified and type (a HEAD request, no body)."""
+    with _client() as client:
+        head = client.artifact_info(kind, item_id, path)
+    if _as_json():
+        _emit(head)
+        return
+    _console().print(f"{path}  {head.size:,} bytes  {head.media_type}  etag {head.etag}  {head.last_modified}")
+
+
 @artifacts.command("download")
 @click.argument("kind", type=KIND)
 @click.argument("item_id")
@@ -733,6 +761,38 @@ def health(prometheus: bool, as_json: bool) -> None:
 
 # ---------------------------------------------------------------- entry point
 
+# (method, OpenAPI path) -> the mt command that calls it (tests/client checks every operation has one).
+COMMANDS: dict[tuple[str, str], str] = {
+    ("POST", "/tokenizers/train"): "tokenizers train",
+    ("GET", "/tokenizers"): "tokenizers list",
+    ("GET", "/tokenizers/{tokenizer_id}"): "tokenizers get",
+    ("POST", "/tokenizers/{tokenizer_id}/encode"): "tokenizers encode",
+    ("POST", "/tokenizers/{tokenizer_id}/cancel"): "tokenizers cancel",
+    ("GET", "/tokenizers/{tokenizer_id}/logs"): "tokenizers logs",
+    ("GET", "/tokenizers/{tokenizer_id}/logs/stream"): "tokenizers follow",
+    ("POST", "/runs/train"): "runs train",
+    ("GET", "/runs"): "runs list",
+    ("GET", "/runs/{run_id}"): "runs get",
+    ("POST", "/runs/{run_id}/cancel"): "runs cancel",
+    ("POST", "/runs/{run_id}/resume"): "runs resume",
+    ("GET", "/runs/{run_id}/checkpoints"): "runs checkpoints",
+    ("GET", "/runs/{run_id}/metrics"): "runs metrics",
+    ("GET", "/runs/{run_id}/logs"): "runs logs",
+    ("GET", "/runs/{run_id}/logs/stream"): "runs follow",
+    ("POST", "/runs/{run_id}/evaluate"): "runs evaluate",
+    ("GET", "/runs/{run_id}/eval"): "runs evals",
+    ("GET", "/runs/{run_id}/evals"): "runs evals",
+    ("GET", "/runs/{run_id}/evals/{eval_id}"): "runs evals",
+    ("POST", "/runs/{run_id}/generate"): "runs generate",
+    ("POST", "/runs/{run_id}/export"): "runs export",
+    ("GET", "/artifacts/{kind}/{item_id}"): "artifacts list",
+    ("GET", "/artifacts/{kind}/{item_id}/download"): "artifacts download",
+    ("HEAD", "/artifacts/{kind}/{item_id}/download"): "artifacts info",
+    ("GET", "/healthz"): "health",
+    ("GET", "/readyz"): "health",
+    ("GET", "/metrics"): "health",
+}
+
 
 def _report(error: ClientError) -> int:
     Console(stderr=True, highlight=False).print(f"mt: {error}", markup=False)
@@ -768,4 +828,14 @@ def main() -> None:
     sys.exit(run())
 
 
-__all__ = ["EXIT_DETACHED", "EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "cli", "main", "run"]
+__all__ = [
+    "COMMANDS",
+    "EXIT_DETACHED",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "cli",
+    "main",
+    "run",
+]

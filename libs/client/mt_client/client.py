@@ -26,7 +26,7 @@ from mt_client import calls
 from mt_client.calls import ArtifactKind, Call
 from mt_client.errors import IntegrityError as IntegrityMismatch
 from mt_client.errors import NotFound, Problem, ProtocolError, Unavailable, Unreachable, api_error
-from mt_client.models import ArtifactFile, ArtifactListing, Downloaded, Health, Streamed
+from mt_client.models import ArtifactFile, ArtifactHead, ArtifactListing, Downloaded, Health, Streamed
 from mt_client.sse import SseEvent, SseParser
 from mt_contracts.events import EVENT_KINDS, JobEvent, StatusEvent, decode_job_event
 from mt_contracts.generation import ExportResponse, GenerateResponse
@@ -108,7 +108,7 @@ class _Base:
     @staticmethod
     def _answer(call: Call[T], response: httpx.Response) -> T:
         if response.status_code in call.ok_statuses:
-            return call.decode(response.content)
+            return call.decode(response.content, response.headers)
         raise api_error(response.status_code, response.headers.get("content-type", ""), response.content, call.path)
 
     @staticmethod
@@ -353,6 +353,10 @@ class Client(_Base):
         """``GET /artifacts/{kind}/{id}``: files with size and sha256."""
         return self.send(calls.list_artifacts(kind, item_id))
 
+    def artifact_info(self, kind: ArtifactKind, item_id: str, path: str) -> ArtifactHead:
+        """``HEAD /artifacts/{kind}/{id}/download``: one file's size, ETag and type without its body."""
+        return self.send(calls.artifact_info(kind, item_id, path))
+
     def health(self) -> Health:
         """``GET /healthz``: the API process is alive."""
         return self.send(calls.health())
@@ -454,7 +458,8 @@ class Client(_Base):
                     etag_file.write_text(etag, encoding="utf-8")
                     with _open_part(part, response, offset) as handle:
                         done = handle.tell()
-                        for chunk in response.iter_bytes(CHUNK):
+                        # As they arrive (a chunk_size would hold bytes back, and an interruption would lose them).
+                        for chunk in response.iter_bytes():
                             handle.write(chunk)
                             done += len(chunk)
                             failures = 0
@@ -584,6 +589,9 @@ class AsyncClient(_Base):
     async def list_artifacts(self, kind: ArtifactKind, item_id: str) -> ArtifactListing:
         return await self.send(calls.list_artifacts(kind, item_id))
 
+    async def artifact_info(self, kind: ArtifactKind, item_id: str, path: str) -> ArtifactHead:
+        return await self.send(calls.artifact_info(kind, item_id, path))
+
     async def health(self) -> Health:
         return await self.send(calls.health())
 
@@ -665,7 +673,7 @@ class AsyncClient(_Base):
                     handle = await asyncio.to_thread(_open_part, part, response, offset)
                     try:
                         done = handle.tell()
-                        async for chunk in response.aiter_bytes(CHUNK):
+                        async for chunk in response.aiter_bytes():
                             await asyncio.to_thread(handle.write, chunk)
                             done += len(chunk)
                             failures = 0

@@ -27,6 +27,16 @@ class ArtifactListing(msgspec.Struct, frozen=True, kw_only=True):
     files: list[ArtifactFile]
 
 
+class ArtifactHead(msgspec.Struct, frozen=True, kw_only=True):
+    """``HEAD /artifacts/{kind}/{id}/download``: the file's ``size`` in bytes, ``etag`` (for ``If-Range``),
+    ``last_modified`` and ``media_type``, without its body."""
+
+    size: int
+    etag: str
+    last_modified: str
+    media_type: str
+
+
 class Health(msgspec.Struct, frozen=True):
     """``GET /healthz`` and ``GET /readyz``: ``status`` ``ok`` or ``unavailable``; ``reasons`` what is missing."""
 
