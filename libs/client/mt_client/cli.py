@@ -147,6 +147,7 @@ def _follow(client: Client, job_id: str, *, label: str) -> None:
             f"\ndetached from {label} {job_id}: the {label} goes on; `mt {kind} follow {job_id}` reattaches",
             style="yellow",
             markup=False,
+            soft_wrap=True,
         )
         raise JobEnded(EXIT_DETACHED) from None
     record: RunJob | TokenizerJob = client.get_run(job_id) if kind == "runs" else client.get_tokenizer(job_id)
@@ -808,7 +809,8 @@ def _report(error: ClientError) -> int:
 def run(args: list[str] | None = None) -> int:
     """Run ``mt`` with ``args`` (default: ``sys.argv[1:]``); the exit code."""
     try:
-        cli.main(args=args, prog_name="mt", standalone_mode=False)
+        # Outside standalone mode, click returns the code of an Exit raised by a command.
+        code = cli.main(args=args, prog_name="mt", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
@@ -820,7 +822,7 @@ def run(args: list[str] | None = None) -> int:
         return _report(exc)
     except KeyboardInterrupt:
         return EXIT_DETACHED
-    return EXIT_OK
+    return code if isinstance(code, int) else EXIT_OK
 
 
 def main() -> None:
