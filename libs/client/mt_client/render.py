@@ -30,15 +30,23 @@ class FollowView:
         self.console = console
         self.job_id = job_id
         self.status: str | None = None
+        # A tokenizer job sends no progress events: a spinner and the elapsed time, no empty bar.
+        training = (
+            [
+                BarColumn(),
+                TextColumn("step {task.fields[step]}"),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("val {task.fields[val]}"),
+                TextColumn("{task.fields[tps]} tok/s"),
+                TextColumn("ETA {task.fields[eta]}"),
+            ]
+            if job_id.startswith("run_")
+            else []
+        )
         self._progress = Progress(
             SpinnerColumn(finished_text="[green]✓[/]"),
             TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("step {task.fields[step]}"),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("val {task.fields[val]}"),
-            TextColumn("{task.fields[tps]} tok/s"),
-            TextColumn("ETA {task.fields[eta]}"),
+            *training,
             TimeElapsedColumn(),
             console=console,
             refresh_per_second=4,
