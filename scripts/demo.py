@@ -13,12 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+import msgspec
 from stack import ROOT, Stack
 
-from mt_contracts import codec
-from mt_contracts.generation import GenerateResponse
-from mt_contracts.jobs import JobAccepted, RunJob, TokenizerJob
+from mt_client import ApiError, Client
+from mt_contracts.events import ProgressEvent, ValidationEvent
+from mt_contracts.jobs import RunJob, TokenizerJob
+from mt_contracts.requests import GenerateRequest, TrainRunRequest, TrainTokenizerRequest
 from mt_storage.embedded_redis import free_port
 
 DEFAULT_CORPUS_DIR = ROOT.parent / "shared" / "corpora"
@@ -47,30 +48,27 @@ SAMPLE_PROMPT = "ROMEO:\n"
 SAMPLE_REQUEST = {"prompt": SAMPLE_PROMPT, "max_new_tokens": 120, "temperature": 0.8, "top_k": 40, "seed": 1337}
 
 
-def poll_tokenizer(client: httpx.Client, location: str) -> TokenizerJob:
-    while True:
-        job = codec.decode(client.get(location).raise_for_status().content, TokenizerJob)
-        if job.status in {"succeeded", "failed", "cancelled"}:
-            return job
-        time.sleep(0.5)
+def poll_tokenizer(client: Client, tokenizer_id: str) -> TokenizerJob:
+    for _ in client.follow(tokenizer_id):  # the live events, to the terminal status
+        continue
+    return client.get_tokenizer(tokenizer_id)
 
 
-def poll_run(client: httpx.Client, location: str) -> RunJob:
-    last_step = -1
-    while True:
-        job = codec.decode(client.get(location).raise_for_status().content, RunJob)
-        progress = job.progress
-        if progress is not None and progress.step != last_step:
-            last_step = progress.step
-            val = f"  val_loss {job.last_eval.val_loss:.3f}" if job.last_eval else ""
-            print(
-                f"  step {progress.step:>5}/{progress.max_steps}  train_loss {progress.train_loss:.3f}{val}"
-                f"  {progress.tokens_per_second:>8.0f} tok/s  eta {progress.eta_seconds:>4.0f} s",
-                flush=True,
-            )
-        if job.status in {"succeeded", "failed", "cancelled"}:
-            return job
-        time.sleep(1.0)
+def poll_run(client: Client, run_id: str) -> RunJob:
+    val = ""
+    for streamed in client.follow(run_id):
+        match streamed.event:
+            case ValidationEvent(point=point):
+                val = f"  val_loss {point.val_loss:.3f}"
+            case ProgressEvent(progress=progress):
+                print(
+                    f"  step {progress.step:>5}/{progress.max_steps}  train_loss {progress.train_loss:.3f}{val}"
+                    f"  {progress.tokens_per_second:>8.0f} tok/s  eta {progress.eta_seconds:>4.0f} s",
+                    flush=True,
+                )
+            case _:
+                continue
+    return client.get_run(run_id)
 
 
 def main() -> int:
@@ -89,12 +87,11 @@ def main() -> int:
     env.setdefault("APP__RUNS_ROOT", str(data_dir / "runs"))
     env.setdefault("HTTP__PORT", str(free_port()))
     started = time.monotonic()
-    with Stack(env, data_dir, log_dir=data_dir / "logs") as stack, httpx.Client(base_url=stack.api_url) as client:
+    with Stack(env, data_dir, log_dir=data_dir / "logs") as stack, Client(stack.api_url, timeout=300) as client:
         active: str | None = None
         try:
             print(f"demo: training a byte-level BPE tokenizer on {CORPUS_FILE}", flush=True)
-            response = client.post("/tokenizers/train", json=TOKENIZER_REQUEST).raise_for_status()
-            active = codec.decode(response.content, JobAccepted).location
+            active = client.train_tokenizer(msgspec.convert(TOKENIZER_REQUEST, TrainTokenizerRequest)).id
             tokenizer = poll_tokenizer(client, active)
             if tokenizer.status != "succeeded" or tokenizer.result is None:
                 print(f"demo: tokenizer {tokenizer.id} {tokenizer.status}: {tokenizer.error}", file=sys.stderr)
@@ -102,26 +99,24 @@ def main() -> int:
             print(f"demo: tokenizer {tokenizer.id} vocab_size={tokenizer.result.vocab_size}", flush=True)
 
             body = {**RUN_REQUEST, "tokenizer_id": tokenizer.id, "max_steps": args.max_steps}
-            accepted = codec.decode(client.post("/runs/train", json=body).raise_for_status().content, JobAccepted)
-            active = accepted.location
-            print(f"demo: training GPT-2 run {accepted.id}", flush=True)
+            active = client.train_run(msgspec.convert(body, TrainRunRequest)).id
+            print(f"demo: training GPT-2 run {active}", flush=True)
             run = poll_run(client, active)
             active = None
-        except httpx.HTTPStatusError as exc:
-            print(f"demo: the API refused a request: {exc.response.text}", file=sys.stderr)
+        except ApiError as exc:
+            print(f"demo: the API refused a request: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             # The stack is durable: a job left queued or running would resume at the next start.
             if active is not None:
-                client.post(f"{active}/cancel")
-                print(f"\ndemo: interrupted; cancelled {active.rsplit('/', 1)[-1]}", file=sys.stderr)
+                client.cancel_run(active) if active.startswith("run_") else client.cancel_tokenizer(active)
+                print(f"\ndemo: interrupted; cancelled {active}", file=sys.stderr)
             return 130
         if run.status != "succeeded" or run.metrics is None or run.artifact_dir is None:
             print(f"demo: run {run.id} {run.status}: {run.error}", file=sys.stderr)
             return 1
         print("demo: sampling from the trained model through POST /runs/{id}/generate", flush=True)
-        response = client.post(f"/runs/{run.id}/generate", json=SAMPLE_REQUEST, timeout=300).raise_for_status()
-        generated = codec.decode(response.content, GenerateResponse)
+        generated = client.generate(run.id, msgspec.convert(SAMPLE_REQUEST, GenerateRequest))
     metrics = run.metrics
     model_dir = Path(run.artifact_dir)
     print()

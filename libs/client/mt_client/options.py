@@ -1,0 +1,172 @@
+"""CLI options built from the request Structs of ``mt_contracts``, so the names, bounds, choices, defaults
+and help texts of ``mt ... train`` are the contract's own (one source of truth).
+
+Each field ``n_layer`` becomes ``--n_layer`` (also spelt ``--n-layer``); an option not given is not sent,
+so the server applies the contract's default, which the help shows.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Mapping
+from typing import TypeVar
+
+import click
+import msgspec
+import msgspec.inspect as mi
+
+S = TypeVar("S", bound=msgspec.Struct)
+OptionType = (
+    click.IntRange | click.FloatRange | click.Choice[str] | click.types.StringParamType | click.types.BoolParamType
+)
+
+
+class _Shape(msgspec.Struct, frozen=True):
+    """A field's type unwrapped: the inner type, its description, whether ``None`` is allowed."""
+
+    type: mi.Type
+    description: str
+    optional: bool
+
+
+def _shape(field_type: mi.Type) -> _Shape:
+    description, optional = "", False
+    while True:
+        if isinstance(field_type, mi.Metadata):
+            extra = field_type.extra_json_schema or {}
+            text = extra.get("description")
+            description = description or (text if isinstance(text, str) else "")
+            field_type = field_type.type
+        elif isinstance(field_type, mi.UnionType):
+            others = [member for member in field_type.types if not isinstance(member, mi.NoneType)]
+            optional = optional or len(others) < len(field_type.types)
+            if len(others) != 1:
+                raise TypeError(f"no CLI option for a union of {others}")
+            field_type = others[0]
+        else:
+            return _Shape(field_type, description, optional)
+
+
+def _number_type(field_type: mi.IntType | mi.FloatType) -> click.IntRange | click.FloatRange:
+    low = field_type.ge if field_type.ge is not None else field_type.gt
+    high = field_type.le if field_type.le is not None else field_type.lt
+    if isinstance(field_type, mi.IntType):
+        return click.IntRange(
+            None if low is None else int(low),
+            None if high is None else int(high),
+            min_open=field_type.gt is not None,
+            max_open=field_type.lt is not None,
+        )
+    return click.FloatRange(low, high, min_open=field_type.gt is not None, max_open=field_type.lt is not None)
+
+
+def _param_type(field_type: mi.Type) -> OptionType:
+    match field_type:
+        case mi.IntType() | mi.FloatType():
+            return _number_type(field_type)
+        case mi.LiteralType(values=values):
+            return click.Choice([str(value) for value in values])
+        case mi.StrType():
+            return click.STRING
+        case mi.BoolType():
+            return click.BOOL
+    raise TypeError(f"no CLI option for a field of type {field_type}")
+
+
+def _default_text(field: mi.Field) -> str:
+    if field.default_factory is not msgspec.NODEFAULT:
+        value: object = field.default_factory()
+    else:
+        value = field.default
+    match value:
+        case None:
+            return "the server's choice"
+        case list() | tuple():
+            return " ".join(str(item) for item in value)
+        case _:
+            return str(value)
+
+
+def _doc_sentence(doc: str, name: str) -> str:
+    """The first sentence of a Struct's docstring that names ``name`` (its field doc), else ``""``."""
+    text = " ".join(inspect.cleandoc(doc).split())
+    for sentence in re.split(r"(?<=\.)\s+", text):
+        if f"``{name}``" in sentence:
+            return sentence.replace("``", "").rstrip(".")
+    return ""
+
+
+def _decls(name: str, flag: bool) -> list[str]:
+    spellings = [name] if "_" not in name else [name, name.replace("_", "-")]
+    if flag:
+        return [name, *(f"--{spelling}/--no-{spelling}" for spelling in spellings)]
+    return [name, *(f"--{spelling}" for spelling in spellings)]
+
+
+def struct_options(struct: type[msgspec.Struct], skip: frozenset[str] = frozenset()) -> list[click.Parameter]:
+    """One option per field of ``struct`` (but those in ``skip``): the field's name, a type that enforces
+    its bounds or choices, its description and default in the help; required fields are required options."""
+    info = mi.type_info(struct)
+    if not isinstance(info, mi.StructType):
+        raise TypeError(f"{struct.__name__} is not a Struct")
+    params: list[click.Parameter] = []
+    for field in info.fields:
+        if field.name in skip:
+            continue
+        shape = _shape(field.type)
+        help_text = (shape.description or _doc_sentence(struct.__doc__ or "", field.name) or field.name).rstrip(".")
+        default = None if field.required else _default_text(field)
+        kind = shape.type
+        if isinstance(kind, mi.ListType):
+            option = click.Option(
+                _decls(field.name, False),
+                type=_param_type(kind.item_type),
+                multiple=True,
+                help=f"{help_text} (repeat the option for each item).",
+                show_default=default,
+            )
+        elif isinstance(kind, mi.TupleType):
+            option = click.Option(
+                _decls(field.name, False),
+                type=_param_type(kind.item_types[0]),
+                nargs=len(kind.item_types),
+                default=None,
+                help=f"{help_text} ({len(kind.item_types)} values).",
+                show_default=default,
+            )
+        elif isinstance(kind, mi.BoolType):
+            option = click.Option(_decls(field.name, True), default=None, help=f"{help_text}.", show_default=default)
+        else:
+            option = click.Option(
+                _decls(field.name, False),
+                type=_param_type(kind),
+                required=field.required,
+                help=f"{help_text}.",
+                show_default=default,
+            )
+        params.append(option)
+    return params
+
+
+def struct_fields(struct: type[msgspec.Struct]) -> frozenset[str]:
+    """The names of ``struct``'s fields."""
+    return frozenset(struct.__struct_fields__)
+
+
+def build_request(struct: type[S], values: Mapping[str, object]) -> S:
+    """``struct`` from the options given (``None`` or an empty repeat: not given), validated client-side
+    against the contract's bounds.
+
+    Raises:
+        click.BadParameter: a value the contract refuses, naming the option.
+    """
+    given = {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in values.items()
+        if name in struct.__struct_fields__ and value is not None and value != ()
+    }
+    try:
+        return msgspec.convert(given, struct)
+    except msgspec.ValidationError as exc:
+        raise click.UsageError(f"{exc}: see --help for the option's bounds") from exc
