@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
 
@@ -23,10 +24,41 @@ class SettingsError(ValueError):
     """The environment does not describe valid settings; the message names the variable."""
 
 
-class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where job records and queues live. ``url`` is a redis:// DSN."""
+class RedisSettings(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+):
+    """Where job records and queues live. ``url`` is a redis:// DSN; ``password`` (kept apart from the URL so
+    that a ConfigMap can hold the URL and a Secret the password) is sent with ``AUTH`` when not empty, and
+    overrides a password written in the URL. Connect with ``dsn``, never ``url``."""
 
     url: str = "redis://127.0.0.1:6379/0"
+    password: str = ""
+
+    @property
+    def dsn(self) -> str:
+        """``url`` with ``password`` in its authority (``redis://:<password>@host:port/db``) when one is set."""
+        if not self.password:
+            return self.url
+        parts = urlsplit(self.url)
+        user = quote(parts.username or "", safe="")
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{user}:{quote(self.password, safe='')}@{host}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    def __repr__(self) -> str:
+        return f"RedisSettings(url={redact_url(self.url)!r}, password={'***' if self.password else ''!r})"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password in its authority replaced by ``***`` (for logs and error messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
 class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -3,7 +3,9 @@ queue and the inference processes."""
 
 from __future__ import annotations
 
+import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from mt_api.artifacts import DigestCache
 from mt_api.inference_pool import InferencePool
@@ -15,7 +17,8 @@ from mt_contracts.settings import ApiSettings
 from mt_storage.events import JobEvents
 from mt_storage.jobs import JobStore, eval_jobs, run_jobs, tokenizer_jobs
 from mt_storage.layout import Layout
-from mt_storage.queue import HEALTH_CHECK_SUFFIX, JobQueue
+from mt_storage.marker import check_storage
+from mt_storage.queue import JobQueue, live_workers
 
 
 class Services:
@@ -37,17 +40,26 @@ class Services:
         self.inference = InferencePool(settings.inference)
 
     async def readiness(self) -> list[str]:
-        """Reasons the service is not ready; empty when Redis answers and each worker kind has a fresh
-        health key (arq refreshes it every ``WORKER__HEALTH_CHECK_INTERVAL`` seconds)."""
+        """Reasons the gateway cannot serve; empty when Redis answers and the artifact storage is the one the
+        workers write (``mt_storage.marker``). Worker pools are not part of it: a stopped pool delays new
+        jobs, but downloads, reads and streams still work (``worker_pools`` reports them)."""
         try:
             await self.redis.ping()
-        except OSError as exc:
+        except (OSError, RedisError) as exc:
             return [f"redis unreachable: {exc}"]
-        reasons = []
-        for kind, queue_name in (
-            ("tokenizer", self.settings.queue.tokenizer),
-            ("trainer", self.settings.queue.training),
-        ):
-            if not await self.redis.exists(queue_name + HEALTH_CHECK_SUFFIX):
-                reasons.append(f"no live {kind} worker on queue {queue_name}")
-        return reasons
+        reason = await check_storage(self.redis, self.layout.artifacts_root)
+        return [reason] if reason else []
+
+    async def worker_pools(self) -> dict[str, WorkerPool]:
+        """Each worker kind's queue and how many of its workers (hosts) have a fresh health key."""
+        pools = {"tokenizer": self.settings.queue.tokenizer, "trainer": self.settings.queue.training}
+        return {
+            kind: WorkerPool(queue=queue, live=await live_workers(self.redis, queue)) for kind, queue in pools.items()
+        }
+
+
+class WorkerPool(msgspec.Struct, frozen=True):
+    """A worker kind's queue and its live workers (one per pod or container whose health key is fresh)."""
+
+    queue: str
+    live: int

@@ -20,7 +20,7 @@ from mt_tokenizer_worker.training import run_tokenizer_job
 def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
     """The arq worker for ``settings.queue.tokenizer``."""
     layout = Layout.from_settings(settings.app)
-    redis = Redis.from_url(settings.redis.url)
+    redis = Redis.from_url(settings.redis.dsn)
     store = tokenizer_jobs(redis)
     publisher = LivePublisher(redis)
 
@@ -32,7 +32,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         await redis.aclose()
 
     async def reaper() -> None:
-        queue = await ArqJobQueue.connect(settings.redis.url)
+        queue = await ArqJobQueue.connect(settings.redis.dsn)
         try:
             await Reaper(
                 store,
@@ -51,7 +51,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         handler=handle,
         endings=store,
         queue_name=settings.queue.tokenizer,
-        redis_url=settings.redis.url,
+        redis_url=settings.redis.dsn,
         settings=settings.worker,
         timeout_seconds=settings.worker.tokenizer_job_timeout,
         burst=burst,

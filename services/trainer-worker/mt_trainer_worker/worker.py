@@ -22,7 +22,7 @@ from mt_trainer_worker.supervisor import RunSupervisor
 def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
     """The arq worker for ``settings.queue.training`` (training runs and evaluations); one job at a time
     unless ``WORKER__MAX_JOBS`` says otherwise."""
-    redis = Redis.from_url(settings.redis.url)
+    redis = Redis.from_url(settings.redis.dsn)
     store = run_jobs(redis)
     layout = Layout.from_settings(settings.app)
     publisher = LivePublisher(redis)
@@ -35,7 +35,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         await redis.aclose()
 
     async def reapers() -> None:
-        queue = await ArqJobQueue.connect(settings.redis.url)
+        queue = await ArqJobQueue.connect(settings.redis.dsn)
         try:
             await asyncio.gather(
                 run_reaper(store, queue, layout, settings).run_forever(),
@@ -49,7 +49,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         handler=supervisor.run,
         endings=store,
         queue_name=settings.queue.training,
-        redis_url=settings.redis.url,
+        redis_url=settings.redis.dsn,
         settings=settings.worker,
         timeout_seconds=settings.worker.training_job_timeout,
         burst=burst,

@@ -1,0 +1,82 @@
+"""The storage marker: proof that a service sees the same artifact storage as the others.
+
+The first service to start on empty storage and an empty Redis writes a random id to
+``<artifacts_root>/.storage-id`` and to the Redis key ``mt:storage-id:<root>``. Every later service compares
+the two: a file that is missing or different while Redis holds an id means this process mounts other storage
+than the services that wrote the artifacts (an API without the shared volume answers 404 for every artifact,
+a worker writes where the API never looks). The API reports it in ``/readyz``; a worker refuses to start.
+The key is scoped by the root's path, so services with different roots on one Redis (tests) never collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from mt_storage.files import atomic_write_bytes
+
+MARKER = ".storage-id"
+KEY_PREFIX = "mt:storage-id:"
+
+
+def marker_key(artifacts_root: Path) -> str:
+    """The Redis key holding the storage id of ``artifacts_root`` (by its absolute path)."""
+    return KEY_PREFIX + hashlib.sha256(str(artifacts_root).encode()).hexdigest()[:16]
+
+
+async def check_storage(redis: Redis, artifacts_root: Path, *, create: bool = True) -> str | None:
+    """Why ``artifacts_root`` is not the storage the other services use, or None when it is.
+
+    With ``create``, a missing root is created, and a root and a Redis that both lack the marker get a fresh
+    one (the first service of a new deployment). A root that is not writable is reported too (the API writes
+    exports there).
+
+    Raises:
+        redis.RedisError: Redis did not answer.
+    """
+    problem, on_disk = await asyncio.to_thread(_read_marker, artifacts_root, create)
+    if problem is not None:
+        return problem
+    key = marker_key(artifacts_root)
+    in_redis = await _get(redis, key)
+    if in_redis is None and create:
+        fresh = on_disk or uuid.uuid4().hex
+        await redis.set(key, fresh, nx=True)
+        in_redis = await _get(redis, key)
+        if on_disk is None and in_redis == fresh:
+            await asyncio.to_thread(atomic_write_bytes, artifacts_root / MARKER, fresh.encode() + b"\n")
+            on_disk = fresh
+    if in_redis is None:
+        return f"storage: no service has marked {artifacts_root} yet (Redis key {key} missing)"
+    if on_disk != in_redis:
+        found = "no marker" if on_disk is None else f"marker {on_disk}"
+        return (
+            f"storage: {artifacts_root} holds {found}, but the other services' storage is marked {in_redis}: "
+            "this process does not mount the shared artifact storage (give it the same volume or claim)"
+        )
+    return None
+
+
+async def _get(redis: Redis, key: str) -> str | None:
+    raw = await redis.get(key)
+    return raw.decode() if isinstance(raw, bytes) else None
+
+
+def _read_marker(artifacts_root: Path, create: bool) -> tuple[str | None, str | None]:
+    """(why the root is unusable or None, the marker on disk or None), creating a missing root if ``create``."""
+    if create and not artifacts_root.exists():
+        try:
+            artifacts_root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"storage: cannot create {artifacts_root} (APP__ARTIFACTS_ROOT): {exc}", None
+    if not artifacts_root.is_dir():
+        return f"storage: {artifacts_root} (APP__ARTIFACTS_ROOT) is not a folder; mount the shared storage there", None
+    if not os.access(artifacts_root, os.W_OK):
+        return f"storage: {artifacts_root} (APP__ARTIFACTS_ROOT) is not writable by uid {os.getuid()}", None
+    path = artifacts_root / MARKER
+    return None, path.read_text(encoding="ascii").strip() if path.is_file() else None

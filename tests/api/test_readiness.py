@@ -1,0 +1,101 @@
+"""``/readyz`` depends on what the API itself needs (Redis and the shared artifact storage); worker pools are
+reported in its body and in ``/metrics``, never in its status code."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from mt_api.app import create_app
+from mt_contracts.settings import ApiSettings
+from mt_storage.marker import MARKER, marker_key
+from mt_storage.queue import health_key
+
+
+@pytest.fixture
+async def client(api_settings: ApiSettings, redis: Redis) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=create_app(api_settings)) as client:
+        yield client
+
+
+def _live_workers(metrics_text: str) -> dict[str, float]:
+    families = {family.name: family for family in text_string_to_metric_families(metrics_text)}
+    return {sample.labels["kind"]: sample.value for sample in families["mt_workers_live"].samples}
+
+
+async def test_worker_pools_are_counted_per_host_in_the_body_and_the_metrics(
+    client: AsyncTestClient[Litestar], redis: Redis
+) -> None:
+    await redis.set(health_key("mt:queue:tokenizer", "pod-a"), "alive", px=10_000)
+    await redis.set(health_key("mt:queue:tokenizer", "pod-b"), "alive", px=10_000)
+    await redis.set(health_key("mt:queue:training", "pod-c"), "alive", px=10_000)
+    await redis.set(health_key("mt:queue:other", "pod-d"), "alive", px=10_000)
+    response = await client.get("/readyz")
+    assert (response.status_code, response.json()["workers"]) == (
+        200,
+        {"tokenizer": {"queue": "mt:queue:tokenizer", "live": 2}, "trainer": {"queue": "mt:queue:training", "live": 1}},
+    )
+    assert _live_workers((await client.get("/metrics")).text) == {"tokenizer": 2.0, "trainer": 1.0}
+    # A pool with no live worker is reported, and the API stays ready.
+    await redis.delete(health_key("mt:queue:training", "pod-c"))
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["workers"]["trainer"] == {"queue": "mt:queue:training", "live": 0}
+    assert _live_workers((await client.get("/metrics")).text) == {"tokenizer": 2.0, "trainer": 0.0}
+
+
+async def test_first_service_marks_the_storage_and_later_ones_must_see_the_mark(
+    client: AsyncTestClient[Litestar], api_settings: ApiSettings, redis: Redis
+) -> None:
+    root = Path(api_settings.app.artifacts_root).resolve()
+    assert not root.exists()
+    assert (await client.get("/readyz")).status_code == 200
+    mark = (root / MARKER).read_text().strip()
+    assert len(mark) == 32 and await redis.get(marker_key(root)) == mark.encode()
+    assert (await client.get("/readyz")).status_code == 200  # stable
+
+
+async def test_an_api_on_other_storage_than_the_workers_is_not_ready(
+    client: AsyncTestClient[Litestar], api_settings: ApiSettings, redis: Redis
+) -> None:
+    # What the workers wrote: a mark in Redis. This API's root has none (an unmounted, empty volume).
+    root = Path(api_settings.app.artifacts_root).resolve()
+    await redis.set(marker_key(root), "0123456789abcdef0123456789abcdef")
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    (reason,) = response.json()["reasons"]
+    assert reason == (
+        f"storage: {root} holds no marker, but the other services' storage is marked "
+        "0123456789abcdef0123456789abcdef: this process does not mount the shared artifact storage "
+        "(give it the same volume or claim)"
+    )
+    assert not (root / MARKER).exists()  # never adopts another storage's mark
+    # A different mark on disk is refused the same way; the same mark makes it ready.
+    (root / MARKER).write_text("fedcba9876543210fedcba9876543210\n")
+    assert "holds marker fedcba9876543210fedcba9876543210" in (await client.get("/readyz")).json()["reasons"][0]
+    (root / MARKER).write_text("0123456789abcdef0123456789abcdef\n")
+    assert (await client.get("/readyz")).status_code == 200
+    # The worker pools are still reported while storage is wrong.
+    await redis.delete(marker_key(root))
+    await redis.set(marker_key(root), "ffffffffffffffffffffffffffffffff")
+    body = (await client.get("/readyz")).json()
+    assert set(body["workers"]) == {"tokenizer", "trainer"} and body["status"] == "unavailable"
+
+
+async def test_an_unwritable_storage_root_is_not_ready(
+    client: AsyncTestClient[Litestar], api_settings: ApiSettings
+) -> None:
+    root = Path(api_settings.app.artifacts_root).resolve()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    root.write_text("not a folder")
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["reasons"] == [
+        f"storage: {root} (APP__ARTIFACTS_ROOT) is not a folder; mount the shared storage there"
+    ]
