@@ -13,9 +13,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from mt_api.app import create_app
+from mt_contracts.jobs import TokenizerJob
+from mt_contracts.requests import TrainTokenizerRequest
 from mt_contracts.settings import ApiSettings
+from mt_storage.jobs import tokenizer_jobs, utcnow
 from mt_storage.marker import MARKER, marker_key
 from mt_storage.queue import health_key
+
+TOK = "tok_01JDQ8ZQ0000000000000000AA"
 
 
 @pytest.fixture
@@ -99,3 +104,25 @@ async def test_an_unwritable_storage_root_is_not_ready(
     assert response.json()["reasons"] == [
         f"storage: {root} (APP__ARTIFACTS_ROOT) is not a folder; mount the shared storage there"
     ]
+
+
+async def test_encode_on_a_succeeded_tokenizer_whose_files_this_api_lacks_says_so(
+    client: AsyncTestClient[Litestar], api_settings: ApiSettings, redis: Redis
+) -> None:
+    # What an API without the workers' volume saw: a succeeded record, no folder.
+    now = utcnow()
+    job = TokenizerJob(
+        id=TOK,
+        status="succeeded",
+        request=TrainTokenizerRequest(corpus_path="small.txt"),
+        created_at=now,
+        updated_at=now,
+    )
+    await tokenizer_jobs(redis).create(job)
+    response = await client.post(f"/tokenizers/{TOK}/encode", json={"text": "hello"})
+    assert response.status_code == 503
+    directory = Path(api_settings.app.artifacts_root).resolve() / "tokenizers" / TOK
+    assert response.json()["detail"] == (
+        f"tokenizer {TOK} succeeded, but its files are not in this API's artifact storage ({directory}); "
+        "the API must mount the workers' storage (see /readyz and docs/deploy.md)"
+    )

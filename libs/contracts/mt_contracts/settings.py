@@ -12,7 +12,7 @@ Errors::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
@@ -72,6 +72,35 @@ class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     corpus_root: str = "corpus"
     log_level: str = "INFO"
     stall_after_seconds: float = 60.0
+
+
+class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where artifacts are kept beyond this machine.
+
+    ``backend`` ``local`` (the default): the filesystem roots of ``AppSettings`` are the storage, shared by
+    every service through one volume (compose's named volumes, a ReadWriteMany claim). ``s3``: an
+    S3-compatible object store (MinIO, Ceph RGW, AWS S3, GCS interoperability) holds every finished artifact
+    folder, checkpoint, log and prepared dataset under ``s3_prefix`` in ``s3_bucket``; the local roots become
+    each service's working copy and cache. ``s3_endpoint_url`` is empty for AWS; ``s3_access_key_id`` and
+    ``s3_secret_access_key`` empty use the client's own credential chain (environment, web identity, instance
+    profile). ``s3_addressing_style`` is ``path`` (MinIO, Ceph) or ``virtual`` (AWS, GCS)."""
+
+    backend: Literal["local", "s3"] = "local"
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_addressing_style: Literal["path", "virtual"] = "path"
+
+    def __repr__(self) -> str:
+        secret = "***" if self.s3_secret_access_key else ""
+        return (
+            f"StorageSettings(backend={self.backend!r}, s3_bucket={self.s3_bucket!r}, "
+            f"s3_prefix={self.s3_prefix!r}, s3_endpoint_url={self.s3_endpoint_url!r}, "
+            f"s3_secret_access_key={secret!r})"
+        )
 
 
 class QueueSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -158,6 +187,7 @@ class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     redis: RedisSettings = RedisSettings()
     app: AppSettings = AppSettings()
+    storage: StorageSettings = StorageSettings()
     queue: QueueSettings = QueueSettings()
     http: HttpSettings = HttpSettings()
     api: GatewaySettings = GatewaySettings()
@@ -170,6 +200,7 @@ class WorkerServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=T
 
     redis: RedisSettings = RedisSettings()
     app: AppSettings = AppSettings()
+    storage: StorageSettings = StorageSettings()
     queue: QueueSettings = QueueSettings()
     worker: WorkerSettings = WorkerSettings()
 
