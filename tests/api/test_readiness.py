@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -15,7 +16,7 @@ from redis.asyncio import Redis
 from mt_api.app import create_app
 from mt_contracts.jobs import TokenizerJob
 from mt_contracts.requests import TrainTokenizerRequest
-from mt_contracts.settings import ApiSettings
+from mt_contracts.settings import ApiSettings, StorageSettings
 from mt_storage.jobs import tokenizer_jobs, utcnow
 from mt_storage.marker import MARKER, marker_key
 from mt_storage.queue import health_key
@@ -126,3 +127,20 @@ async def test_encode_on_a_succeeded_tokenizer_whose_files_this_api_lacks_says_s
         f"tokenizer {TOK} succeeded, but its files are not in this API's artifact storage ({directory}); "
         "the API must mount the workers' storage (see /readyz and docs/deploy.md)"
     )
+
+
+async def test_with_an_object_store_readiness_is_the_bucket_and_a_writable_cache(
+    api_settings: ApiSettings, s3_settings: StorageSettings, redis: Redis
+) -> None:
+    settings = msgspec.structs.replace(api_settings, storage=s3_settings)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        response = await client.get("/readyz")
+        assert (response.status_code, response.json()["reasons"]) == (200, [])
+        # Each pod's root is its own cache there: no storage marker is asked for.
+        assert not (Path(api_settings.app.artifacts_root) / MARKER).exists()
+    missing = msgspec.structs.replace(s3_settings, s3_bucket="no-such-bucket")
+    async with AsyncTestClient(app=create_app(msgspec.structs.replace(api_settings, storage=missing))) as client:
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        (reason,) = response.json()["reasons"]
+        assert reason.startswith("storage: bucket no-such-bucket is not usable: ")

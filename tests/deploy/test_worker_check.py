@@ -112,3 +112,21 @@ def test_a_worker_on_other_storage_than_the_deployment_refuses_to_start(
         "0123456789abcdef0123456789abcdef: this process does not mount the shared artifact storage "
         "(give it the same volume or claim)\n"
     )
+
+
+def test_a_worker_whose_bucket_is_missing_refuses_to_start(settings_env: dict[str, str], s3_server: str) -> None:
+    env = {
+        **os.environ,
+        **settings_env,
+        "STORAGE__BACKEND": "s3",
+        "STORAGE__S3_BUCKET": "no-such-bucket",
+        "STORAGE__S3_ENDPOINT_URL": s3_server,
+        "STORAGE__S3_ACCESS_KEY_ID": "test-access-key",
+        "STORAGE__S3_SECRET_ACCESS_KEY": "test-secret-key",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "mt_tokenizer_worker"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("mt_tokenizer_worker: storage: bucket no-such-bucket is not usable: ")
+    assert "test-secret-key" not in result.stderr

@@ -29,18 +29,19 @@ def marker_key(artifacts_root: Path) -> str:
     return KEY_PREFIX + hashlib.sha256(str(artifacts_root).encode()).hexdigest()[:16]
 
 
-async def check_storage(redis: Redis, artifacts_root: Path, *, create: bool = True) -> str | None:
+async def check_storage(redis: Redis, artifacts_root: Path, *, create: bool = True, shared: bool = True) -> str | None:
     """Why ``artifacts_root`` is not the storage the other services use, or None when it is.
 
     With ``create``, a missing root is created, and a root and a Redis that both lack the marker get a fresh
     one (the first service of a new deployment). A root that is not writable is reported too (the API writes
-    exports there).
+    exports there). ``shared=False`` (an object store is the shared storage; the root is this service's own
+    cache) checks only that the root is a writable folder.
 
     Raises:
         redis.RedisError: Redis did not answer.
     """
     problem, on_disk = await asyncio.to_thread(_read_marker, artifacts_root, create)
-    if problem is not None:
+    if problem is not None or not shared:
         return problem
     key = marker_key(artifacts_root)
     in_redis = await _get(redis, key)

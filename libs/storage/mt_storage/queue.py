@@ -36,6 +36,7 @@ from mt_contracts.queue import deserialize_job, serialize_job
 from mt_contracts.settings import WorkerServiceSettings, WorkerSettings, from_env
 from mt_storage.layout import Layout
 from mt_storage.marker import check_storage
+from mt_storage.store import open_store
 
 HEALTH_CHECK_SUFFIX = ":health-check"
 
@@ -292,9 +293,14 @@ def worker_main(
 
 
 async def _storage_reason(settings: WorkerServiceSettings) -> str | None:
-    """Why this worker does not see the deployment's artifact storage (``mt_storage.marker``), or None."""
+    """Why this worker does not see the deployment's artifact storage (``mt_storage.marker``; with an object
+    store, the bucket and a writable cache), or None."""
+    store = open_store(settings.storage)
+    if store is not None and (reason := await asyncio.to_thread(store.check)):
+        return reason
     client = AsyncRedis.from_url(settings.redis.dsn)
     try:
-        return await check_storage(client, Layout.from_settings(settings.app).artifacts_root)
+        root = Layout.from_settings(settings.app).artifacts_root
+        return await check_storage(client, root, shared=store is None)
     finally:
         await client.aclose()

@@ -22,10 +22,13 @@ Errors::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -37,8 +40,10 @@ from mt_contracts.settings import StorageSettings
 from mt_storage import StorageError
 from mt_storage.checkpoints import CHECKPOINTS_DIR, INDEX
 from mt_storage.files import FILE_MODE, sha256_file
-from mt_storage.layout import MANIFEST, Layout
+from mt_storage.layout import LOGS, MANIFEST, Layout
 from mt_storage.marker import MARKER
+
+logger = logging.getLogger(__name__)
 
 # Objects up to this size are uploaded in one part, so their ETag is their MD5 (boto3's multipart threshold).
 SINGLE_PART_LIMIT = 8 * 1024 * 1024
@@ -211,6 +216,7 @@ class Mirror:
                 expected = {f"{base}/{entry.path}": entry for entry in _manifest_files.decode(manifest_bytes).files}
             except msgspec.DecodeError as exc:
                 raise StoreError(f"the manifest {manifest_key} in the store does not decode: {exc}") from exc
+
         def commits(info: ObjectInfo) -> bool:
             return info.key.rpartition("/")[2] in COMMIT_FILES
 
@@ -238,6 +244,77 @@ class Mirror:
                     _verify(scratch, info, None)
                     os.replace(scratch, path)
         return path.is_file()
+
+    # ---- the edges of a training run or evaluation on a worker ----
+
+    def pull_run(self, run_id: str, tokenizer_id: str) -> None:
+        """Before a run (or an evaluation) starts on this machine: its tokenizer; the run's folder (spec,
+        checkpoints and their index, metrics) unless this machine has its index already, so a run resumes
+        from the checkpoints another pod wrote; the model folder (its log, and the final weights once
+        committed)."""
+        if self.store is None:
+            return
+        self.pull(self.layout.tokenizer_dir(tokenizer_id))
+        run_dir = self.layout.run_dir(run_id)
+        if not (run_dir / INDEX).is_file():
+            self.pull(run_dir, committed=False)
+        model_dir = self.layout.model_dir(run_id)
+        if not self.pull(model_dir) and not (model_dir / LOGS).is_file():
+            self.pull_file(model_dir / LOGS)
+
+    def push_run(self, run_id: str) -> None:
+        """After a run (or an evaluation) ends here, or is stopped: the run's folder (checkpoints first,
+        then their index; not its scratch ``work/``), the model folder (manifest last) and the prepared
+        datasets (``prepared.json`` last)."""
+        if self.store is None:
+            return
+        run_dir = self.layout.run_dir(run_id)
+        self.push_checkpoints(run_dir)
+        self.push(run_dir, exclude=("work", CHECKPOINTS_DIR))
+        self.push(self.layout.model_dir(run_id))
+        self.push(self.layout.dataset_cache())
+
+    async def around_run(
+        self, run_id: str, tokenizer_id: str | None, work: Callable[[], Awaitable[None]], poll_seconds: float
+    ) -> None:
+        """Run ``work`` (a training run or an evaluation of run ``run_id``) between ``pull_run`` and
+        ``push_run``, uploading each new checkpoint (then the index, the metrics and the log) within
+        ``poll_seconds`` of its write, so another pod can resume the run if this one dies. Without a store:
+        ``work`` alone."""
+        if self.store is None:
+            await work()
+            return
+        if tokenizer_id is not None:
+            await asyncio.to_thread(self.pull_run, run_id, tokenizer_id)
+        run_dir = self.layout.run_dir(run_id)
+
+        async def follow_checkpoints() -> None:
+            seen: tuple[int, int] | None = None
+            while True:
+                await asyncio.sleep(poll_seconds)
+                index = run_dir / INDEX
+                stat = index.stat() if index.is_file() else None
+                now = (stat.st_mtime_ns, stat.st_size) if stat else None
+                if now == seen:
+                    continue
+                try:
+                    await asyncio.to_thread(self.push_checkpoints, run_dir)
+                    logs = [self.layout.run_metrics(run_id), self.layout.run_logs(run_id)]
+                    await asyncio.to_thread(self.push_files, logs)
+                    seen = now
+                except StoreError as exc:  # the next change (or the end of the run) tries again
+                    logger.warning(
+                        "checkpoint upload failed", extra={"event": "store_error", "job_id": run_id, "error": str(exc)}
+                    )
+
+        follower = asyncio.create_task(follow_checkpoints())
+        try:
+            await work()
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            await asyncio.to_thread(self.push_run, run_id)
 
 
 def _verify(path: Path, info: ObjectInfo, entry: FileEntry | None) -> None:

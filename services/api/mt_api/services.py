@@ -3,6 +3,9 @@ queue and the inference processes."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -14,11 +17,13 @@ from mt_api.metrics import Metrics
 from mt_api.tokenizer_cache import TokenizerCache
 from mt_contracts.jobs import EvalJob, RunJob, TokenizerJob
 from mt_contracts.settings import ApiSettings
+from mt_storage.checkpoints import INDEX, MODEL_CONFIG, read_index
 from mt_storage.events import JobEvents
 from mt_storage.jobs import JobStore, eval_jobs, run_jobs, tokenizer_jobs
 from mt_storage.layout import Layout
 from mt_storage.marker import check_storage
 from mt_storage.queue import JobQueue, live_workers
+from mt_storage.store import Mirror, open_store
 
 
 class Services:
@@ -32,6 +37,8 @@ class Services:
         self.redis = redis
         self.queue = queue
         self.layout = Layout.from_settings(settings.app)
+        # With an object store, the artifacts root is this API's cache of it (STORAGE__BACKEND=s3).
+        self.mirror = Mirror(open_store(settings.storage), self.layout)
         self.tokenizers: JobStore[TokenizerJob] = tokenizer_jobs(redis)
         self.runs: JobStore[RunJob] = run_jobs(redis)
         self.evals: JobStore[EvalJob] = eval_jobs(redis)
@@ -47,8 +54,45 @@ class Services:
             await self.redis.ping()
         except (OSError, RedisError) as exc:
             return [f"redis unreachable: {exc}"]
+        if self.mirror.store is not None:
+            reasons = [await asyncio.to_thread(self.mirror.store.check)]
+            reasons.append(await check_storage(self.redis, self.layout.artifacts_root, shared=False))
+            return [reason for reason in reasons if reason]
         reason = await check_storage(self.redis, self.layout.artifacts_root)
         return [reason] if reason else []
+
+    async def pull(self, directory: Path, *, committed: bool = True) -> bool:
+        """Bring ``directory`` from the object store into this API's cache (``Mirror.pull``); a no-op
+        without one. Returns whether the folder is there."""
+        if not self.mirror.enabled:
+            return True
+        return await asyncio.to_thread(self.mirror.pull, directory, committed=committed)
+
+    async def pull_file(self, path: Path) -> None:
+        """Refresh one file (a log, an index) from the object store, when there is one."""
+        if self.mirror.enabled:
+            await asyncio.to_thread(self.mirror.pull_file, path)
+
+    async def push(self, directory: Path) -> None:
+        """Upload a folder this API wrote (an export) to the object store, manifest last."""
+        if self.mirror.enabled:
+            await asyncio.to_thread(self.mirror.push, directory)
+
+    async def fetch_weights(self, run_id: str, tokenizer_id: str, checkpoint: int | None) -> None:
+        """Bring what ``resolve_weights`` and the inference processes read for run ``run_id`` into the cache:
+        the finished model folder, or the checkpoint index, model config, tokenizer and the checkpoint."""
+        if not self.mirror.enabled:
+            return
+        if checkpoint is None:
+            await self.pull(self.layout.model_dir(run_id))
+            return
+        run_dir = self.layout.run_dir(run_id)
+        await self.pull_file(run_dir / INDEX)
+        await self.pull_file(run_dir / MODEL_CONFIG)
+        await self.pull(self.layout.tokenizer_dir(tokenizer_id))
+        for entry in await asyncio.to_thread(read_index, run_dir):
+            if entry.step == checkpoint:
+                await self.pull_file(run_dir / entry.path)
 
     async def worker_pools(self) -> dict[str, WorkerPool]:
         """Each worker kind's queue and how many of its workers (hosts) have a fresh health key."""

@@ -17,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 
 import msgspec
 from redis.exceptions import RedisError
@@ -71,8 +72,11 @@ async def run_tokenizer_job(
     settings: WorkerSettings,
     *,
     publisher: LivePublisher | None = None,
+    before_succeed: Callable[[Path], Awaitable[None]] | None = None,
 ) -> None:
     """Move the job to ``running``, train, and record ``succeeded`` or ``failed`` with an actionable error.
+    ``before_succeed(out_dir)`` runs once the artifact folder is complete, before the job is recorded
+    ``succeeded`` (the object-store upload).
 
     Log lines go to the job's ``logs.jsonl`` and, with ``publisher``, to its live event stream: this
     process's own and those the training process hands over on its stdout; every line reaches the stream
@@ -118,6 +122,8 @@ async def run_tokenizer_job(
                 )
                 log.write("info", "succeeded", f"vocab_size={outcome.vocab_size}", artifact_dir=str(out_dir))
                 await flush()
+                if before_succeed is not None:
+                    await before_succeed(out_dir)
                 done = utcnow()
                 await store.update(
                     tokenizer_id,

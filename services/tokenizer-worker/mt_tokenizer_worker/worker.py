@@ -4,6 +4,10 @@ deterministic, writes the same artifacts)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
+
 from arq.worker import Worker
 from redis.asyncio import Redis
 
@@ -14,7 +18,10 @@ from mt_storage.jobs import tokenizer_jobs
 from mt_storage.layout import Layout
 from mt_storage.queue import ArqJobQueue, build_worker
 from mt_storage.reaper import Reaper, attempts_left
+from mt_storage.store import Mirror, StoreError, open_store
 from mt_tokenizer_worker.training import run_tokenizer_job
+
+logger = logging.getLogger(__name__)
 
 
 def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
@@ -23,9 +30,27 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     redis = Redis.from_url(settings.redis.dsn)
     store = tokenizer_jobs(redis)
     publisher = LivePublisher(redis)
+    mirror = Mirror(open_store(settings.storage), layout)
+
+    async def upload(out_dir: Path) -> None:
+        await asyncio.to_thread(mirror.push, out_dir)
 
     async def handle(tokenizer_id: str) -> None:
-        await run_tokenizer_job(store, layout, tokenizer_id, settings.worker, publisher=publisher)
+        # With an object store the folder is uploaded (manifest last) before the job is recorded succeeded,
+        # so whoever sees the status can read it; whatever the ending, the rest (its log) after.
+        try:
+            await run_tokenizer_job(
+                store, layout, tokenizer_id, settings.worker, publisher=publisher, before_succeed=upload
+            )
+        finally:
+            # With an object store: the folder (manifest last, once committed) and its log.
+            try:
+                await asyncio.to_thread(mirror.push, layout.tokenizer_dir(tokenizer_id))
+            except StoreError as exc:
+                logger.error(
+                    "tokenizer upload failed",
+                    extra={"event": "store_error", "job_id": tokenizer_id, "error": str(exc)},
+                )
 
     async def shutdown() -> None:
         await publisher.aclose()

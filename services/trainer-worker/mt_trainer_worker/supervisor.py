@@ -8,7 +8,7 @@ anything it spawned), a lower CPU priority, so a co-located API stays responsive
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -49,12 +49,19 @@ class RunSupervisor:
     """Runs training jobs for one worker process."""
 
     def __init__(
-        self, store: JobStore[RunJob], layout: Layout, settings: WorkerSettings, publisher: LivePublisher | None = None
+        self,
+        store: JobStore[RunJob],
+        layout: Layout,
+        settings: WorkerSettings,
+        publisher: LivePublisher | None = None,
+        before_succeed: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.layout = layout
         self.settings = settings
         self.publisher = publisher
+        # Runs once a run's folders are complete, before it is recorded succeeded (the object-store upload).
+        self.before_succeed = before_succeed
 
     async def _flush(self) -> None:
         """Let every log line written so far reach the live stream before a terminal status follows it."""
@@ -240,6 +247,8 @@ class RunSupervisor:
             **msgspec.structs.asdict(metrics),
         )  # fmt: skip
         await self._flush()
+        if self.before_succeed is not None:
+            await self.before_succeed(run_id)
         now = utcnow()
         await self.store.update(
             run_id,

@@ -14,6 +14,7 @@ from mt_storage.events import LivePublisher
 from mt_storage.jobs import eval_jobs, run_jobs
 from mt_storage.layout import Layout
 from mt_storage.queue import ArqJobQueue, QueueTask, build_worker
+from mt_storage.store import Mirror, open_store
 from mt_trainer_worker.evaluator import EvalSupervisor
 from mt_trainer_worker.reaper import eval_reaper, run_reaper
 from mt_trainer_worker.supervisor import RunSupervisor
@@ -26,9 +27,31 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     store = run_jobs(redis)
     layout = Layout.from_settings(settings.app)
     publisher = LivePublisher(redis)
-    supervisor = RunSupervisor(store, layout, settings.worker, publisher)
+    # With an object store: pull what a run reads before it starts, push checkpoints as they are written,
+    # the run's folders before it is recorded succeeded and whatever is left when it ends (Mirror.around_run);
+    # nothing without one.
+    mirror = Mirror(open_store(settings.storage), layout)
+
+    async def upload(run_id: str) -> None:
+        await asyncio.to_thread(mirror.push_run, run_id)
+
+    supervisor = RunSupervisor(store, layout, settings.worker, publisher, before_succeed=upload)
     evals = eval_jobs(redis)
     evaluator = EvalSupervisor(evals, store, layout, settings.worker)
+    poll = settings.worker.heartbeat_interval
+
+    async def train(run_id: str) -> None:
+        job = await store.get(run_id) if mirror.enabled else None
+        tokenizer_id = job.request.tokenizer_id if job is not None else None
+        await mirror.around_run(run_id, tokenizer_id, lambda: supervisor.run(run_id), poll)
+
+    async def evaluate(eval_id: str) -> None:
+        job = await evals.get(eval_id) if mirror.enabled else None
+        run = await store.get(job.run_id) if job is not None else None
+        if job is None or run is None:
+            await evaluator.run(eval_id)
+            return
+        await mirror.around_run(run.id, run.request.tokenizer_id, lambda: evaluator.run(eval_id), poll)
 
     async def shutdown() -> None:
         await publisher.aclose()
@@ -46,7 +69,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
 
     return build_worker(
         task=TRAIN_MODEL_TASK,
-        handler=supervisor.run,
+        handler=train,
         endings=store,
         queue_name=settings.queue.training,
         redis_url=settings.redis.dsn,
@@ -59,5 +82,5 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         # exit cleanly) and let the retry take it over, rather than wait for it to finish.
         finish_jobs_on_shutdown=False,
         background=reapers,
-        extra_tasks=[QueueTask(EVALUATE_MODEL_TASK, evaluator.run, evals, settings.worker.eval_job_timeout)],
+        extra_tasks=[QueueTask(EVALUATE_MODEL_TASK, evaluate, evals, settings.worker.eval_job_timeout)],
     )

@@ -31,7 +31,7 @@ from mt_contracts.jobs import (
 from mt_contracts.queue import TRAIN_MODEL_TASK
 from mt_contracts.requests import ResumeRunRequest, TrainRunRequest
 from mt_contracts.training import Eval, Progress, decode_event
-from mt_storage.checkpoints import read_index
+from mt_storage.checkpoints import INDEX, read_index
 from mt_storage.jobs import shown, utcnow
 
 
@@ -90,6 +90,7 @@ async def resume_run(
     job = await _get(services, run_id)
     if job.status not in {"failed", "cancelled"}:
         raise Conflict(f"run {run_id} is {job.status}; only a failed or cancelled run can be resumed")
+    await services.pull_file(services.layout.run_dir(run_id) / INDEX)
     checkpoints = read_index(services.layout.run_dir(run_id))
     if not checkpoints:
         raise Conflict(f"run {run_id} has no checkpoint to resume from; submit it again with POST /runs/train")
@@ -116,6 +117,7 @@ async def resume_run(
 async def list_checkpoints(run_id: FromPath[str], services: NamedDependency[Services]) -> list[CheckpointInfo]:
     """The run's kept checkpoints, oldest first: step, path, size in bytes, time, losses."""
     await _get(services, run_id)
+    await services.pull_file(services.layout.run_dir(run_id) / INDEX)
     return read_index(services.layout.run_dir(run_id))
 
 
@@ -123,6 +125,7 @@ async def list_checkpoints(run_id: FromPath[str], services: NamedDependency[Serv
 async def run_metrics(run_id: FromPath[str], services: NamedDependency[Services]) -> RunSeries:
     """The training loss (averaged between reports) and validation estimates by step, for plotting."""
     await _get(services, run_id)
+    await services.pull_file(services.layout.run_metrics(run_id))
     return await asyncio.to_thread(_read_series, services.layout.run_metrics(run_id))
 
 

@@ -74,6 +74,7 @@ async def encode_text(
     if job.status != "succeeded":
         raise Conflict(f"tokenizer {tokenizer_id} is {job.status}; only a succeeded tokenizer encodes")
     directory = services.layout.tokenizer_dir(tokenizer_id)
+    await services.pull(directory)
     if not await asyncio.to_thread((directory / MANIFEST).is_file):
         raise Unavailable(
             f"tokenizer {tokenizer_id} succeeded, but its files are not in this API's artifact storage "
