@@ -3,6 +3,7 @@ reported in its body and in ``/metrics``, never in its status code."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from mt_contracts.jobs import TokenizerJob
 from mt_contracts.requests import TrainTokenizerRequest
 from mt_contracts.settings import ApiSettings, StorageSettings
 from mt_storage.jobs import tokenizer_jobs, utcnow
-from mt_storage.marker import MARKER, marker_key
+from mt_storage.marker import MARKER, check_storage, marker_key
 from mt_storage.queue import health_key
 
 TOK = "tok_01JDQ8ZQ0000000000000000AA"
@@ -144,3 +145,33 @@ async def test_with_an_object_store_readiness_is_the_bucket_and_a_writable_cache
         assert response.status_code == 503
         (reason,) = response.json()["reasons"]
         assert reason.startswith("storage: bucket no-such-bucket is not usable: ")
+
+
+async def test_services_that_start_together_on_one_volume_agree_on_the_marker(
+    api_settings: ApiSettings, redis: Redis
+) -> None:
+    root = Path(api_settings.app.artifacts_root).resolve()
+    clients = [Redis.from_url(api_settings.redis.url) for _ in range(8)]
+    try:
+        reasons = await asyncio.gather(*(check_storage(client, root) for client in clients))
+    finally:
+        for client in clients:
+            await client.aclose()
+    assert reasons == [None] * 8
+    assert await redis.get(marker_key(root)) == (root / MARKER).read_text().strip().encode()
+    assert sorted(p.name for p in root.iterdir()) == [MARKER]  # no temporary file left
+
+
+async def test_services_on_different_volumes_are_told_apart(
+    api_settings: ApiSettings, redis: Redis, tmp_path: Path
+) -> None:
+    # Two roots at one path is what two unshared volumes look like; here one path, its content swapped.
+    root = Path(api_settings.app.artifacts_root).resolve()
+    assert await check_storage(redis, root) is None
+    first = (root / MARKER).read_text()
+    (root / MARKER).rename(tmp_path / "first-volume-marker")
+    reason = await check_storage(redis, root)
+    assert reason is not None and reason.startswith(f"storage: {root} holds no marker, but the other services'")
+    assert not (root / MARKER).exists()
+    (tmp_path / "first-volume-marker").rename(root / MARKER)
+    assert (root / MARKER).read_text() == first and await check_storage(redis, root) is None

@@ -1,7 +1,8 @@
 """The storage marker: proof that a service sees the same artifact storage as the others.
 
 The first service to start on empty storage and an empty Redis writes a random id to
-``<artifacts_root>/.storage-id`` and to the Redis key ``mt:storage-id:<root>``. Every later service compares
+``<artifacts_root>/.storage-id`` (atomically, once: a hard link that fails if another service made it first)
+and then to the Redis key ``mt:storage-id:<root>``. Every later service compares
 the two: a file that is missing or different while Redis holds an id means this process mounts other storage
 than the services that wrote the artifacts (an API without the shared volume answers 404 for every artifact,
 a worker writes where the API never looks). The API reports it in ``/readyz``; a worker refuses to start.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -19,6 +21,8 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from mt_storage.files import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
 
 MARKER = ".storage-id"
 KEY_PREFIX = "mt:storage-id:"
@@ -46,12 +50,13 @@ async def check_storage(redis: Redis, artifacts_root: Path, *, create: bool = Tr
     key = marker_key(artifacts_root)
     in_redis = await _get(redis, key)
     if in_redis is None and create:
-        fresh = on_disk or uuid.uuid4().hex
-        await redis.set(key, fresh, nx=True)
+        # A new deployment (or a Redis that lost its data): the storage's own mark, made once by whichever
+        # service links its file first, becomes Redis's. Services that start together on one volume agree;
+        # services on different volumes each make one, and all but the first to reach Redis are told so.
+        if on_disk is None:
+            on_disk = await asyncio.to_thread(_make_marker, artifacts_root / MARKER)
+        await redis.set(key, on_disk, nx=True)
         in_redis = await _get(redis, key)
-        if on_disk is None and in_redis == fresh:
-            await asyncio.to_thread(atomic_write_bytes, artifacts_root / MARKER, fresh.encode() + b"\n")
-            on_disk = fresh
     if in_redis is None:
         return f"storage: no service has marked {artifacts_root} yet (Redis key {key} missing)"
     if on_disk != in_redis:
@@ -61,6 +66,20 @@ async def check_storage(redis: Redis, artifacts_root: Path, *, create: bool = Tr
             "this process does not mount the shared artifact storage (give it the same volume or claim)"
         )
     return None
+
+
+def _make_marker(path: Path) -> str:
+    """The marker at ``path``, created with a fresh id unless another process created it first: the file is
+    written whole under a temporary name and hard-linked into place, which fails if the name exists."""
+    tmp = path.with_name(f".{MARKER}.{uuid.uuid4().hex}")
+    atomic_write_bytes(tmp, uuid.uuid4().hex.encode() + b"\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        logger.info("storage marker made by another service", extra={"event": "storage_marker", "path": str(path)})
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text(encoding="ascii").strip()
 
 
 async def _get(redis: Redis, key: str) -> str | None:
