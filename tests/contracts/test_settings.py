@@ -28,6 +28,12 @@ def test_redis_password_joins_the_url_and_never_shows_in_repr() -> None:
     assert with_user.dsn == "redis://app:new@redis:6379/1"
     assert "old" not in repr(with_user) and "new" not in repr(with_user)
     assert RedisSettings(url="redis://redis:6379/0").dsn == "redis://redis:6379/0"
+    # Nor do API keys or the object store's secret.
+    secrets = from_env(
+        ApiSettings, {"API__KEYS": "key-one,key-two", "STORAGE__S3_SECRET_ACCESS_KEY": "s3-secret-value"}
+    )
+    assert "key-one" not in repr(secrets) and "s3-secret-value" not in repr(secrets)
+    assert "keys=2" in repr(secrets)
 
 
 def test_sections_a_service_does_not_declare_are_ignored() -> None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from mt_contracts import codec
+from mt_contracts.jobs import CheckpointInfo
 from mt_contracts.manifests import FileEntry
 from mt_contracts.settings import AppSettings, StorageSettings
 from mt_storage.files import atomic_write_bytes, sha256_file
@@ -213,3 +215,32 @@ def test_check_reports_a_missing_bucket(s3_settings: StorageSettings) -> None:
     missing = S3Store.from_settings(msgspec.structs.replace(s3_settings, s3_bucket="no-such-bucket"))
     reason = missing.check()
     assert reason is not None and reason.startswith("storage: bucket no-such-bucket is not usable: ")
+
+
+def _index(run_dir: Path, steps: list[int]) -> None:
+    moment = datetime(2026, 12, 1, tzinfo=UTC)
+    entries = [
+        CheckpointInfo(step=step, path=f"checkpoints/step-{step}.pt", size_bytes=1, created_at=moment) for step in steps
+    ]
+    for entry in entries:
+        atomic_write_bytes(run_dir / entry.path, b"x")
+    atomic_write_bytes(run_dir / "checkpoints.json", codec.encode(entries))
+
+
+def test_a_run_is_pulled_when_the_stores_index_is_ahead(tmp_path: Path, s3_settings: StorageSettings) -> None:
+    store = Recording(S3Store.from_settings(s3_settings))
+    writer, reader = Mirror(store, _layout(tmp_path / "a")), Mirror(store, _layout(tmp_path / "b"))
+    local = reader.layout.run_dir("run_x")
+    assert not reader.has_checkpoint(local)
+    _index(writer.layout.run_dir("run_x"), [20, 40])
+    writer.push_checkpoints(writer.layout.run_dir("run_x"))
+    assert reader.has_checkpoint(local)
+    _index(local, [20])  # this pod ran the run earlier, then another pod went on
+    reader.pull_run("run_x", TOK)
+    assert (local / "checkpoints" / "step-40.pt").is_file()
+    assert (local / "checkpoints.json").read_bytes() == (
+        writer.layout.run_dir("run_x") / "checkpoints.json"
+    ).read_bytes()
+    store.gets.clear()
+    reader.pull_run("run_x", TOK)  # level with the store: only the index is read
+    assert store.gets == ["runs/run_x/checkpoints.json"]

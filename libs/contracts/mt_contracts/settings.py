@@ -153,6 +153,10 @@ class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     read_only_keys: str = ""
     keepalive_seconds: float = 15.0
 
+    def __repr__(self) -> str:
+        counts = f"keys={len(self.key_list)}, read_only_keys={len(self.read_only_key_list)}"
+        return f"GatewaySettings({counts}, keepalive_seconds={self.keepalive_seconds!r})"
+
     @property
     def key_list(self) -> list[str]:
         """The configured keys, blanks dropped."""

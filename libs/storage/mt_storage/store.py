@@ -35,10 +35,12 @@ from typing import Protocol
 
 import msgspec
 
+from mt_contracts import codec
+from mt_contracts.jobs import CheckpointInfo
 from mt_contracts.manifests import FileEntry
 from mt_contracts.settings import StorageSettings
 from mt_storage import StorageError
-from mt_storage.checkpoints import CHECKPOINTS_DIR, INDEX
+from mt_storage.checkpoints import CHECKPOINTS_DIR, INDEX, read_index
 from mt_storage.files import FILE_MODE, sha256_file
 from mt_storage.layout import LOGS, MANIFEST, Layout
 from mt_storage.marker import MARKER
@@ -249,18 +251,38 @@ class Mirror:
 
     def pull_run(self, run_id: str, tokenizer_id: str) -> None:
         """Before a run (or an evaluation) starts on this machine: its tokenizer; the run's folder (spec,
-        checkpoints and their index, metrics) unless this machine has its index already, so a run resumes
-        from the checkpoints another pod wrote; the model folder (its log, and the final weights once
-        committed)."""
+        checkpoints and their index, metrics) when the store's index is ahead of this machine's, so a run
+        resumes from the latest checkpoint whichever pod wrote it; the model folder (its log, and the final
+        weights once committed)."""
         if self.store is None:
             return
         self.pull(self.layout.tokenizer_dir(tokenizer_id))
         run_dir = self.layout.run_dir(run_id)
-        if not (run_dir / INDEX).is_file():
+        if self._last_step(run_dir, remote=True) > self._last_step(run_dir, remote=False):
             self.pull(run_dir, committed=False)
         model_dir = self.layout.model_dir(run_id)
         if not self.pull(model_dir) and not (model_dir / LOGS).is_file():
             self.pull_file(model_dir / LOGS)
+
+    def has_checkpoint(self, run_dir: Path) -> bool:
+        """Whether the store holds a checkpoint index for the run in ``run_dir`` (a reaper on another pod
+        asks before it puts a run back on the queue)."""
+        return self._last_step(run_dir, remote=True) >= 0
+
+    def _last_step(self, run_dir: Path, *, remote: bool) -> int:
+        """The last kept checkpoint's step in the local or the store's index; -1 without one."""
+        if not remote:
+            kept = read_index(run_dir)
+        elif self.store is None or not self.store.list_objects(self.key(run_dir / INDEX)):
+            return -1
+        else:
+            with _scratch(run_dir / INDEX) as scratch:
+                self.store.get_file(self.key(run_dir / INDEX), scratch)
+                try:
+                    kept = codec.decode(scratch.read_bytes(), list[CheckpointInfo])
+                except msgspec.DecodeError as exc:
+                    raise StoreError(f"the checkpoint index of {run_dir.name} in the store does not decode") from exc
+        return kept[-1].step if kept else -1
 
     def push_run(self, run_id: str) -> None:
         """After a run (or an evaluation) ends here, or is stopped: the run's folder (checkpoints first,

@@ -61,7 +61,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         queue = await ArqJobQueue.connect(settings.redis.dsn)
         try:
             await asyncio.gather(
-                run_reaper(store, queue, layout, settings).run_forever(),
+                run_reaper(store, queue, layout, settings, mirror).run_forever(),
                 eval_reaper(evals, queue, settings).run_forever(),
             )
         finally:
