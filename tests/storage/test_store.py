@@ -85,6 +85,8 @@ def test_a_folder_goes_up_manifest_last_and_comes_back_verified(tmp_path: Path, 
     atomic_write_bytes(source / "export" / "step-2" / "weights.bin", b"w" * 10)
     atomic_write_bytes(source / "export" / "step-2" / "manifest.json", b'{"files": []}')
     (source / ".tokenizer.json.123.tmp").write_bytes(b"half written")
+    (tmp_path / "outside.txt").write_text("not an artifact")
+    os.symlink(tmp_path / "outside.txt", source / "link.txt")  # never followed out of the folder
     assert writer.push(source) == 5
     base = f"artifacts/tokenizers/{TOK}"
     assert store.puts == [

@@ -157,7 +157,11 @@ class Mirror:
         files = sorted(
             p
             for p in directory.rglob("*")
-            if p.is_file() and not _is_scratch(p) and p.relative_to(directory).parts[0] not in exclude
+            # Never a symlink: its target may lie outside the folder (the API refuses to follow them too).
+            if p.is_file()
+            and not p.is_symlink()
+            and not _is_scratch(p)
+            and p.relative_to(directory).parts[0] not in exclude
         )
         commits = sorted((p for p in files if p.name in COMMIT_FILES), key=lambda p: (-len(p.parts), p))
         uploaded = 0
