@@ -340,7 +340,10 @@ class Mirror:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
-            await asyncio.to_thread(self.push_run, run_id)
+            try:
+                await asyncio.to_thread(self.push_run, run_id)
+            except StoreError as exc:  # never in place of the job's own ending (a cancellation above all)
+                logger.error("run upload failed", extra={"event": "store_error", "job_id": run_id, "error": str(exc)})
 
 
 def _verify(path: Path, info: ObjectInfo, entry: FileEntry | None) -> None:
