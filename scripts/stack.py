@@ -52,7 +52,8 @@ class Stack:
         return f"http://{host}:{self.env.get('HTTP__PORT', '8000')}"
 
     def start(self, ready_timeout: float = 90.0) -> None:
-        """Start Redis (if needed), the API and both workers; return once ``/readyz`` answers 200.
+        """Start Redis (if needed), the API and both workers; return once ``/readyz`` answers 200 and reports a
+        live worker of each kind.
 
         Raises:
             StackError: a process exited early or readiness did not come within ``ready_timeout`` seconds.
@@ -85,7 +86,8 @@ class Stack:
                     raise StackError(f"{name} exited with code {process.returncode}{where}")
             try:
                 response = httpx.get(f"{self.api_url}/readyz", timeout=2.0)
-                if response.status_code == 200:
+                pools = response.json().get("workers", {}) if response.status_code == 200 else {}
+                if pools and all(pool.get("live", 0) >= 1 for pool in pools.values()):
                     return
                 last = response.text
             except httpx.TransportError as exc:

@@ -1,5 +1,7 @@
 """Artifact listing and downloads through the app: every RFC 9110 range form against exact bytes, and
-every way a ``path`` could leave its artifact folder."""
+every way a ``path`` could leave its artifact folder. Each test runs twice: on the shared filesystem
+(``local``), and with an object store (``s3``: the item is written under another root, as by a worker in its
+own pod, and uploaded to a bucket on the harness's S3 server; the API starts with an empty cache)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
 
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -18,25 +21,44 @@ from redis.asyncio import Redis
 
 from mt_api.app import create_app
 from mt_contracts.settings import ApiSettings
+from mt_storage.layout import Layout
+from mt_storage.store import Mirror, open_store
 
 TOK = "tok_01JDQ8ZQ0000000000000000AA"
 DATA = bytes(range(256)) * 40  # 10,240 bytes, every offset distinguishable within 256
 URL = f"/artifacts/tokenizers/{TOK}/download?path=blob.bin"
 
 
+@pytest.fixture(params=["local", "s3"])
+def served(request: pytest.FixtureRequest, api_settings: ApiSettings, tmp_path: Path) -> ApiSettings:
+    """The settings of the API under test: ``api_settings`` itself (local), or an API with its own empty
+    cache root and the object store (s3)."""
+    if request.param == "local":
+        return api_settings
+    storage = request.getfixturevalue("s3_settings")
+    app = msgspec.structs.replace(
+        api_settings.app,
+        artifacts_root=str(tmp_path / "api-pod" / "artifacts"),
+        runs_root=str(tmp_path / "api-pod" / "runs"),
+    )
+    return msgspec.structs.replace(api_settings, app=app, storage=storage)
+
+
 @pytest.fixture
-def item(api_settings: ApiSettings) -> Path:
+def item(api_settings: ApiSettings, served: ApiSettings) -> Path:
+    """The item as its worker wrote it (under ``api_settings``' root), uploaded when there is a store."""
     directory = Path(api_settings.app.artifacts_root) / "tokenizers" / TOK
     (directory / "sub").mkdir(parents=True)
     (directory / "blob.bin").write_bytes(DATA)
     (directory / "sub" / "nested.json").write_bytes(b'{"a": 1}\n')
     (directory / ".blob.bin.tmp").write_bytes(b"partial")
+    Mirror(open_store(served.storage), Layout.from_settings(api_settings.app)).push(directory)
     return directory
 
 
 @pytest.fixture
-async def client(api_settings: ApiSettings, redis: Redis) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(app=create_app(api_settings)) as client:
+async def client(served: ApiSettings, redis: Redis) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=create_app(served)) as client:
         yield client
 
 
@@ -157,20 +179,23 @@ async def test_head_has_the_headers_of_get_and_no_body(client: AsyncTestClient[L
     ],
 )
 async def test_paths_that_leave_the_folder_are_refused(
-    client: AsyncTestClient[Litestar], item: Path, api_settings: ApiSettings, path: str
+    client: AsyncTestClient[Litestar], item: Path, served: ApiSettings, path: str
 ) -> None:
-    root = Path(api_settings.app.artifacts_root)
+    # The folder the API serves from: the item itself, or (s3) this API's cache of it, filled by a listing.
+    assert (await client.get(f"/artifacts/tokenizers/{TOK}")).status_code == 200
+    root = Path(served.app.artifacts_root)
+    served_item = root / "tokenizers" / TOK
     (root / "secret.txt").write_text("secret")
     sibling = root / "tokenizers" / (TOK + "evil")
     sibling.mkdir(exist_ok=True)
     (sibling / "secret.txt").write_text("secret")
-    if not (item / "escape").exists():
-        os.symlink(root / "secret.txt", item / "escape")
-        os.symlink(sibling, item / "sibling_link")
+    if not (served_item / "escape").exists():
+        os.symlink(root / "secret.txt", served_item / "escape")
+        os.symlink(sibling, served_item / "sibling_link")
     response = await client.get(f"/artifacts/tokenizers/{TOK}/download", params={"path": path})
     assert 400 <= response.status_code < 500, response.text
     assert "secret" not in response.text
-    assert str(root) not in response.text and str(Path(api_settings.app.artifacts_root).parent) not in response.text
+    assert str(root) not in response.text and str(root.parent) not in response.text
     assert response.json()["errors"][0]["field"] == "path"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -13,7 +12,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from mt_api.app import create_app
-from mt_api.auth import RedactAccessTokens
 from mt_contracts.settings import ApiSettings, GatewaySettings
 
 TOK = "tok_01JDQ8ZQ0000000000000000AA"
@@ -101,7 +99,7 @@ async def test_request_ids_are_generated_or_echoed(client: AsyncTestClient[Lites
 
 async def test_api_keys_guard_everything_but_health(keyed: AsyncTestClient[Litestar]) -> None:
     assert (await keyed.get("/healthz")).status_code == 200
-    assert (await keyed.get("/readyz")).status_code == 503  # no workers; but not 401
+    assert (await keyed.get("/readyz")).status_code == 200  # public
     missing = await keyed.get("/tokenizers")
     assert missing.status_code == 401
     assert missing.headers["www-authenticate"] == 'Bearer realm="model-trainer"'
@@ -148,12 +146,3 @@ async def test_metrics_parse_with_the_prometheus_parser(client: AsyncTestClient[
     assert queues == {"mt:queue:tokenizer": 0, "mt:queue:training": 0}
     jobs = {(s.labels["kind"], s.labels["status"]) for s in families["mt_jobs"].samples}
     assert ("tokenizer", "succeeded") in jobs and ("run", "running") in jobs
-
-
-def test_access_tokens_are_redacted_from_the_access_log() -> None:
-    path = "/runs/run_01JDQ8ZQ0000000000000000AA/logs/stream?tail=5&access_token=secret-key-1&x=1"
-    arguments = ("127.0.0.1:5", "GET", path, "1.1", 200)
-    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', arguments, None)
-    assert RedactAccessTokens().filter(record)
-    message = record.getMessage()
-    assert "secret-key-1" not in message and "?tail=5&access_token=***&x=1 HTTP/1.1" in message

@@ -5,7 +5,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from mt_contracts.settings import ApiSettings, SettingsError, WorkerServiceSettings, from_env
+from mt_contracts.settings import ApiSettings, RedisSettings, SettingsError, WorkerServiceSettings, from_env
 
 
 def test_nested_keys_are_joined_by_double_underscore_and_converted() -> None:
@@ -17,6 +17,23 @@ def test_nested_keys_are_joined_by_double_underscore_and_converted() -> None:
     assert settings.http.port == 9001
     assert settings.app.runs_root == "/data/runs"
     assert settings.app.artifacts_root == ".data/artifacts"
+
+
+def test_redis_password_joins_the_url_and_never_shows_in_repr() -> None:
+    settings = from_env(ApiSettings, {"REDIS__URL": "redis://redis:6379/0", "REDIS__PASSWORD": "p@ss/w:rd"})
+    assert settings.redis.dsn == "redis://:p%40ss%2Fw%3Ard@redis:6379/0"
+    assert "p@ss" not in repr(settings) and "p%40ss" not in repr(settings)
+    # The setting overrides a password in the URL, keeps its user name, and is absent by default.
+    with_user = RedisSettings(url="redis://app:old@redis:6379/1", password="new")
+    assert with_user.dsn == "redis://app:new@redis:6379/1"
+    assert "old" not in repr(with_user) and "new" not in repr(with_user)
+    assert RedisSettings(url="redis://redis:6379/0").dsn == "redis://redis:6379/0"
+    # Nor do API keys or the object store's secret.
+    secrets = from_env(
+        ApiSettings, {"API__KEYS": "key-one,key-two", "STORAGE__S3_SECRET_ACCESS_KEY": "s3-secret-value"}
+    )
+    assert "key-one" not in repr(secrets) and "s3-secret-value" not in repr(secrets)
+    assert "keys=2" in repr(secrets)
 
 
 def test_sections_a_service_does_not_declare_are_ignored() -> None:

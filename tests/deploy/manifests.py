@@ -7,20 +7,26 @@ kubernetes-validate (Kubernetes); these only make the assertions typed.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import time
 from pathlib import Path
 from typing import TypeVar
 
 import msgspec
+import redis
 import yaml
 
 from mt_contracts.settings import ApiSettings, WorkerServiceSettings
+from mt_storage.embedded_redis import find_redis_server, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yml"
 K8S_BASE = DEPLOY / "k8s" / "base"
 K8S_KEDA = DEPLOY / "k8s" / "keda"
+K8S_OBJECT_STORE = DEPLOY / "k8s" / "object-store"
 KUSTOMIZATION = "kustomization.yaml"
 
 Document = dict[str, object]
@@ -65,6 +71,37 @@ def seconds(duration: str) -> float:
     return sum(float(number) * scale[unit] for number, unit in parts)
 
 
+def start_redis_script(script: str, data_dir: Path, password: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A deployment's Redis start script (shell that ends in ``exec redis-server ...``), run by ``sh`` with
+    ``REDIS__PASSWORD=password`` and a local redis-server on a free port of 127.0.0.1, its data in
+    ``data_dir``. Returns the process and the port; stop it with ``terminate`` and ``communicate``."""
+    port = free_port()
+    local = f"exec {find_redis_server()} --port {port} --bind 127.0.0.1 "
+    script = re.sub(r"--dir \S+ ", "", script).replace("exec redis-server ", local + f"--dir {data_dir} ")
+    env = {**os.environ, "REDIS__PASSWORD": password}
+    process = subprocess.Popen(["sh", "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return process, port
+
+
+def wait_for_redis(process: subprocess.Popen[bytes], port: int, password: str) -> redis.Redis:
+    """A client of the Redis that ``start_redis_script`` started, once it answers PING with ``password``."""
+    client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_connect_timeout=1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return client
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise
+            time.sleep(0.05)
+
+
+def redis_cli() -> str:
+    """The redis-cli beside the redis-server the tests use."""
+    return str(find_redis_server().with_name("redis-cli"))
+
+
 # ---- compose ----
 
 
@@ -80,6 +117,7 @@ class EnvFile(msgspec.Struct, frozen=True):
 
 class DependsOn(msgspec.Struct, frozen=True):
     condition: str
+    required: bool = True
 
 
 class Healthcheck(msgspec.Struct, frozen=True):
@@ -98,6 +136,8 @@ class ComposeService(msgspec.Struct, frozen=True):
     image: str | None = None
     build: Build | None = None
     command: list[str] = []
+    entrypoint: list[str] = []
+    profiles: list[str] = []
     environment: dict[str, str] = {}
     env_file: list[EnvFile] = []
     volumes: list[str] = []
@@ -128,8 +168,11 @@ class PatchTarget(msgspec.Struct, frozen=True):
 
 
 class Patch(msgspec.Struct, frozen=True):
-    target: PatchTarget
-    patch: str
+    """A patch inline (``patch``, with its ``target``) or in a file (``path``, a strategic merge patch)."""
+
+    target: PatchTarget | None = None
+    patch: str = ""
+    path: str | None = None
 
 
 class Kustomization(msgspec.Struct, frozen=True, rename="camel"):
@@ -212,8 +255,20 @@ class EnvFromSource(msgspec.Struct, frozen=True, rename="camel"):
     secret_ref: NameRef | None = None
 
 
-class EnvVar(msgspec.Struct, frozen=True):
+class SecretKeyRef(msgspec.Struct, frozen=True):
     name: str
+    key: str
+    optional: bool = False
+
+
+class EnvSource(msgspec.Struct, frozen=True, rename="camel"):
+    secret_key_ref: SecretKeyRef | None = None
+
+
+class EnvVar(msgspec.Struct, frozen=True, rename="camel"):
+    name: str
+    value: str | None = None
+    value_from: EnvSource | None = None
 
 
 class ContainerPort(msgspec.Struct, frozen=True, rename="camel"):
@@ -345,9 +400,10 @@ class Autoscaler(msgspec.Struct, frozen=True):
 # for it, covering the fields our overlay uses (keda.sh/v1alpha1, redis scaler).
 
 
-class Trigger(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Trigger(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
     type: str
     metadata: dict[str, str]
+    authentication_ref: NameRef | None = None
 
 
 class ScaledObjectSpec(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
@@ -369,6 +425,72 @@ class ScaledObject(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_f
     kind: str
     metadata: ScaledObjectMeta
     spec: ScaledObjectSpec
+
+
+class SecretTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    parameter: str
+    name: str
+    key: str
+
+
+class TriggerAuthenticationSpec(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
+    secret_target_ref: list[SecretTarget]
+
+
+class TriggerAuthentication(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
+    api_version: str
+    kind: str
+    metadata: ScaledObjectMeta
+    spec: TriggerAuthenticationSpec
+
+
+class LabelRequirement(msgspec.Struct, frozen=True):
+    key: str
+    operator: str
+    values: list[str] = []
+
+
+class Selector(msgspec.Struct, frozen=True, rename="camel"):
+    match_labels: dict[str, str] = {}
+    match_expressions: list[LabelRequirement] = []
+
+    def selects(self, labels: dict[str, str]) -> bool:
+        """Whether pods (or namespaces) with ``labels`` match (operators In and NotIn, as our files use)."""
+        if not self.match_labels.items() <= labels.items():
+            return False
+        for requirement in self.match_expressions:
+            if requirement.operator not in {"In", "NotIn"}:
+                raise AssertionError(f"operator {requirement.operator} is not handled here")
+            inside = labels.get(requirement.key) in requirement.values
+            if inside != (requirement.operator == "In"):
+                return False
+        return True
+
+
+class PolicyPeer(msgspec.Struct, frozen=True, rename="camel"):
+    pod_selector: Selector | None = None
+    namespace_selector: Selector | None = None
+
+
+class PolicyPort(msgspec.Struct, frozen=True):
+    port: str | int
+    protocol: str = "TCP"
+
+
+class IngressRule(msgspec.Struct, frozen=True, rename={"from_": "from"}):
+    from_: list[PolicyPeer] = []
+    ports: list[PolicyPort] = []
+
+
+class NetworkPolicySpec(msgspec.Struct, frozen=True, rename="camel"):
+    pod_selector: Selector
+    policy_types: list[str]
+    ingress: list[IngressRule] = []
+
+
+class NetworkPolicy(msgspec.Struct, frozen=True):
+    metadata: ObjectMeta
+    spec: NetworkPolicySpec
 
 
 class Objects:

@@ -1,35 +1,49 @@
 """The Kubernetes manifests, checked statically: each object against the Kubernetes OpenAPI schema
 (kubernetes-validate ships the schemas, so nothing is downloaded), and the wiring between objects against
-the code: settings keys, queue names, ports, probes, volumes and grace periods."""
+the code: settings keys, queue names, ports, probes (at the app's real routes), volumes (the API and the
+workers share the data claim), secrets (referenced, never shipped), NetworkPolicies (selecting the real pod
+labels) and grace periods. Redis's start script is run for real against a local redis-server."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path, PurePosixPath
 
 import kubernetes_validate
 import msgspec
 import pytest
+import redis
 from stack import SERVICES
 
+from mt_api.app import create_app
 from mt_contracts.settings import ApiSettings, WorkerServiceSettings, from_env
 from tests.deploy.manifests import (
     K8S_BASE,
     K8S_KEDA,
+    K8S_OBJECT_STORE,
     KUSTOMIZATION,
+    ROOT,
     Autoscaler,
     ClaimObject,
+    ConfigMap,
     Container,
     Document,
     Header,
+    NameRef,
+    NetworkPolicy,
     Objects,
     ScaledObject,
-    Secret,
     Service,
     Trigger,
+    TriggerAuthentication,
     Workload,
+    load_documents,
     load_kustomization,
+    redis_cli,
     render,
     settings_keys,
+    start_redis_script,
+    wait_for_redis,
 )
 
 BASE = Objects(render(K8S_BASE))
@@ -38,6 +52,9 @@ NAMESPACE = "model-trainer"
 # The oldest Kubernetes release docs/deploy.md promises, and the newest the installed schemas know.
 VERSIONS = ("1.29", kubernetes_validate.latest_version())
 WORKERS = {"tokenizer-worker": "QUEUE__TOKENIZER", "trainer-worker": "QUEUE__TRAINING"}
+SECRET = "model-trainer-secrets"
+# The app's own routes, without starting it (create_app connects to nothing until its lifespan starts).
+ROUTE_PATHS = {route.path for route in create_app(ApiSettings()).routes}
 
 
 def _label(document: Document) -> str:
@@ -59,9 +76,11 @@ def test_every_base_object_matches_the_kubernetes_schema(document: Document, ver
         pytest.fail(f"{_label(document)} at {'.'.join(map(str, exc.path))}: {exc.message}")
 
 
-@pytest.mark.parametrize("directory", [K8S_BASE, K8S_KEDA], ids=["base", "keda"])
+@pytest.mark.parametrize("directory", [K8S_BASE, K8S_KEDA, K8S_OBJECT_STORE], ids=["base", "keda", "object-store"])
 def test_each_kustomization_lists_every_manifest_in_its_folder(directory: Path) -> None:
-    local = {entry for entry in load_kustomization(directory).resources if "/" not in entry}
+    kustomization = load_kustomization(directory)
+    local = {entry for entry in kustomization.resources if "/" not in entry}
+    local |= {patch.path for patch in kustomization.patches if patch.path is not None}
     on_disk = {path.name for path in directory.glob("*.yaml")} - {KUSTOMIZATION}
     assert local == on_disk
 
@@ -71,7 +90,6 @@ def test_base_holds_the_deployment() -> None:
         [
             "Namespace/model-trainer",
             "ConfigMap/model-trainer-config",
-            "Secret/model-trainer-api-keys",
             "PersistentVolumeClaim/model-trainer-data",
             "PersistentVolumeClaim/model-trainer-corpus",
             "Service/redis",
@@ -81,6 +99,9 @@ def test_base_holds_the_deployment() -> None:
             "HorizontalPodAutoscaler/api",
             "Deployment/tokenizer-worker",
             "Deployment/trainer-worker",
+            "NetworkPolicy/redis",
+            "NetworkPolicy/api",
+            "NetworkPolicy/workers",
         ]
     )
     assert load_kustomization(K8S_BASE).namespace == NAMESPACE
@@ -94,26 +115,48 @@ def test_config_map_sets_only_settings_keys_with_valid_values() -> None:
     assert api.http.host == "0.0.0.0"
 
 
-def test_api_keys_secret_is_reserved_and_optional_for_the_api() -> None:
-    secret = msgspec.convert(BASE.raw("Secret", "model-trainer-api-keys"), Secret)
-    assert list(secret.string_data) == ["API__KEYS", "API__READ_ONLY_KEYS"]
+def _secret_refs(container: Container) -> dict[str, tuple[str, str, bool]]:
+    """Environment variables taken from a Secret: name -> (secret, key, optional)."""
+    refs = {}
+    for var in container.env:
+        if var.value_from is not None and var.value_from.secret_key_ref is not None:
+            ref = var.value_from.secret_key_ref
+            refs[var.name] = (ref.name, ref.key, ref.optional)
+    return refs
+
+
+@pytest.mark.parametrize("directory", [K8S_BASE, K8S_KEDA, K8S_OBJECT_STORE], ids=["base", "keda", "object-store"])
+def test_no_kustomization_ships_a_secret_that_apply_would_overwrite(directory: Path) -> None:
+    assert Objects(render(directory)).names("Secret") == []
+    kustomization = (directory / KUSTOMIZATION).read_text()
+    assert "secretGenerator" not in kustomization and "stringData" not in kustomization
+
+
+def test_pods_read_their_secrets_from_the_existing_secret_each_only_its_own() -> None:
+    s3 = {
+        "STORAGE__S3_ACCESS_KEY_ID": (SECRET, "STORAGE__S3_ACCESS_KEY_ID", True),
+        "STORAGE__S3_SECRET_ACCESS_KEY": (SECRET, "STORAGE__S3_SECRET_ACCESS_KEY", True),
+    }
     api = _app_container(BASE.workload("Deployment", "api"))
-    assert [source.secret_ref.name for source in api.env_from if source.secret_ref] == ["model-trainer-api-keys"]
-
-
-def test_containers_read_settings_from_the_config_map_and_set_no_other_keys() -> None:
-    config_maps = set(BASE.names("ConfigMap"))
-    secrets = set(BASE.names("Secret"))
-    for workload in BASE.workloads():
-        for container in workload.spec.template.spec.containers:
-            assert {var.name for var in container.env} <= settings_keys(), container.name
-            for source in container.env_from:
-                assert source.config_map_ref is None or source.config_map_ref.name in config_maps
-                assert source.secret_ref is None or source.secret_ref.name in secrets
-            if container.image == "model-trainer":
-                assert [s.config_map_ref.name for s in container.env_from if s.config_map_ref] == [
-                    "model-trainer-config"
-                ]
+    # API__KEYS is required: without it the pod does not start, rather than serve without authentication.
+    assert _secret_refs(api) == {
+        "API__KEYS": (SECRET, "API__KEYS", False),
+        "API__READ_ONLY_KEYS": (SECRET, "API__READ_ONLY_KEYS", True),
+        "REDIS__PASSWORD": (SECRET, "REDIS__PASSWORD", False),
+        **s3,
+    }
+    for name in WORKERS:
+        worker = _app_container(BASE.workload("Deployment", name))
+        assert _secret_refs(worker) == {"REDIS__PASSWORD": (SECRET, "REDIS__PASSWORD", False), **s3}, name
+    redis_container = _app_container(BASE.workload("StatefulSet", "redis"))
+    assert _secret_refs(redis_container) == {
+        "REDIS__PASSWORD": (SECRET, "REDIS__PASSWORD", False),
+        "REDISCLI_AUTH": (SECRET, "REDIS__PASSWORD", False),
+    }
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    assert f"kubectl -n {NAMESPACE} create secret generic {SECRET}" in docs
+    for key in ("API__KEYS", "API__READ_ONLY_KEYS", "REDIS__PASSWORD"):
+        assert f"{key}=" in docs, key
 
 
 def test_each_service_runs_its_module_from_the_image() -> None:
@@ -122,8 +165,13 @@ def test_each_service_runs_its_module_from_the_image() -> None:
         assert (container.image, container.command) == ("model-trainer", ["python", "-m", module])
 
 
-def test_api_is_probed_on_readyz_and_healthz_and_served_on_the_configured_port() -> None:
+def test_api_probes_are_routes_of_the_app_and_served_on_the_configured_port() -> None:
+    assert {"/healthz", "/readyz"} <= ROUTE_PATHS
     api = _app_container(BASE.workload("Deployment", "api"))
+    probes = [api.startup_probe, api.readiness_probe, api.liveness_probe]
+    assert all(
+        probe is not None and probe.http_get is not None and probe.http_get.path in ROUTE_PATHS for probe in probes
+    )
     (port,) = api.ports
     assert (port.name, port.container_port) == ("http", int(CONFIG.data["HTTP__PORT"]))
     assert api.readiness_probe is not None and api.readiness_probe.http_get is not None
@@ -166,13 +214,37 @@ def test_services_select_the_pods_of_a_workload() -> None:
 
 
 def test_redis_persists_an_append_only_file_on_its_own_claim() -> None:
-    redis = BASE.workload("StatefulSet", "redis")
-    container = _app_container(redis)
+    statefulset = BASE.workload("StatefulSet", "redis")
+    container = _app_container(statefulset)
     assert container.image.startswith("redis:7")
-    assert container.args[container.args.index("--appendonly") + 1] == "yes"
-    (claim,) = redis.spec.volume_claim_templates
+    assert container.command[:2] == ["sh", "-c"]
+    assert "exec redis-server --appendonly yes --appendfsync everysec --dir /data - <<EOF" in container.command[2]
+    (claim,) = statefulset.spec.volume_claim_templates
     assert [(m.name, m.mount_path) for m in container.volume_mounts] == [(claim.metadata.name, "/data")]
     assert container.readiness_probe is not None and container.readiness_probe.exec is not None
+
+
+def test_redis_start_script_and_probe_require_the_secrets_password(tmp_path: Path) -> None:
+    container = _app_container(BASE.workload("StatefulSet", "redis"))
+    script = container.command[2]
+    empty, _ = start_redis_script(script, tmp_path, "")
+    _, stderr = empty.communicate(timeout=10)
+    assert (empty.returncode, stderr) == (1, b"redis: REDIS__PASSWORD is empty in Secret/model-trainer-secrets\n")
+    password = "k8s-redis-password-0123456789"
+    process, port = start_redis_script(script, tmp_path, password)
+    try:
+        wait_for_redis(process, port, password).close()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=port).ping()
+        for probe in (container.readiness_probe, container.liveness_probe):
+            assert probe is not None and probe.exec is not None
+            command = [part.replace("redis-cli ping", f"{redis_cli()} -p {port} ping") for part in probe.exec.command]
+            for auth, expected in ((password, 0), ("wrong", 1)):
+                result = subprocess.run(command, env={"PATH": "/usr/bin:/bin", "REDISCLI_AUTH": auth}, check=False)
+                assert result.returncode == expected, auth
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
 
 
 def test_pods_run_as_non_root_with_read_only_root_and_writable_tmp_and_caches() -> None:
@@ -210,9 +282,11 @@ def test_shared_storage_is_read_write_many_and_mounted_where_the_settings_point(
             for m in pod.containers[0].volume_mounts
             if m.name in sources
         }
-        assert mounts[CONFIG.data["APP__CORPUS_ROOT"]] == ("model-trainer-corpus", True)
-        if name in WORKERS:
-            assert mounts[str(data_root)] == ("model-trainer-data", False)
+        # The API too, read-write: it reads what the workers write and writes exports.
+        assert mounts == {
+            CONFIG.data["APP__CORPUS_ROOT"]: ("model-trainer-corpus", True),
+            str(data_root): ("model-trainer-data", False),
+        }, name
 
 
 def test_keda_overlay_scales_each_worker_on_its_own_queue() -> None:
@@ -221,7 +295,14 @@ def test_keda_overlay_scales_each_worker_on_its_own_queue() -> None:
     assert load_kustomization(K8S_BASE).resources.count("scaledobjects.yaml") == 0  # base needs no KEDA CRDs
     overlay = Objects(render(K8S_KEDA))
     assert overlay.documents[: len(BASE.documents)] == BASE.documents
-    scaled = [msgspec.convert(d, ScaledObject) for d in overlay.documents[len(BASE.documents) :]]
+    added = list(zip(overlay.headers[len(BASE.documents) :], overlay.documents[len(BASE.documents) :], strict=True))
+    scaled = [msgspec.convert(d, ScaledObject) for header, d in added if header.kind == "ScaledObject"]
+    (auth,) = [
+        msgspec.convert(d, TriggerAuthentication) for header, d in added if header.kind == "TriggerAuthentication"
+    ]
+    assert [(t.parameter, t.name, t.key) for t in auth.spec.secret_target_ref] == [
+        ("password", SECRET, "REDIS__PASSWORD")
+    ]
     redis_address = f"redis.{NAMESPACE}.svc.cluster.local:6379"
     assert {s.spec.scale_target_ref.name: s.spec.triggers for s in scaled} == {
         name: [
@@ -233,6 +314,7 @@ def test_keda_overlay_scales_each_worker_on_its_own_queue() -> None:
                     "listName": CONFIG.data[queue_key],
                     "listLength": "1",
                 },
+                authentication_ref=NameRef(auth.metadata.name),
             )
         ]
         for name, queue_key in WORKERS.items()
@@ -242,8 +324,103 @@ def test_keda_overlay_scales_each_worker_on_its_own_queue() -> None:
         assert scaled_object.spec.scale_target_ref.name in overlay.names("Deployment")
         # The API is ready only while a worker of each kind is alive: never scale a kind to zero.
         assert 1 <= scaled_object.spec.min_replica_count < scaled_object.spec.max_replica_count
-    assert sorted(patch.target.name for patch in kustomization.patches) == sorted(WORKERS)
+    assert sorted(patch.target.name for patch in kustomization.patches if patch.target) == sorted(WORKERS)
     for patch in kustomization.patches:
-        assert patch.target.kind == "Deployment"
+        assert patch.target is not None and patch.target.kind == "Deployment"
         assert overlay.workload("Deployment", patch.target.name).spec.replicas is not None
         assert "path: /spec/replicas" in patch.patch
+
+
+def _policy(objects: Objects, name: str) -> NetworkPolicy:
+    return msgspec.convert(objects.raw("NetworkPolicy", name), NetworkPolicy)
+
+
+def _selected(policy_selector_labels: NetworkPolicy, objects: Objects) -> set[str]:
+    return {
+        w.metadata.name
+        for w in objects.workloads()
+        if policy_selector_labels.spec.pod_selector.selects(w.spec.template.metadata.labels)
+    }
+
+
+def _peer_workloads(policy: NetworkPolicy, objects: Objects) -> set[str]:
+    (rule,) = policy.spec.ingress
+    return {
+        w.metadata.name
+        for w in objects.workloads()
+        for peer in rule.from_
+        if peer.pod_selector is not None and peer.pod_selector.selects(w.spec.template.metadata.labels)
+    }
+
+
+def _port_names(objects: Objects, names: set[str]) -> set[str | int]:
+    return {
+        port.name or port.container_port
+        for name in names
+        for container in next(w for w in objects.workloads() if w.metadata.name == name).spec.template.spec.containers
+        for port in container.ports
+    }
+
+
+def test_only_the_api_and_the_workers_reach_redis() -> None:
+    policy = _policy(BASE, "redis")
+    assert _selected(policy, BASE) == {"redis"}
+    assert policy.spec.policy_types == ["Ingress"]
+    assert _peer_workloads(policy, BASE) == {"api", "tokenizer-worker", "trainer-worker"}
+    (rule,) = policy.spec.ingress
+    assert all(peer.namespace_selector is None for peer in rule.from_)  # this namespace only
+    assert {port.port for port in rule.ports} == {"redis"} <= _port_names(BASE, {"redis"})
+
+
+def test_only_the_ingress_controller_reaches_the_api_and_nobody_the_workers() -> None:
+    api = _policy(BASE, "api")
+    assert _selected(api, BASE) == {"api"}
+    (rule,) = api.spec.ingress
+    assert [peer.pod_selector for peer in rule.from_] == [None]
+    (peer,) = rule.from_
+    assert peer.namespace_selector is not None
+    assert peer.namespace_selector.match_labels == {"kubernetes.io/metadata.name": "ingress-nginx"}
+    assert {port.port for port in rule.ports} == {"http"} <= _port_names(BASE, {"api"})
+    workers = _policy(BASE, "workers")
+    assert _selected(workers, BASE) == set(WORKERS)
+    assert (workers.spec.policy_types, workers.spec.ingress) == (["Ingress"], [])
+    # Every pod is under a policy.
+    covered = set().union(*(_selected(_policy(BASE, name), BASE) for name in BASE.names("NetworkPolicy")))
+    assert covered == {w.metadata.name for w in BASE.workloads()}
+
+
+def test_keda_overlay_lets_only_the_keda_namespace_through_to_redis() -> None:
+    overlay = Objects(render(K8S_KEDA))
+    policy = _policy(overlay, "redis-from-keda")
+    assert _selected(policy, overlay) == {"redis"}
+    (rule,) = policy.spec.ingress
+    (peer,) = rule.from_
+    assert peer.pod_selector is None and peer.namespace_selector is not None
+    assert peer.namespace_selector.match_labels == {"kubernetes.io/metadata.name": "keda"}
+
+
+def test_object_store_overlay_sets_s3_storage_and_gives_each_pod_a_private_data_folder() -> None:
+    kustomization = load_kustomization(K8S_OBJECT_STORE)
+    assert kustomization.resources == ["../base"]
+    (config_patch,) = [patch.path for patch in kustomization.patches if patch.path is not None]
+    (document,) = load_documents(K8S_OBJECT_STORE / config_patch)
+    config = msgspec.convert(document, ConfigMap)
+    assert config.metadata.name == CONFIG.metadata.name
+    assert set(config.data) <= settings_keys()
+    merged = {**CONFIG.data, **config.data}
+    for storage in (from_env(ApiSettings, merged).storage, from_env(WorkerServiceSettings, merged).storage):
+        assert (storage.backend, storage.s3_bucket) == ("s3", "model-trainer")
+    targets = {patch.target.name: patch.patch for patch in kustomization.patches if patch.target is not None}
+    assert "$patch: delete" in targets.pop("model-trainer-data")
+    assert BASE.names("PersistentVolumeClaim").count("model-trainer-data") == 1
+    assert sorted(targets) == sorted(SERVICES)
+    for name, patch in targets.items():
+        # The patch replaces volume 0, which in the base is the data claim the pod mounts at /data.
+        assert "path: /spec/template/spec/volumes/0" in patch and "{name: data, emptyDir:" in patch, name
+        pod = BASE.workload("Deployment", name).spec.template.spec
+        first = pod.volumes[0]
+        assert (
+            first.persistent_volume_claim is not None
+            and first.persistent_volume_claim.claim_name == "model-trainer-data"
+        )
+        assert any(m.name == first.name and m.mount_path == "/data" for m in pod.containers[0].volume_mounts)

@@ -17,9 +17,10 @@ from arq.worker import Worker
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from mt_api.app import create_app
+from mt_api.auth import WS_UNAUTHORIZED
 from mt_contracts.settings import ApiSettings, GatewaySettings, WorkerServiceSettings
 from mt_storage.embedded_redis import free_port
 from tests.helpers import running_workers, wait_for
@@ -245,9 +246,11 @@ async def test_live_streams_take_an_access_token_and_read_only_keys_only_read(
         assert (await client.get(f"/tokenizers/{job_id}", headers=read)).json()["status"] == "queued"
 
         ws_url = server.replace("http", "ws") + f"/tokenizers/{job_id}/logs/ws"
-        with pytest.raises(InvalidStatus):
-            async with connect(f"{ws_url}?access_token=wrong"):
-                pass
+        # A wrong key: the handshake succeeds and the socket closes with 4401, the 401 of WebSockets.
+        async with connect(f"{ws_url}?access_token=wrong") as refused_socket:
+            with pytest.raises(ConnectionClosed) as closed:
+                await refused_socket.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == WS_UNAUTHORIZED
         async with connect(f"{ws_url}?access_token={READ_KEY}") as socket:
             first = msgspec.json.decode(await socket.recv())
             assert first["event"] == "status" and first["data"]["status"] == "queued"

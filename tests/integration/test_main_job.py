@@ -50,8 +50,13 @@ async def test_tokenizer_and_gpt2_trained_through_the_api(
     api_settings: ApiSettings, worker_settings: WorkerServiceSettings, redis: Redis
 ) -> None:
     async with AsyncTestClient(app=create_app(api_settings)) as client, running_workers(worker_settings):
-        ready = await wait_for(lambda: client.get("/readyz"), lambda r: r.status_code == 200, timeout=15)
-        assert ready.json() == {"status": "ok", "reasons": []}
+        # Ready at once (Redis and storage); the body reports each pool's live workers once they are up.
+        ready = await wait_for(
+            lambda: client.get("/readyz"),
+            lambda r: all(pool["live"] == 1 for pool in r.json()["workers"].values()),
+            timeout=15,
+        )
+        assert (ready.status_code, ready.json()["status"], ready.json()["reasons"]) == (200, "ok", [])
 
         # Tokenizer job: 202 with id and Location, then succeeded.
         response = await client.post("/tokenizers/train", json={"corpus_path": "small.txt", "vocab_size": VOCAB_SIZE})

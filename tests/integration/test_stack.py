@@ -32,7 +32,17 @@ def test_stack_starts_ready_and_stops_every_process(tmp_path: Path, corpus_root:
         assert stack.redis is not None
         redis_url = stack.redis.url
         response = httpx.get(f"{stack.api_url}/readyz")
-        assert (response.status_code, response.json()) == (200, {"status": "ok", "reasons": []})
+        assert (response.status_code, response.json()) == (
+            200,
+            {
+                "status": "ok",
+                "reasons": [],
+                "workers": {
+                    "tokenizer": {"queue": "mt:queue:tokenizer", "live": 1},
+                    "trainer": {"queue": "mt:queue:training", "live": 1},
+                },
+            },
+        )
         processes = list(stack.processes.values())
         assert len(processes) == 3
     assert all(process.poll() is not None for process in processes)

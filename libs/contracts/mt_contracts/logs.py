@@ -1,12 +1,14 @@
 """Log lines: the JSON shape shared by every service's stdout and each job's ``logs.jsonl``.
 
 A line holds ``ts`` (RFC 3339, UTC, milliseconds), ``level``, ``event``, ``message``, the job id when there
-is one, and the event's own fields.
+is one, and the event's own fields. Every line a service logs passes ``redact`` first, whichever logger wrote
+it (ours, ``uvicorn.error``, ``uvicorn.access``, libraries'): no API key or password reaches a log.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -18,6 +20,18 @@ _encoder = msgspec.json.Encoder()
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 # "event" becomes the line's event; uvicorn's "color_message" repeats the message with terminal colours.
 _DROPPED = frozenset({"event", "color_message"})
+
+
+# The value of an access_token query parameter (RFC 6750 section 2.3: browsers' live streams), wherever a URL
+# or a request line shows it; and the password of a URL's authority (redis://:<password>@host, s3://...).
+_ACCESS_TOKEN = re.compile(r"(?<=[?&]access_token=)[^&#\s\"'\\]+")
+_URL_PASSWORD = re.compile(r"(?<=://)([^:/@\s\"'\\]*):[^@/\s\"'\\]+@")
+REDACTED = "***"
+
+
+def redact(text: str) -> str:
+    """``text`` with every ``access_token`` query value and every password in a URL replaced by ``***``."""
+    return _URL_PASSWORD.sub(rf"\1:{REDACTED}@", _ACCESS_TOKEN.sub(REDACTED, text))
 
 
 def timestamp(moment: datetime | None = None) -> str:
@@ -40,16 +54,24 @@ class JsonFormatter(logging.Formatter):
         fields: dict[str, object] = {"logger": record.name}
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and key not in _DROPPED:
-                fields[key] = value if isinstance(value, str | int | float | bool | None) else repr(value)
+                if isinstance(value, str):
+                    fields[key] = redact(value)
+                elif isinstance(value, int | float | bool | None):
+                    fields[key] = value
+                else:
+                    fields[key] = redact(repr(value))
         if record.exc_info:
-            fields["exception"] = self.formatException(record.exc_info)
+            fields["exception"] = redact(self.formatException(record.exc_info))
         event = getattr(record, "event", record.name)
-        line = log_line(record.levelname.lower(), str(event), record.getMessage(), fields)
+        # Redacted after the arguments are merged in: uvicorn passes the request line as an argument.
+        line = log_line(record.levelname.lower(), str(event), redact(record.getMessage()), fields)
         return line.decode().rstrip("\n")
 
 
 def configure_logging(level: str) -> None:
-    """Send every log record to stdout as JSON at ``level`` (e.g. ``INFO``)."""
+    """Send every log record to stdout as JSON at ``level`` (e.g. ``INFO``), secrets redacted (``redact``).
+    Loggers that propagate to the root (uvicorn's with ``log_config=None``, every library's) share its
+    one handler, so none writes around the redaction."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

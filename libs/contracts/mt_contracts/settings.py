@@ -12,7 +12,8 @@ Errors::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Literal, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
 
@@ -23,10 +24,41 @@ class SettingsError(ValueError):
     """The environment does not describe valid settings; the message names the variable."""
 
 
-class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where job records and queues live. ``url`` is a redis:// DSN."""
+class RedisSettings(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+):
+    """Where job records and queues live. ``url`` is a redis:// DSN; ``password`` (kept apart from the URL so
+    that a ConfigMap can hold the URL and a Secret the password) is sent with ``AUTH`` when not empty, and
+    overrides a password written in the URL. Connect with ``dsn``, never ``url``."""
 
     url: str = "redis://127.0.0.1:6379/0"
+    password: str = ""
+
+    @property
+    def dsn(self) -> str:
+        """``url`` with ``password`` in its authority (``redis://:<password>@host:port/db``) when one is set."""
+        if not self.password:
+            return self.url
+        parts = urlsplit(self.url)
+        user = quote(parts.username or "", safe="")
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{user}:{quote(self.password, safe='')}@{host}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    def __repr__(self) -> str:
+        return f"RedisSettings(url={redact_url(self.url)!r}, password={'***' if self.password else ''!r})"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password in its authority replaced by ``***`` (for logs and error messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
 class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -40,6 +72,35 @@ class AppSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     corpus_root: str = "corpus"
     log_level: str = "INFO"
     stall_after_seconds: float = 60.0
+
+
+class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where artifacts are kept beyond this machine.
+
+    ``backend`` ``local`` (the default): the filesystem roots of ``AppSettings`` are the storage, shared by
+    every service through one volume (compose's named volumes, a ReadWriteMany claim). ``s3``: an
+    S3-compatible object store (MinIO, Ceph RGW, AWS S3, GCS interoperability) holds every finished artifact
+    folder, checkpoint, log and prepared dataset under ``s3_prefix`` in ``s3_bucket``; the local roots become
+    each service's working copy and cache. ``s3_endpoint_url`` is empty for AWS; ``s3_access_key_id`` and
+    ``s3_secret_access_key`` empty use the client's own credential chain (environment, web identity, instance
+    profile). ``s3_addressing_style`` is ``path`` (MinIO, Ceph) or ``virtual`` (AWS, GCS)."""
+
+    backend: Literal["local", "s3"] = "local"
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_addressing_style: Literal["path", "virtual"] = "path"
+
+    def __repr__(self) -> str:
+        secret = "***" if self.s3_secret_access_key else ""
+        return (
+            f"StorageSettings(backend={self.backend!r}, s3_bucket={self.s3_bucket!r}, "
+            f"s3_prefix={self.s3_prefix!r}, s3_endpoint_url={self.s3_endpoint_url!r}, "
+            f"s3_secret_access_key={secret!r})"
+        )
 
 
 class QueueSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -92,6 +153,10 @@ class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     read_only_keys: str = ""
     keepalive_seconds: float = 15.0
 
+    def __repr__(self) -> str:
+        counts = f"keys={len(self.key_list)}, read_only_keys={len(self.read_only_key_list)}"
+        return f"GatewaySettings({counts}, keepalive_seconds={self.keepalive_seconds!r})"
+
     @property
     def key_list(self) -> list[str]:
         """The configured keys, blanks dropped."""
@@ -126,6 +191,7 @@ class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     redis: RedisSettings = RedisSettings()
     app: AppSettings = AppSettings()
+    storage: StorageSettings = StorageSettings()
     queue: QueueSettings = QueueSettings()
     http: HttpSettings = HttpSettings()
     api: GatewaySettings = GatewaySettings()
@@ -138,6 +204,7 @@ class WorkerServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=T
 
     redis: RedisSettings = RedisSettings()
     app: AppSettings = AppSettings()
+    storage: StorageSettings = StorageSettings()
     queue: QueueSettings = QueueSettings()
     worker: WorkerSettings = WorkerSettings()
 

@@ -47,16 +47,25 @@ class EmbeddedRedis:
     """A ``redis-server`` on 127.0.0.1 with its data in ``data_dir``; a context manager.
 
     ``persistent`` turns on append-only persistence (``appendfsync everysec``); otherwise nothing is saved.
-    ``url`` is valid once the context is entered (the server answers PING).
+    ``password`` makes clients ``AUTH`` first (it is given to the server in a config file, not on its
+    command line). ``url`` (without the password) is valid once the context is entered (the server answers
+    PING).
     """
 
     def __init__(
-        self, data_dir: Path, *, persistent: bool = True, port: int | None = None, binary: Path | None = None
+        self,
+        data_dir: Path,
+        *,
+        persistent: bool = True,
+        port: int | None = None,
+        binary: Path | None = None,
+        password: str = "",
     ) -> None:
         self.data_dir = data_dir
         self.persistent = persistent
         self.port = port or free_port()
         self.binary = binary or find_redis_server()
+        self.password = password
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,8 +79,12 @@ class EmbeddedRedis:
             StorageError: it exited or did not answer within ``timeout`` seconds.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "redis.conf"
+        config.write_text(f'requirepass "{self.password}"\n' if self.password else "", encoding="utf-8")
+        config.chmod(0o600)
         args = [
             str(self.binary),
+            str(config),
             "--bind", "127.0.0.1",
             "--port", str(self.port),
             "--dir", str(self.data_dir),
@@ -82,7 +95,9 @@ class EmbeddedRedis:
         ]  # fmt: skip
         self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password or None, socket_connect_timeout=0.5
+        )
         try:
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -29,14 +30,33 @@ from arq.constants import (
     retry_key_prefix,
 )
 from arq.worker import Function, Worker, func
+from redis.asyncio import Redis as AsyncRedis
 
 from mt_contracts.logs import configure_logging
 from mt_contracts.queue import deserialize_job, serialize_job
 from mt_contracts.settings import WorkerServiceSettings, WorkerSettings, from_env
 from mt_storage.events import REDIS_DOWN
+from mt_storage.layout import Layout
+from mt_storage.marker import check_storage
+from mt_storage.store import open_store
 
 HEALTH_CHECK_SUFFIX = ":health-check"
 logger = logging.getLogger(__name__)
+
+
+def health_key(queue_name: str, host: str | None = None) -> str:
+    """The health key of the workers of ``queue_name`` on ``host`` (this machine's hostname by default):
+    ``<queue>:health-check:<host>``. A pod or container has its own hostname, so its liveness probe reads
+    its own worker's key, never one another pod keeps fresh."""
+    return f"{queue_name}{HEALTH_CHECK_SUFFIX}:{host or socket.gethostname()}"
+
+
+async def live_workers(client: AsyncRedis, queue_name: str) -> int:
+    """How many hosts (pods, containers) run a worker on ``queue_name`` whose health key is fresh."""
+    count = 0
+    async for _ in client.scan_iter(match=f"{queue_name}{HEALTH_CHECK_SUFFIX}:*", count=1000):
+        count += 1
+    return count
 
 
 class JobQueue(Protocol):
@@ -169,11 +189,12 @@ def build_worker(
     """An arq worker that runs each of ``tasks`` for its jobs on ``queue_name``; the handlers record every
     ending of their jobs themselves, given arq's try count.
 
-    The health key ``<queue_name>:health-check`` is refreshed every ``settings.health_check_interval``
-    seconds and expires one second after that. ``on_shutdown`` runs once the worker has stopped (close
-    connections there). On SIGTERM, running jobs get ``settings.shutdown_grace`` seconds to finish when
-    ``finish_jobs_on_shutdown``; otherwise they are cancelled at once (and handed back). ``background`` runs as
-    a task beside the worker from start-up to shutdown (the reapers), on the worker's own Redis pool.
+    The health key ``health_key(queue_name)`` (this host's own) is refreshed every
+    ``settings.health_check_interval`` seconds and expires one second after that. ``on_shutdown`` runs once
+    the worker has stopped (close connections there). On SIGTERM, running jobs get ``settings.shutdown_grace``
+    seconds to finish when ``finish_jobs_on_shutdown``; otherwise they are cancelled at once (and handed back).
+    ``background`` runs as a task beside the worker from start-up to shutdown (the reapers), on the worker's
+    own Redis pool.
     """
     running: list[asyncio.Task[None]] = []
 
@@ -198,6 +219,7 @@ def build_worker(
         max_jobs=settings.max_jobs,
         poll_delay=settings.poll_delay,
         health_check_interval=settings.health_check_interval,
+        health_check_key=health_key(queue_name),
         allow_abort_jobs=True,
         job_completion_wait=int(settings.shutdown_grace) if finish_jobs_on_shutdown else 0,
         job_serializer=serialize_job,
@@ -218,33 +240,38 @@ def _function(task: QueueTask, settings: WorkerSettings) -> Function:
 
 
 def read_health(redis_url: str, queue_name: str, timeout: float = 5.0) -> str | None:
-    """What a worker on ``queue_name`` last wrote to arq's health key ``<queue_name>:health-check`` (its time,
-    job counts and queue length), or None when no worker refreshed the key within its interval: the key
-    expires one second after ``WORKER__HEALTH_CHECK_INTERVAL``. Every worker on the queue writes the same key,
-    so this says that the queue has a live worker, not which one. ``timeout`` is seconds per Redis call.
+    """What this host's worker on ``queue_name`` last wrote to its health key (``health_key``: its time, job
+    counts and queue length), or None when it did not refresh the key within its interval: the key expires
+    one second after ``WORKER__HEALTH_CHECK_INTERVAL``. Workers on other hosts (pods) have keys of their own,
+    so a pod whose worker hangs is unhealthy however many others are alive. ``timeout`` is seconds per Redis
+    call.
 
     Raises:
         redis.RedisError: Redis did not answer.
     """
     client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
-        value = client.get(queue_name + HEALTH_CHECK_SUFFIX)
+        value = client.get(health_key(queue_name))
     finally:
         client.close()
     return value.decode() if isinstance(value, bytes) else None
 
 
 def check_health(redis_url: str, queue_name: str) -> int:
-    """The workers' ``--check`` probe, like ``arq --check``: prints the health value and returns 0 when a
-    worker on ``queue_name`` refreshed its health key in time; prints why not to stderr and returns 1 when
-    none did or Redis did not answer."""
+    """The workers' ``--check`` probe, like ``arq --check``: prints the health value and returns 0 when this
+    host's worker on ``queue_name`` refreshed its own health key in time; prints why not to stderr and returns
+    1 when it did not or Redis did not answer."""
     try:
         health = read_health(redis_url, queue_name)
     except redis.RedisError as exc:
         print(f"unhealthy: redis did not answer: {exc}", file=sys.stderr)
         return 1
     if health is None:
-        print(f"unhealthy: no live worker on queue {queue_name} (health key missing or expired)", file=sys.stderr)
+        key = health_key(queue_name)
+        print(
+            f"unhealthy: this host's worker on queue {queue_name} is not alive ({key} missing or expired)",
+            file=sys.stderr,
+        )
         return 1
     print(f"healthy: {queue_name}: {health}")
     return 0
@@ -257,16 +284,35 @@ def worker_main(
     argv: Sequence[str] | None = None,
 ) -> int:
     """The command line of a worker service (``python -m <prog>``): read settings from the environment, log
-    JSON to stdout and run until SIGINT/SIGTERM; ``--check`` is the liveness probe instead (exit 0 when a
-    worker on the queue refreshed arq's health key in time, else 1)."""
+    JSON to stdout and run until SIGINT/SIGTERM (exit 2 at once when its artifact storage is not the
+    deployment's: ``mt_storage.marker``); ``--check`` is the liveness probe instead (exit 0 when this
+    host's worker refreshed its own health key in time, else 1)."""
     parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=f"Run the {prog} worker.")
     parser.add_argument(
-        "--check", action="store_true", help="check arq's health key for the worker's queue and exit (0: healthy)"
+        "--check", action="store_true", help="check this host's worker's health key and exit (0: healthy)"
     )
     check = parser.parse_args(argv).check is True
     settings = from_env(WorkerServiceSettings, os.environ)
     if check:
-        return check_health(settings.redis.url, queue_of(settings))
+        return check_health(settings.redis.dsn, queue_of(settings))
     configure_logging(settings.app.log_level)
+    reason = asyncio.run(_storage_reason(settings))
+    if reason is not None:
+        print(f"{prog}: {reason}", file=sys.stderr)
+        return 2
     create(settings).run()
     return 0
+
+
+async def _storage_reason(settings: WorkerServiceSettings) -> str | None:
+    """Why this worker does not see the deployment's artifact storage (``mt_storage.marker``; with an object
+    store, the bucket and a writable cache), or None."""
+    store = open_store(settings.storage)
+    if store is not None and (reason := await asyncio.to_thread(store.check)):
+        return reason
+    client = AsyncRedis.from_url(settings.redis.dsn)
+    try:
+        root = Layout.from_settings(settings.app).artifacts_root
+        return await check_storage(client, root, shared=store is None)
+    finally:
+        await client.aclose()

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 import uvicorn
 
 from mt_api.app import create_app
-from mt_api.auth import RedactAccessTokens
 from mt_contracts.logs import configure_logging
 from mt_contracts.settings import ApiSettings, from_env
 
 
 def main() -> None:
     settings = from_env(ApiSettings, os.environ)
+    # One JSON handler on the root for every logger, uvicorn's included (log_config=None leaves them
+    # propagating to it), and it redacts secrets (access_token values, URL passwords) from every line.
     configure_logging(settings.app.log_level)
-    logging.getLogger("uvicorn.access").addFilter(RedactAccessTokens())
     uvicorn.run(
         create_app(settings),
         host=settings.http.host,

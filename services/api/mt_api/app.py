@@ -30,8 +30,8 @@ def create_app(settings: ApiSettings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis.url)
-        queue = await ArqJobQueue.connect(settings.redis.url)
+        redis = Redis.from_url(settings.redis.dsn)
+        queue = await ArqJobQueue.connect(settings.redis.dsn)
         services = Services(settings, redis, queue, metrics)
         holder.append(services)
         try:

@@ -69,11 +69,11 @@ class ByteRange(NamedTuple):
     stop: int
 
 
-def item_dir(layout: Layout, kind: str, item_id: str) -> Path:
+def item_dir(layout: Layout, kind: str, item_id: str, *, must_exist: bool = True) -> Path:
     """The item's folder.
 
     Raises:
-        NotFound: an unknown kind, an id not matching its kind's pattern, or no such folder.
+        NotFound: an unknown kind, an id not matching its kind's pattern, or (``must_exist``) no such folder.
     """
     if kind == "tokenizers" and is_tokenizer_id(item_id):
         directory = layout.tokenizer_dir(item_id)
@@ -83,7 +83,7 @@ def item_dir(layout: Layout, kind: str, item_id: str) -> Path:
         raise NotFound(f"no artifact kind {kind!r}; use tokenizers or models")
     else:
         raise NotFound(f"no {kind} artifact {item_id}")
-    if not directory.is_dir():
+    if must_exist and not directory.is_dir():
         raise NotFound(f"no {kind} artifact {item_id}")
     return directory
 

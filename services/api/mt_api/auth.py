@@ -8,17 +8,21 @@ constant time.
 
 Browsers cannot set headers on ``EventSource`` or ``WebSocket`` connections, so the live-stream routes
 (marked ``opt=QUERY_TOKEN``) also take the key as an ``access_token`` query parameter (RFC 6750 section
-2.3); the access log redacts it (``redact_access_tokens``).
+2.3); every log line redacts it (``mt_contracts.logs.redact``, on the one handler every logger shares).
+
+A WebSocket connection is upgraded before it is refused, so that the client sees why: it is closed with
+code 4401 (``WS_UNAUTHORIZED``, the HTTP status plus 4000, the private range of RFC 6455 section 7.4.2) and
+the 401's detail as the reason; browsers cannot read the HTTP status of a refused handshake.
 """
 
 from __future__ import annotations
 
 import hmac
-import logging
 import re
 
-from litestar.connection import ASGIConnection
+from litestar.connection import ASGIConnection, WebSocket
 from litestar.datastructures import State
+from litestar.exceptions import WebSocketException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
 
@@ -26,6 +30,9 @@ from mt_api import Forbidden, Unauthorized
 
 PUBLIC = {"public": True}
 QUERY_TOKEN = {"query_token": True}
+# WebSocket close codes with the meaning of HTTP 401 and 403 (4000 + the status, RFC 6455's private range).
+WS_UNAUTHORIZED = 4401
+WS_FORBIDDEN = 4403
 READ_METHODS = frozenset({"GET", "HEAD"})
 _REALM = 'Bearer realm="model-trainer"'
 _ACCESS_TOKEN = re.compile(r"(?<=[?&]access_token=)[^&#\s]*")
@@ -54,9 +61,23 @@ def key_guard(keys: list[str], read_only_keys: list[str]) -> Guard:
     full = [key.encode() for key in keys]
     read_only = [key.encode() for key in read_only_keys]
 
-    def guard(connection: ASGIConnection[object, object, object, State], handler: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[object, object, object, State], handler: BaseRouteHandler) -> None:
         if not (full or read_only) or handler.opt.get("public"):
             return
+        try:
+            _check(connection, handler)
+        except (Unauthorized, Forbidden) as exc:
+            if not isinstance(connection, WebSocket):
+                raise
+            # Accept, then close with the 401's meaning and detail: a refused handshake would reach the
+            # client as a bare 403 it cannot read.
+            await connection.accept()
+            code = WS_UNAUTHORIZED if isinstance(exc, Unauthorized) else WS_FORBIDDEN
+            # A close frame's reason holds at most 123 bytes (RFC 6455 section 5.5).
+            reason = exc.detail.encode()[:123].decode(errors="ignore")
+            raise WebSocketException(detail=reason, code=code) from exc
+
+    def _check(connection: ASGIConnection[object, object, object, State], handler: BaseRouteHandler) -> None:
         sent = _sent_key(connection, handler)
         if not sent:
             where = " (or an access_token query parameter)" if handler.opt.get("query_token") else ""
@@ -80,18 +101,3 @@ def key_guard(keys: list[str], read_only_keys: list[str]) -> Guard:
             )
 
     return guard
-
-
-def redact_access_tokens(text: str) -> str:
-    """``text`` with the value of every ``access_token`` query parameter replaced by ``***``."""
-    return _ACCESS_TOKEN.sub("***", text)
-
-
-class RedactAccessTokens(logging.Filter):
-    """Removes ``access_token`` values from uvicorn's access log lines (their arguments hold the path with
-    its query string)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact_access_tokens(arg) if isinstance(arg, str) else arg for arg in record.args)
-        return True

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from mt_api import ApiError
 from mt_api.tracing import request_id
+from mt_storage.store import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,20 @@ def _redis_error(request: Request[object, object, State], exc: RedisError) -> Re
     return problem_response(request, 503, detail, slug="unavailable")
 
 
+def _store_error(request: Request[object, object, State], exc: StoreError) -> Response[Problem]:
+    logger.error(
+        "artifact store failed",
+        extra={
+            "event": "store_error",
+            "path": request.url.path,
+            "error": str(exc),
+            "request_id": request_id(request.scope),
+        },
+    )
+    detail = "the artifact store (STORAGE__BACKEND=s3) failed this request; retry shortly or check the store"
+    return problem_response(request, 503, detail, slug="unavailable")
+
+
 def _internal(request: Request[object, object, State], exc: Exception) -> Response[Problem]:
     logger.error(
         "unhandled error",
@@ -137,5 +152,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ApiError: _api_error,
     HTTPException: _http_exception,
     RedisError: _redis_error,
+    StoreError: _store_error,
     Exception: _internal,
 }

@@ -1,5 +1,6 @@
 """``GET /metrics`` in the Prometheus text format: HTTP requests by route (count and latency histogram),
-live log streams open, jobs by kind and status, queue depth per queue and training tokens per second.
+live log streams open, jobs by kind and status, queue depth per queue, live workers per kind and training
+tokens per second.
 
 Each app owns its ``CollectorRegistry``, so several apps in one process (tests) never collide. Job, queue
 and throughput gauges are read from Redis when scraped.
@@ -39,6 +40,12 @@ class Metrics:
         )
         self.jobs = Gauge("mt_jobs", "Job records by kind and status.", ["kind", "status"], registry=self.registry)
         self.queue_depth = Gauge("mt_queue_depth", "Jobs waiting in each arq queue.", ["queue"], registry=self.registry)
+        self.workers = Gauge(
+            "mt_workers_live",
+            "Workers (pods) of each kind whose health key is fresh.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.tokens_per_second = Gauge(
             "mt_training_tokens_per_second",
             "Training tokens per second summed over running runs (each run's latest progress report).",
@@ -46,15 +53,23 @@ class Metrics:
         )
 
     async def render(
-        self, redis: Redis, tokenizers: JobStore[TokenizerJob], runs: JobStore[RunJob], queues: list[str]
+        self,
+        redis: Redis,
+        tokenizers: JobStore[TokenizerJob],
+        runs: JobStore[RunJob],
+        queues: list[str],
+        workers: dict[str, int],
     ) -> bytes:
-        """Refresh the job, queue and throughput gauges from Redis and render every metric."""
+        """Refresh the job, queue, worker and throughput gauges from Redis and render every metric; ``workers``
+        is each worker kind's live worker count."""
         for kind, store in (("tokenizer", tokenizers), ("run", runs)):
             counts = await store.count_by_status()
             for status in _STATUSES:
                 self.jobs.labels(kind=kind, status=status).set(counts.get(status, 0))
         for queue in queues:
             self.queue_depth.labels(queue=queue).set(await redis.zcard(queue))
+        for kind, live in workers.items():
+            self.workers.labels(kind=kind).set(live)
         total = 0.0
         for run_id in await runs.active_ids():
             run = await runs.get(run_id)

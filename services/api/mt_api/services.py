@@ -3,6 +3,10 @@ queue and the inference processes."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -13,11 +17,14 @@ from mt_api.metrics import Metrics
 from mt_api.tokenizer_cache import TokenizerCache
 from mt_contracts.jobs import EvalJob, RunJob, TokenizerJob
 from mt_contracts.settings import ApiSettings
+from mt_storage.checkpoints import INDEX, MODEL_CONFIG, read_index
 from mt_storage.events import JobEvents
 from mt_storage.jobs import JobStore, eval_jobs, run_jobs, tokenizer_jobs
 from mt_storage.layout import Layout
 from mt_storage.lifecycle import Lifecycle
-from mt_storage.queue import HEALTH_CHECK_SUFFIX, JobQueue
+from mt_storage.marker import check_storage
+from mt_storage.queue import JobQueue, live_workers
+from mt_storage.store import Mirror, open_store
 
 
 class Services:
@@ -31,6 +38,8 @@ class Services:
         self.redis = redis
         self.queue = queue
         self.layout = Layout.from_settings(settings.app)
+        # With an object store, the artifacts root is this API's cache of it (STORAGE__BACKEND=s3).
+        self.mirror = Mirror(open_store(settings.storage), self.layout)
         self.tokenizers: JobStore[TokenizerJob] = tokenizer_jobs(redis)
         self.runs: JobStore[RunJob] = run_jobs(redis)
         self.evals: JobStore[EvalJob] = eval_jobs(redis)
@@ -43,17 +52,63 @@ class Services:
         self.inference = InferencePool(settings.inference)
 
     async def readiness(self) -> list[str]:
-        """Reasons the service is not ready; empty when Redis answers and each worker kind has a fresh
-        health key (arq refreshes it every ``WORKER__HEALTH_CHECK_INTERVAL`` seconds)."""
+        """Reasons the gateway cannot serve; empty when Redis answers and the artifact storage is the one the
+        workers write (``mt_storage.marker``). Worker pools are not part of it: a stopped pool delays new
+        jobs, but downloads, reads and streams still work (``worker_pools`` reports them)."""
         try:
             await self.redis.ping()
         except (RedisError, OSError) as exc:
             return [f"redis unreachable: {exc}"]
-        reasons = []
-        for kind, queue_name in (
-            ("tokenizer", self.settings.queue.tokenizer),
-            ("trainer", self.settings.queue.training),
-        ):
-            if not await self.redis.exists(queue_name + HEALTH_CHECK_SUFFIX):
-                reasons.append(f"no live {kind} worker on queue {queue_name}")
-        return reasons
+        if self.mirror.store is not None:
+            reasons = [await asyncio.to_thread(self.mirror.store.check)]
+            reasons.append(await check_storage(self.redis, self.layout.artifacts_root, shared=False))
+            return [reason for reason in reasons if reason]
+        reason = await check_storage(self.redis, self.layout.artifacts_root)
+        return [reason] if reason else []
+
+    async def pull(self, directory: Path, *, committed: bool = True) -> bool:
+        """Bring ``directory`` from the object store into this API's cache (``Mirror.pull``); a no-op
+        without one. Returns whether the folder is there."""
+        if not self.mirror.enabled:
+            return True
+        return await asyncio.to_thread(self.mirror.pull, directory, committed=committed)
+
+    async def pull_file(self, path: Path) -> None:
+        """Refresh one file (a log, an index) from the object store, when there is one."""
+        if self.mirror.enabled:
+            await asyncio.to_thread(self.mirror.pull_file, path)
+
+    async def push(self, directory: Path) -> None:
+        """Upload a folder this API wrote (an export) to the object store, manifest last."""
+        if self.mirror.enabled:
+            await asyncio.to_thread(self.mirror.push, directory)
+
+    async def fetch_weights(self, run_id: str, tokenizer_id: str, checkpoint: int | None) -> None:
+        """Bring what ``resolve_weights`` and the inference processes read for run ``run_id`` into the cache:
+        the finished model folder, or the checkpoint index, model config, tokenizer and the checkpoint."""
+        if not self.mirror.enabled:
+            return
+        if checkpoint is None:
+            await self.pull(self.layout.model_dir(run_id))
+            return
+        run_dir = self.layout.run_dir(run_id)
+        await self.pull_file(run_dir / INDEX)
+        await self.pull_file(run_dir / MODEL_CONFIG)
+        await self.pull(self.layout.tokenizer_dir(tokenizer_id))
+        for entry in await asyncio.to_thread(read_index, run_dir):
+            if entry.step == checkpoint:
+                await self.pull_file(run_dir / entry.path)
+
+    async def worker_pools(self) -> dict[str, WorkerPool]:
+        """Each worker kind's queue and how many of its workers (hosts) have a fresh health key."""
+        pools = {"tokenizer": self.settings.queue.tokenizer, "trainer": self.settings.queue.training}
+        return {
+            kind: WorkerPool(queue=queue, live=await live_workers(self.redis, queue)) for kind, queue in pools.items()
+        }
+
+
+class WorkerPool(msgspec.Struct, frozen=True):
+    """A worker kind's queue and its live workers (one per pod or container whose health key is fresh)."""
+
+    queue: str
+    live: int

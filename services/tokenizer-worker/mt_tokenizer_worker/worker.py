@@ -4,6 +4,8 @@ they have attempts left: training starts over and, being deterministic, writes t
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 import msgspec
@@ -29,6 +31,9 @@ from mt_storage.lifecycle import Change, Lifecycle
 from mt_storage.queue import JobQueue, QueueTask, build_worker
 from mt_storage.reaper import Reaper, attempts_left
 from mt_storage.runner import JobRunner, Prepared, check_timing
+from mt_storage.store import Mirror, StoreError, open_store
+
+logger = logging.getLogger(__name__)
 
 
 class TokenizerWork:
@@ -38,8 +43,9 @@ class TokenizerWork:
     module = "mt_tokenizer_worker.process"
     out_of_memory_hint = "lower input_sentence_size or train on a smaller corpus"
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, mirror: Mirror | None = None) -> None:
         self.layout = layout
+        self.mirror = mirror
 
     def logs_path(self, job: TokenizerJob) -> Path:
         return self.layout.tokenizer_logs(job.id)
@@ -65,6 +71,10 @@ class TokenizerWork:
     async def commit(self, job: TokenizerJob, outcome: TokenizerTrained, log: JobLog) -> Change[TokenizerJob]:
         out_dir = self.layout.tokenizer_dir(job.id)
         atomic_write_bytes(out_dir / MANIFEST, bytes(outcome.manifest))
+        if self.mirror is not None:
+            # With an object store the folder is uploaded (manifest last) before the job is recorded
+            # succeeded, so whoever sees the status can read it.
+            await asyncio.to_thread(self.mirror.push, out_dir)
         result = TokenizerResult(
             vocab_size=outcome.vocab_size,
             special_tokens=outcome.special_tokens,
@@ -86,19 +96,32 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     """
     check_timing(settings.app.stall_after_seconds, settings.worker.heartbeat_interval)
     layout = Layout.from_settings(settings.app)
-    redis = Redis.from_url(settings.redis.url)
+    redis = Redis.from_url(settings.redis.dsn)
     lifecycle = Lifecycle(tokenizer_jobs(redis), "tokenizer", settings.app.stall_after_seconds)
     publisher = LivePublisher(redis)
+    mirror = Mirror(open_store(settings.storage), layout)
     queues: list[JobQueue] = []
     runner: JobRunner[TokenizerJob, TokenizerTrained] = JobRunner(
         lifecycle,
-        TokenizerWork(layout),
+        TokenizerWork(layout, mirror if mirror.enabled else None),
         settings.worker,
         queue=lambda: queues[0] if queues else None,
         publisher=publisher,
         roots=layout.roots(),
         timeout_seconds=settings.worker.tokenizer_job_timeout,
     )
+
+    async def handle(tokenizer_id: str, job_try: int) -> None:
+        try:
+            await runner.run(tokenizer_id, job_try)
+        finally:
+            # With an object store: whatever the ending, the folder (manifest last, once committed) and its log.
+            try:
+                await asyncio.to_thread(mirror.push, layout.tokenizer_dir(tokenizer_id))
+            except StoreError as exc:
+                logger.error(
+                    "tokenizer upload failed", extra={"event": "store_error", "job_id": tokenizer_id, "error": str(exc)}
+                )
 
     async def shutdown() -> None:
         await publisher.aclose()
@@ -116,9 +139,9 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         ).run_forever()
 
     return build_worker(
-        tasks=[QueueTask(TRAIN_TOKENIZER_TASK, runner.run, settings.worker.tokenizer_job_timeout)],
+        tasks=[QueueTask(TRAIN_TOKENIZER_TASK, handle, settings.worker.tokenizer_job_timeout)],
         queue_name=settings.queue.tokenizer,
-        redis_url=settings.redis.url,
+        redis_url=settings.redis.dsn,
         settings=settings.worker,
         burst=burst,
         handle_signals=handle_signals,

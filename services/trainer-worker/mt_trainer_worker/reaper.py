@@ -15,16 +15,27 @@ from mt_storage.layout import Layout
 from mt_storage.lifecycle import Lifecycle
 from mt_storage.queue import JobQueue
 from mt_storage.reaper import Reaper, attempts_left
+from mt_storage.store import Mirror
 
 
 def run_reaper(
-    lifecycle: Lifecycle[RunJob], queue: JobQueue, layout: Layout, settings: WorkerServiceSettings
+    lifecycle: Lifecycle[RunJob],
+    queue: JobQueue,
+    layout: Layout,
+    settings: WorkerServiceSettings,
+    mirror: Mirror | None = None,
 ) -> Reaper[RunJob]:
-    """The reaper of training runs."""
+    """The reaper of training runs; with an object store (``mirror``) a checkpoint counts when the store
+    has one, since the pod that wrote it is gone."""
     attempts = attempts_left(settings.worker.max_tries)
 
+    def has_checkpoint(run_id: str) -> bool:
+        if mirror is not None and mirror.enabled:
+            return mirror.has_checkpoint(layout.run_dir(run_id))
+        return bool(read_index(layout.run_dir(run_id)))
+
     def cannot_retry(job: RunJob) -> str | None:
-        return "it has no checkpoint" if not read_index(layout.run_dir(job.id)) else attempts(job)
+        return "it has no checkpoint" if not has_checkpoint(job.id) else attempts(job)
 
     return Reaper(
         lifecycle,

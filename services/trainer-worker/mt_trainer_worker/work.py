@@ -7,6 +7,7 @@ an evaluation is read-only and simply runs again on its next attempt.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import msgspec
@@ -28,6 +29,7 @@ from mt_storage.jobs import JobStore
 from mt_storage.layout import LOGS, MANIFEST, Layout
 from mt_storage.lifecycle import Change
 from mt_storage.runner import JobFailed, Prepared
+from mt_storage.store import Mirror
 
 
 def _write(layout: Layout, path: Path, data: bytes) -> None:
@@ -45,9 +47,10 @@ class RunWork:
     module = "mt_trainer_worker.training"
     out_of_memory_hint = "lower batch_size, block_size or n_embd"
 
-    def __init__(self, layout: Layout, settings: WorkerSettings) -> None:
+    def __init__(self, layout: Layout, settings: WorkerSettings, mirror: Mirror | None = None) -> None:
         self.layout = layout
         self.settings = settings
+        self.mirror = mirror
 
     def logs_path(self, job: RunJob) -> Path:
         return self.layout.run_logs(job.id)
@@ -113,6 +116,9 @@ class RunWork:
         )
         atomic_write_bytes(self.layout.run_manifest(job.id), codec.encode(manifest))
         atomic_write_bytes(model_dir / MANIFEST, codec.encode(outcome.manifest))
+        if self.mirror is not None:
+            # With an object store the run's folders are uploaded before the run is recorded succeeded.
+            await asyncio.to_thread(self.mirror.push_run, job.id)
         metrics = outcome.metrics
         log.write(
             "info", "trained",

@@ -19,6 +19,7 @@ from mt_storage.layout import Layout
 from mt_storage.lifecycle import Lifecycle
 from mt_storage.queue import JobQueue, QueueTask, build_worker
 from mt_storage.runner import JobRunner, check_timing
+from mt_storage.store import Mirror, open_store
 from mt_trainer_worker.reaper import eval_reaper, run_reaper
 from mt_trainer_worker.work import EvalWork, RunWork
 
@@ -31,8 +32,12 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         SettingsError: the stall limit is too short for the heartbeat interval.
     """
     check_timing(settings.app.stall_after_seconds, settings.worker.heartbeat_interval)
-    redis = Redis.from_url(settings.redis.url)
+    redis = Redis.from_url(settings.redis.dsn)
     layout = Layout.from_settings(settings.app)
+    # With an object store: pull what a run reads before it starts, push checkpoints as they are written,
+    # the run's folders before it is recorded succeeded (RunWork.commit) and whatever is left when it ends
+    # (Mirror.around_run); nothing without one.
+    mirror = Mirror(open_store(settings.storage), layout)
     stall_after = settings.app.stall_after_seconds
     runs = Lifecycle(run_jobs(redis), "run", stall_after)
     evals = Lifecycle(eval_jobs(redis), "evaluation", stall_after)
@@ -44,7 +49,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
 
     run_runner: JobRunner[RunJob, Finished] = JobRunner(
         runs,
-        RunWork(layout, settings.worker),
+        RunWork(layout, settings.worker, mirror if mirror.enabled else None),
         settings.worker,
         queue=queue,
         publisher=publisher,
@@ -61,6 +66,21 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         timeout_seconds=settings.worker.eval_job_timeout,
     )
 
+    poll = settings.worker.heartbeat_interval
+
+    async def train(run_id: str, job_try: int) -> None:
+        job = await runs.store.get(run_id) if mirror.enabled else None
+        tokenizer_id = job.request.tokenizer_id if job is not None else None
+        await mirror.around_run(run_id, tokenizer_id, lambda: run_runner.run(run_id, job_try), poll)
+
+    async def evaluate(eval_id: str, job_try: int) -> None:
+        job = await evals.store.get(eval_id) if mirror.enabled else None
+        run = await runs.store.get(job.run_id) if job is not None else None
+        if job is None or run is None:
+            await eval_runner.run(eval_id, job_try)
+            return
+        await mirror.around_run(run.id, run.request.tokenizer_id, lambda: eval_runner.run(eval_id, job_try), poll)
+
     async def shutdown() -> None:
         await publisher.aclose()
         await redis.aclose()
@@ -68,17 +88,17 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     async def reapers(job_queue: JobQueue) -> None:
         queues.append(job_queue)
         await asyncio.gather(
-            run_reaper(runs, job_queue, layout, settings).run_forever(),
+            run_reaper(runs, job_queue, layout, settings, mirror).run_forever(),
             eval_reaper(evals, job_queue, settings).run_forever(),
         )
 
     return build_worker(
         tasks=[
-            QueueTask(TRAIN_MODEL_TASK, run_runner.run, settings.worker.training_job_timeout),
-            QueueTask(EVALUATE_MODEL_TASK, eval_runner.run, settings.worker.eval_job_timeout),
+            QueueTask(TRAIN_MODEL_TASK, train, settings.worker.training_job_timeout),
+            QueueTask(EVALUATE_MODEL_TASK, evaluate, settings.worker.eval_job_timeout),
         ],
         queue_name=settings.queue.training,
-        redis_url=settings.redis.url,
+        redis_url=settings.redis.dsn,
         settings=settings.worker,
         burst=burst,
         handle_signals=handle_signals,

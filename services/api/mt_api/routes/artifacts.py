@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, Parameter
 from litestar.response import Stream
 
-from mt_api import RangeNotSatisfiable
+from mt_api import NotFound, RangeNotSatisfiable
 from mt_api.artifacts import (
     ArtifactListing,
     ByteRange,
@@ -37,9 +37,23 @@ async def list_artifact(
 ) -> ArtifactListing:
     """The item's files (``kind`` ``tokenizers`` or ``models``): relative path, size, sha256 and modified
     time, sorted by path."""
+    await _fetch(services, kind, item_id, everything=True)
     directory = item_dir(services.layout, kind, item_id)
     files = await asyncio.to_thread(list_files, directory, services.digests)
     return ArtifactListing(kind=kind, id=item_id, files=files)
+
+
+async def _fetch(services: Services, kind: str, item_id: str, *, everything: bool) -> None:
+    """With an object store, bring the item into this API's cache first: its committed files (once; they
+    never change), and with ``everything`` what else the store holds under it (logs, evaluations, exports)."""
+    if not services.mirror.enabled:
+        return
+    try:
+        directory = item_dir(services.layout, kind, item_id, must_exist=False)
+    except NotFound:
+        return  # an unknown kind or id: item_dir answers it below
+    if not await services.pull(directory) or everything:
+        await services.pull(directory, committed=False)
 
 
 def _answer(
@@ -90,7 +104,9 @@ async def download_artifact(
     if_range: IfRangeHeader = None,
 ) -> Stream | Response[None]:
     """One file of the item, streamed; ``Range`` (single, open-ended, suffix, several as
-    multipart/byteranges) and ``If-Range`` as RFC 9110 specifies."""
+    multipart/byteranges) and ``If-Range`` as RFC 9110 specifies. With an object store the file is served
+    from this API's verified cache of the item (docs/deploy.md says why)."""
+    await _fetch(services, kind, item_id, everything=False)
     file = resolve_file(item_dir(services.layout, kind, item_id), path)
     return _answer(file, range_header, if_range, with_body=True)
 
@@ -105,6 +121,7 @@ async def head_artifact(
     if_range: IfRangeHeader = None,
 ) -> Response[None]:
     """The download's headers without its body."""
+    await _fetch(services, kind, item_id, everything=False)
     file = resolve_file(item_dir(services.layout, kind, item_id), path)
     answer = _answer(file, range_header, if_range, with_body=False)
     if isinstance(answer, Stream):

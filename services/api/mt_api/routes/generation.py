@@ -36,6 +36,7 @@ async def generate_text(
     no final weights yet; 404 for an unknown run or checkpoint; 503 when the inference process does not
     answer within ``INFERENCE__TIMEOUT`` seconds."""
     run = await find_run(services, run_id)
+    await services.fetch_weights(run.id, run.request.tokenizer_id, data.checkpoint)
     weights = check_weights(services.layout, run, data.checkpoint)
     seed = data.seed if data.seed is not None else secrets.randbelow(2**32)
     outcome = await services.inference.call(GenerateCall(weights=weights, request=data, seed=seed))
@@ -53,6 +54,7 @@ async def export_model(
     (written once, under ``export/step-<n>/``), with its files' sizes and sha256. 409 when the run has no
     final weights yet; 404 for an unknown run or checkpoint."""
     run = await find_run(services, run_id)
+    await services.fetch_weights(run.id, run.request.tokenizer_id, data.checkpoint)
     weights = check_weights(services.layout, run, data.checkpoint)
     if weights.checkpoint is None:
         manifest = codec.decode((services.layout.model_dir(run.id) / MANIFEST).read_bytes(), ModelManifest)
@@ -63,6 +65,7 @@ async def export_model(
     outcome = await services.inference.call(ExportCall(weights=weights, export_dir=str(export_dir)))
     match outcome:
         case Exported(manifest=exported):
+            await services.push(export_dir)  # shared through the object store, when there is one
             return ExportResponse(
                 run_id=run.id,
                 checkpoint=weights.checkpoint,

@@ -65,7 +65,9 @@ def _log_path(services: Services, kind: _Kind, job_id: str) -> Path:
 
 async def _tail(services: Services, kind: _Kind, job_id: str, tail: int) -> LogTail:
     await _job(services, kind, job_id)
-    lines = tail_lines(_log_path(services, kind, job_id), tail)
+    path = _log_path(services, kind, job_id)
+    await services.pull_file(path)  # the object store's copy, uploaded when the job ends
+    lines = tail_lines(path, tail)
     return LogTail(job_id=job_id, lines=[msgspec.Raw(line) for line in lines])
 
 

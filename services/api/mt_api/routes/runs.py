@@ -32,7 +32,7 @@ from mt_contracts.jobs import (
 )
 from mt_contracts.queue import TRAIN_MODEL_TASK
 from mt_contracts.requests import ResumeRunRequest, TrainRunRequest
-from mt_storage.checkpoints import read_index
+from mt_storage.checkpoints import INDEX, read_index
 from mt_storage.lifecycle import shown
 
 
@@ -91,6 +91,7 @@ async def resume_run(
     job = await _get(services, run_id)
     if job.status not in {"failed", "cancelled"}:
         raise Conflict(f"run {run_id} is {job.status}; only a failed or cancelled run can be resumed")
+    await services.pull_file(services.layout.run_dir(run_id) / INDEX)
     checkpoints = read_index(services.layout.run_dir(run_id))
     if not checkpoints:
         raise Conflict(f"run {run_id} has no checkpoint to resume from; submit it again with POST /runs/train")
@@ -111,6 +112,7 @@ async def resume_run(
 async def list_checkpoints(run_id: FromPath[str], services: NamedDependency[Services]) -> list[CheckpointInfo]:
     """The run's kept checkpoints, oldest first: step, path, size in bytes, time, losses."""
     await _get(services, run_id)
+    await services.pull_file(services.layout.run_dir(run_id) / INDEX)
     return read_index(services.layout.run_dir(run_id))
 
 
@@ -120,6 +122,7 @@ async def run_metrics(run_id: FromPath[str], services: NamedDependency[Services]
     validation is the final one over the whole split. Read from the run's ``logs.jsonl``, where each event is
     stored once."""
     await _get(services, run_id)
+    await services.pull_file(services.layout.run_logs(run_id))
     return await asyncio.to_thread(_read_series, services.layout.run_logs(run_id))
 
 

@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from mt_api import Conflict, NotFound
+from mt_api import Conflict, NotFound, Unavailable
 from mt_api.routes.common import accepted, cancel, enqueue, new_id, page
 from mt_api.services import Services
 from mt_api.validation import check_tokenizer_request
@@ -73,9 +73,15 @@ async def encode_text(
     job = await services.tokenizers.get(tokenizer_id) if is_tokenizer_id(tokenizer_id) else None
     if job is None:
         raise NotFound(f"no tokenizer {tokenizer_id}")
-    directory = services.layout.tokenizer_dir(tokenizer_id)
-    if job.status != "succeeded" or not (directory / MANIFEST).is_file():
+    if job.status != "succeeded":
         raise Conflict(f"tokenizer {tokenizer_id} is {job.status}; only a succeeded tokenizer encodes")
+    directory = services.layout.tokenizer_dir(tokenizer_id)
+    await services.pull(directory)
+    if not await asyncio.to_thread((directory / MANIFEST).is_file):
+        raise Unavailable(
+            f"tokenizer {tokenizer_id} succeeded, but its files are not in this API's artifact storage "
+            f"({directory}); the API must mount the workers' storage (see /readyz and docs/deploy.md)"
+        )
     return await services.tokenizer_cache.encode(tokenizer_id, directory, data.text)
 
 

@@ -1,0 +1,396 @@
+"""The artifact store: where finished folders are shared beyond one machine, behind a small Protocol.
+
+``STORAGE__BACKEND=local`` (the default) has no store: the filesystem roots are shared by every service (one
+volume) and nothing is copied. ``s3`` keeps every committed folder in an S3-compatible bucket; the local roots
+are each service's working copy and cache, kept in step by ``Mirror``:
+
+- ``push`` uploads a local folder after its atomic local write: every file first, each ``manifest.json``
+  last (the deepest first, the folder's own at the very end). An object store has no rename, so the manifest
+  object is the commit point, as the manifest file is on disk.
+- ``pull`` downloads a folder into the local root before it is read: the files, each checked against the
+  manifest's size and sha256 (others against the store's size and MD5 ETag), into a temporary file renamed
+  into place, then the manifest. With ``committed`` it does nothing for a prefix that has no manifest.
+
+Keys mirror the layout: ``<prefix>artifacts/<path under APP__ARTIFACTS_ROOT>`` and
+``<prefix>runs/<path under APP__RUNS_ROOT>``. New backends register in ``STORES``.
+
+Errors::
+
+    StorageError
+    └── StoreError      the object store refused or failed a request; names the bucket and key
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from mt_contracts import codec
+from mt_contracts.jobs import CheckpointInfo
+from mt_contracts.manifests import FileEntry
+from mt_contracts.settings import StorageSettings
+from mt_storage import StorageError
+from mt_storage.checkpoints import CHECKPOINTS_DIR, INDEX, read_index
+from mt_storage.files import FILE_MODE, sha256_file
+from mt_storage.layout import LOGS, MANIFEST, Layout
+from mt_storage.marker import MARKER
+
+logger = logging.getLogger(__name__)
+
+# Objects up to this size are uploaded in one part, so their ETag is their MD5 (boto3's multipart threshold).
+SINGLE_PART_LIMIT = 8 * 1024 * 1024
+# Files that commit the folder they are in (uploaded after its other files): manifests, a run's checkpoint
+# index, a prepared dataset's description.
+COMMIT_FILES = frozenset({MANIFEST, INDEX, "prepared.json"})
+
+
+class StoreError(StorageError):
+    """The object store refused or failed a request."""
+
+
+class ObjectInfo(msgspec.Struct, frozen=True):
+    """An object under a prefix: ``key`` relative to the store's prefix, ``size`` in bytes, ``etag`` as the
+    store reports it (the MD5 hex digest for an object uploaded in one part)."""
+
+    key: str
+    size: int
+    etag: str
+
+
+class ArtifactStore(Protocol):
+    """An object store: keys are ``/``-separated paths relative to the store's own prefix."""
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload the file at ``path`` as ``key`` (replacing it)."""
+        ...
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Download ``key`` to ``path`` (overwritten; not atomic: write to a temporary path)."""
+        ...
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, sorted by key."""
+        ...
+
+    def delete(self, keys: list[str]) -> None:
+        """Delete ``keys`` (missing ones are ignored)."""
+        ...
+
+    def check(self) -> str | None:
+        """Why the store cannot be used (bucket missing, credentials refused), or None."""
+        ...
+
+
+class _Files(msgspec.Struct):
+    """The part of every manifest this module reads."""
+
+    files: list[FileEntry] = []
+
+
+_manifest_files = msgspec.json.Decoder(_Files)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _same(path: Path, size: int, etag: str) -> bool:
+    """Whether the local file holds what the object holds: same size and, for a single-part object, the
+    same MD5 (a rewritten index of equal length differs there). Larger objects are immutable by name."""
+    if not path.is_file() or path.stat().st_size != size:
+        return False
+    if size > SINGLE_PART_LIMIT or "-" in etag:
+        return True
+    return _md5(path) == etag
+
+
+def _is_scratch(path: Path) -> bool:
+    """Files that are never shared: atomic-write and download temporaries, the storage marker."""
+    return path.name.startswith(".") or path.name == MARKER
+
+
+class Mirror:
+    """Keeps a layout's local roots and an ``ArtifactStore`` in step (``store`` None: nothing to do)."""
+
+    def __init__(self, store: ArtifactStore | None, layout: Layout) -> None:
+        self.store = store
+        self.layout = layout
+
+    @property
+    def enabled(self) -> bool:
+        return self.store is not None
+
+    def key(self, path: Path) -> str:
+        """The key of a local path under one of the layout's roots.
+
+        Raises:
+            ValueError: ``path`` is under neither root.
+        """
+        for name, root in (("artifacts", self.layout.artifacts_root), ("runs", self.layout.runs_root)):
+            if path == root or path.is_relative_to(root):
+                relative = path.relative_to(root).as_posix()
+                return name if relative == "." else f"{name}/{relative}"
+        raise ValueError(f"{path} is under neither the artifacts nor the runs root")
+
+    def push(self, directory: Path, *, prune: bool = False, exclude: tuple[str, ...] = ()) -> int:
+        """Upload the files under ``directory`` that the store lacks or holds otherwise, manifests last;
+        ``exclude`` names top-level entries to leave out (a run's ``work`` scratch); with ``prune`` delete
+        objects under it that are gone locally. Returns the number of files uploaded."""
+        if self.store is None or not directory.is_dir():
+            return 0
+        base = self.key(directory)
+        remote = {info.key: info for info in self.store.list_objects(base + "/")}
+        files = sorted(
+            p
+            for p in directory.rglob("*")
+            # Never a symlink: its target may lie outside the folder (the API refuses to follow them too).
+            if p.is_file()
+            and not p.is_symlink()
+            and not _is_scratch(p)
+            and p.relative_to(directory).parts[0] not in exclude
+        )
+        commits = sorted((p for p in files if p.name in COMMIT_FILES), key=lambda p: (-len(p.parts), p))
+        uploaded = 0
+        for path in [p for p in files if p.name not in COMMIT_FILES] + commits:
+            key = self.key(path)
+            info = remote.get(key)
+            if info is not None and _same(path, info.size, info.etag):
+                continue
+            self.store.put_file(key, path)
+            uploaded += 1
+        if prune:
+            local = {self.key(path) for path in files}
+            self.store.delete(sorted(set(remote) - local))
+        return uploaded
+
+    def push_checkpoints(self, run_dir: Path) -> None:
+        """Upload a run's new checkpoints, then its index (``checkpoints.json``), then delete the pruned
+        ones: the index in the store only ever names checkpoints the store holds."""
+        if self.store is None:
+            return
+        self.push(run_dir / CHECKPOINTS_DIR)
+        self.push_files([run_dir / INDEX])
+        self.push(run_dir / CHECKPOINTS_DIR, prune=True)
+
+    def push_files(self, paths: list[Path]) -> None:
+        """Upload ``paths`` in the order given (a checkpoint, then the index that names it)."""
+        if self.store is None:
+            return
+        for path in paths:
+            if path.is_file():
+                self.store.put_file(self.key(path), path)
+
+    def pull(self, directory: Path, *, committed: bool = True) -> bool:
+        """Download what the store holds under ``directory`` and the local copy lacks or holds otherwise.
+        With ``committed``, a prefix without ``manifest.json`` is left alone (returns False). Returns whether
+        the folder is there locally (always True without a store: the local root is the storage).
+
+        Raises:
+            StoreError: a downloaded file does not match its manifest entry or the store's size.
+        """
+        if self.store is None:
+            return True
+        if committed and (directory / MANIFEST).is_file():
+            return True  # committed folders never change
+        base = self.key(directory)
+        objects = self.store.list_objects(base + "/")
+        manifest_key = f"{base}/{MANIFEST}"
+        by_key = {info.key: info for info in objects}
+        if committed and manifest_key not in by_key:
+            return False
+        expected: dict[str, FileEntry] = {}
+        manifest_info = by_key.get(manifest_key)
+        if manifest_info is not None:
+            with _scratch(directory) as scratch:
+                self.store.get_file(manifest_key, scratch)
+                manifest_bytes = scratch.read_bytes()
+            try:
+                expected = {f"{base}/{entry.path}": entry for entry in _manifest_files.decode(manifest_bytes).files}
+            except msgspec.DecodeError as exc:
+                raise StoreError(f"the manifest {manifest_key} in the store does not decode: {exc}") from exc
+
+        def commits(info: ObjectInfo) -> bool:
+            return info.key.rpartition("/")[2] in COMMIT_FILES
+
+        order = [info for info in objects if not commits(info)]
+        order += sorted(filter(commits, objects), key=lambda i: (-i.key.count("/"), i.key))
+        for info in order:
+            path = directory / info.key.removeprefix(base + "/")
+            if _same(path, info.size, info.etag):
+                continue
+            with _scratch(path) as scratch:
+                self.store.get_file(info.key, scratch)
+                _verify(scratch, info, expected.get(info.key))
+                os.replace(scratch, path)
+        return True
+
+    def pull_file(self, path: Path) -> bool:
+        """Download one file if the store has a different copy; returns whether it exists locally."""
+        if self.store is None:
+            return path.is_file()
+        key = self.key(path)
+        for info in self.store.list_objects(key):
+            if info.key == key and not _same(path, info.size, info.etag):
+                with _scratch(path) as scratch:
+                    self.store.get_file(key, scratch)
+                    _verify(scratch, info, None)
+                    os.replace(scratch, path)
+        return path.is_file()
+
+    # ---- the edges of a training run or evaluation on a worker ----
+
+    def pull_run(self, run_id: str, tokenizer_id: str) -> None:
+        """Before a run (or an evaluation) starts on this machine: its tokenizer; the run's folder (spec,
+        checkpoints and their index, metrics) when the store's index is ahead of this machine's, so a run
+        resumes from the latest checkpoint whichever pod wrote it; the model folder (its log, and the final
+        weights once committed)."""
+        if self.store is None:
+            return
+        self.pull(self.layout.tokenizer_dir(tokenizer_id))
+        run_dir = self.layout.run_dir(run_id)
+        if self._last_step(run_dir, remote=True) > self._last_step(run_dir, remote=False):
+            self.pull(run_dir, committed=False)
+        model_dir = self.layout.model_dir(run_id)
+        if not self.pull(model_dir) and not (model_dir / LOGS).is_file():
+            self.pull_file(model_dir / LOGS)
+
+    def has_checkpoint(self, run_dir: Path) -> bool:
+        """Whether the store holds a checkpoint index for the run in ``run_dir`` (a reaper on another pod
+        asks before it puts a run back on the queue)."""
+        return self._last_step(run_dir, remote=True) >= 0
+
+    def _last_step(self, run_dir: Path, *, remote: bool) -> int:
+        """The last kept checkpoint's step in the local or the store's index; -1 without one."""
+        if not remote:
+            kept = read_index(run_dir)
+        elif self.store is None or not self.store.list_objects(self.key(run_dir / INDEX)):
+            return -1
+        else:
+            with _scratch(run_dir / INDEX) as scratch:
+                self.store.get_file(self.key(run_dir / INDEX), scratch)
+                try:
+                    kept = codec.decode(scratch.read_bytes(), list[CheckpointInfo])
+                except msgspec.DecodeError as exc:
+                    raise StoreError(f"the checkpoint index of {run_dir.name} in the store does not decode") from exc
+        return kept[-1].step if kept else -1
+
+    def push_run(self, run_id: str) -> None:
+        """After a run (or an evaluation) ends here, or is stopped: the run's folder (checkpoints first,
+        then their index; not its scratch ``work/``), the model folder (manifest last) and the prepared
+        datasets (``prepared.json`` last)."""
+        if self.store is None:
+            return
+        run_dir = self.layout.run_dir(run_id)
+        self.push_checkpoints(run_dir)
+        self.push(run_dir, exclude=("work", CHECKPOINTS_DIR))
+        self.push(self.layout.model_dir(run_id))
+        self.push(self.layout.dataset_cache())
+
+    async def around_run(
+        self, run_id: str, tokenizer_id: str | None, work: Callable[[], Awaitable[None]], poll_seconds: float
+    ) -> None:
+        """Run ``work`` (a training run or an evaluation of run ``run_id``) between ``pull_run`` and
+        ``push_run``, uploading each new checkpoint (then the index, the metrics and the log) within
+        ``poll_seconds`` of its write, so another pod can resume the run if this one dies. Without a store:
+        ``work`` alone."""
+        if self.store is None:
+            await work()
+            return
+        if tokenizer_id is not None:
+            await asyncio.to_thread(self.pull_run, run_id, tokenizer_id)
+        run_dir = self.layout.run_dir(run_id)
+
+        async def follow_checkpoints() -> None:
+            seen: tuple[int, int] | None = None
+            while True:
+                await asyncio.sleep(poll_seconds)
+                index = run_dir / INDEX
+                stat = index.stat() if index.is_file() else None
+                now = (stat.st_mtime_ns, stat.st_size) if stat else None
+                if now == seen:
+                    continue
+                try:
+                    await asyncio.to_thread(self.push_checkpoints, run_dir)
+                    logs = [self.layout.run_logs(run_id)]
+                    await asyncio.to_thread(self.push_files, logs)
+                    seen = now
+                except StoreError as exc:  # the next change (or the end of the run) tries again
+                    logger.warning(
+                        "checkpoint upload failed", extra={"event": "store_error", "job_id": run_id, "error": str(exc)}
+                    )
+
+        follower = asyncio.create_task(follow_checkpoints())
+        try:
+            await work()
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            try:
+                await asyncio.to_thread(self.push_run, run_id)
+            except StoreError as exc:  # never in place of the job's own ending (a cancellation above all)
+                logger.error("run upload failed", extra={"event": "store_error", "job_id": run_id, "error": str(exc)})
+
+
+def _verify(path: Path, info: ObjectInfo, entry: FileEntry | None) -> None:
+    size = path.stat().st_size
+    if size != info.size:
+        raise StoreError(f"{info.key}: downloaded {size} bytes, the store lists {info.size}")
+    if entry is not None and (entry.size != size or sha256_file(path) != entry.sha256):
+        raise StoreError(f"{info.key}: the downloaded file does not match its manifest entry (size, sha256)")
+
+
+@contextmanager
+def _scratch(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` (same filesystem, so ``os.replace`` is atomic), removed on exit
+    unless it was moved into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.fchmod(fd, FILE_MODE)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+StoreFactory = Callable[[StorageSettings], ArtifactStore]
+
+
+def _s3(settings: StorageSettings) -> ArtifactStore:
+    from mt_storage.s3 import S3Store  # boto3 is imported only when the s3 backend is selected
+
+    return S3Store.from_settings(settings)
+
+
+# Backends by ``STORAGE__BACKEND``; ``local`` has no store (the shared filesystem is the storage).
+STORES: dict[str, StoreFactory] = {"s3": _s3}
+
+
+def open_store(settings: StorageSettings) -> ArtifactStore | None:
+    """The store ``settings`` select, or None for the local backend.
+
+    Raises:
+        StoreError: the backend is unknown or its settings are incomplete.
+    """
+    if settings.backend == "local":
+        return None
+    factory = STORES.get(settings.backend)
+    if factory is None:
+        raise StoreError(f"no artifact store backend {settings.backend!r}; use one of local, {', '.join(STORES)}")
+    return factory(settings)

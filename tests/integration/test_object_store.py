@@ -1,0 +1,169 @@
+"""The object-store backend through the real stack: the API, the tokenizer worker and two trainer workers
+each have their own local roots (as pods with an emptyDir each), and share nothing but Redis and a bucket on
+the harness's S3-compatible server. Tokenizer artifacts, encode, listing, Range downloads and logs; a run's
+checkpoints, cancelled on one trainer worker and resumed on another that never saw it; generation and export
+with the final weights and a checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
+
+from mt_api.app import create_app
+from mt_contracts import codec
+from mt_contracts.jobs import CheckpointInfo, JobAccepted, RunJob, TokenizerJob
+from mt_contracts.settings import ApiSettings, AppSettings, StorageSettings, WorkerServiceSettings
+from mt_storage.s3 import S3Store
+from tests.helpers import running_workers, wait_for
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+RUN = {
+    "corpus_path": "small.txt",
+    "n_layer": 1,
+    "n_head": 2,
+    "n_embd": 32,
+    "block_size": 32,
+    "batch_size": 4,
+    "warmup_steps": 5,
+    "eval_interval": 50,
+    "eval_iters": 2,
+    "checkpoint_interval": 20,
+    "device": "cpu",
+}
+
+
+def _roots(app: AppSettings, root: Path) -> AppSettings:
+    return msgspec.structs.replace(app, artifacts_root=str(root / "artifacts"), runs_root=str(root / "runs"))
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+@pytest.fixture
+def api_s3(api_settings: ApiSettings, s3_settings: StorageSettings, tmp_path: Path) -> ApiSettings:
+    return msgspec.structs.replace(api_settings, app=_roots(api_settings.app, tmp_path / "api"), storage=s3_settings)
+
+
+def _worker(settings: WorkerServiceSettings, storage: StorageSettings, root: Path) -> WorkerServiceSettings:
+    return msgspec.structs.replace(settings, app=_roots(settings.app, root), storage=storage)
+
+
+@pytest.fixture
+async def client(api_s3: ApiSettings, redis: Redis) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=create_app(api_s3), timeout=120) as client:
+        yield client
+
+
+async def _run(client: AsyncTestClient[Litestar], run_id: str) -> RunJob:
+    return codec.decode((await client.get(f"/runs/{run_id}")).content, RunJob)
+
+
+async def test_everything_the_api_serves_comes_through_the_object_store(
+    client: AsyncTestClient[Litestar],
+    api_s3: ApiSettings,
+    worker_settings: WorkerServiceSettings,
+    s3_settings: StorageSettings,
+    tmp_path: Path,
+) -> None:
+    tokenizer_settings = _worker(worker_settings, s3_settings, tmp_path / "tokenizer-pod")
+    first_trainer = _worker(worker_settings, s3_settings, tmp_path / "trainer-pod-1")
+    second_trainer = _worker(worker_settings, s3_settings, tmp_path / "trainer-pod-2")
+    store = S3Store.from_settings(s3_settings)
+    api_root = Path(api_s3.app.artifacts_root)
+
+    ready = await client.get("/readyz")
+    assert (ready.status_code, ready.json()["reasons"]) == (200, [])
+
+    async with running_workers(tokenizer_settings, trainer=False):
+        # ---- a tokenizer, trained in its own pod ----
+        response = await client.post("/tokenizers/train", json={"corpus_path": "small.txt", "vocab_size": 300})
+        tokenizer_id = codec.decode(response.content, JobAccepted).id
+
+        async def tokenizer() -> TokenizerJob:
+            return codec.decode((await client.get(f"/tokenizers/{tokenizer_id}")).content, TokenizerJob)
+
+        job = await wait_for(tokenizer, lambda j: j.status in TERMINAL, 60)
+        assert job.status == "succeeded", job.error
+        assert not (api_root / "tokenizers" / tokenizer_id).exists()  # nothing shared but the bucket
+        encoded = await client.post(f"/tokenizers/{tokenizer_id}/encode", json={"text": "ROMEO: hello"})
+        assert encoded.status_code == 200, encoded.text
+        assert encoded.json()["decoded"] == "ROMEO: hello"
+        worker_dir = Path(tokenizer_settings.app.artifacts_root) / "tokenizers" / tokenizer_id
+        listing = (await client.get(f"/artifacts/tokenizers/{tokenizer_id}")).json()["files"]
+        assert {f["path"]: f["sha256"] for f in listing} == {
+            name: hashlib.sha256((worker_dir / name).read_bytes()).hexdigest() for name in _files(worker_dir)
+        }
+        source = (worker_dir / "tokenizer.json").read_bytes()
+        part = await client.get(
+            f"/artifacts/tokenizers/{tokenizer_id}/download",
+            params={"path": "tokenizer.json"},
+            headers={"Range": "bytes=10-59"},
+        )
+        assert (part.status_code, part.content) == (206, source[10:60])
+        assert part.headers["content-range"] == f"bytes 10-59/{len(source)}"
+        logs = (await client.get(f"/tokenizers/{tokenizer_id}/logs", params={"tail": 3})).json()["lines"]
+        assert logs == [
+            msgspec.json.decode(line) for line in (worker_dir / "logs.jsonl").read_bytes().splitlines()[-3:]
+        ]
+
+        # ---- a run, cancelled on the first trainer pod after its first checkpoints ----
+        body = {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 1_000_000}
+        run_id = codec.decode((await client.post("/runs/train", json=body)).content, JobAccepted).id
+        async with running_workers(first_trainer, tokenizer=False):
+
+            async def checkpoints_in_store() -> list[str]:
+                return [i.key for i in store.list_objects(f"runs/{run_id}/checkpoints/")]
+
+            await wait_for(checkpoints_in_store, lambda keys: len(keys) >= 1, 180)
+            assert (await client.post(f"/runs/{run_id}/cancel")).json()["status"] == "cancelling"
+            cancelled = await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, 30)
+            assert cancelled.status == "cancelled"
+        checkpoints = msgspec.json.decode(
+            (await client.get(f"/runs/{run_id}/checkpoints")).content, type=list[CheckpointInfo]
+        )
+        assert checkpoints, "the API read no checkpoint index from the store"
+        last = checkpoints[-1].step
+        assert f"runs/{run_id}/{checkpoints[-1].path}" in await checkpoints_in_store()
+
+        # ---- resumed on a second trainer pod that never saw the run ----
+        assert not Path(second_trainer.app.runs_root).exists()
+        response = await client.post(f"/runs/{run_id}/resume", json={"max_steps": last + 15})
+        assert response.status_code == 202, response.text
+        async with running_workers(second_trainer, tokenizer=False):
+            resumed = await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, 180)
+    assert resumed.status == "succeeded", resumed.error
+    assert resumed.resumed_from_step == last
+    assert resumed.progress is not None and resumed.progress.step == last + 15
+    model_keys = {i.key for i in store.list_objects(f"artifacts/models/{run_id}/")}
+    assert {f"artifacts/models/{run_id}/{name}" for name in ("manifest.json", "model.safetensors")} <= model_keys
+
+    # ---- generation and export in the API, from what it fetched ----
+    generated = await client.post(
+        f"/runs/{run_id}/generate", json={"prompt": "ROMEO:", "max_new_tokens": 4, "seed": 3, "num_samples": 1}
+    )
+    assert generated.status_code == 200, generated.text
+    assert len(generated.json()["samples"]) == 1
+    from_checkpoint = await client.post(
+        f"/runs/{run_id}/generate", json={"prompt": "ROMEO:", "max_new_tokens": 4, "seed": 3, "checkpoint": last}
+    )
+    assert from_checkpoint.status_code == 200, from_checkpoint.text
+    exported = await client.post(f"/runs/{run_id}/export", json={"checkpoint": last})
+    assert exported.status_code == 200, exported.text
+    assert exported.json()["directory"] == str(api_root.resolve() / "models" / run_id / "export" / f"step-{last}")
+    export_keys = {i.key for i in store.list_objects(f"artifacts/models/{run_id}/export/step-{last}/")}
+    assert f"artifacts/models/{run_id}/export/step-{last}/manifest.json" in export_keys
+    assert len(export_keys) == len(exported.json()["files"]) + 1
+
+    weights = (Path(second_trainer.app.artifacts_root) / "models" / run_id / "model.safetensors").read_bytes()
+    part = await client.get(
+        f"/artifacts/models/{run_id}/download", params={"path": "model.safetensors"}, headers={"Range": "bytes=-100"}
+    )
+    assert (part.status_code, part.content) == (206, weights[-100:])
