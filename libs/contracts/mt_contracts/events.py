@@ -16,7 +16,8 @@ from mt_contracts.jobs import JobError, JobStatus
 
 EventKind = Literal["log", "progress", "status"]
 EVENT_KINDS: frozenset[str] = frozenset({"log", "progress", "status"})
-_EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+# At most 19 digits a part: every such number fits the unsigned 64 bits of a Redis Stream id.
+_EVENT_ID = re.compile(r"^[0-9]{1,19}-[0-9]{1,19}$")
 
 
 def is_event_id(value: str) -> bool:

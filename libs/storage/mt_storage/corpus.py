@@ -37,10 +37,14 @@ def resolve_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
     if ".." in pure.parts:
         raise CorpusPathError(f"corpus_path {corpus_path!r} may not contain '..'")
     root = corpus_root.resolve()
-    target = (root / pure).resolve()
+    try:
+        target = (root / pure).resolve()
+        exists = target.exists()
+    except OSError as exc:  # a name longer than the filesystem allows, a symlink loop
+        raise CorpusPathError(f"corpus_path {corpus_path!r} cannot be opened ({exc.strerror or exc})") from exc
     if not target.is_relative_to(root):
         raise CorpusPathError(f"corpus_path {corpus_path!r} resolves outside the corpus root")
-    if not target.exists():
+    if not exists:
         raise CorpusPathError(f"corpus_path {corpus_path!r} does not exist in the corpus root")
     if target.is_file():
         if target.suffix not in CORPUS_SUFFIXES:

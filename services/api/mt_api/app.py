@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from mt_api.auth import key_guard
 from mt_api.errors import EXCEPTION_HANDLERS
 from mt_api.metrics import Metrics, MetricsMiddleware
+from mt_api.openapi import RefinedJson, SwaggerUI, static_router
 from mt_api.routes import ROUTES
 from mt_api.services import Services
 from mt_api.tracing import add_request_id
@@ -47,13 +48,15 @@ def create_app(settings: ApiSettings) -> Litestar:
         return holder[0]
 
     return Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, static_router()],
         dependencies={"services": Provide(services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         guards=[key_guard(settings.api.key_list, settings.api.read_only_key_list)],
         middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics)],
         before_send=[add_request_id],
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="Model Trainer", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Model Trainer", version="0.1.0", path="/schema", render_plugins=[SwaggerUI(), RefinedJson()]
+        ),
         logging_config=None,  # logging is configured once, as JSON, by the entry point
     )
