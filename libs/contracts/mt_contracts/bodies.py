@@ -60,13 +60,16 @@ class BodyDecoder(Generic[T]):
         try:
             return self._decoder.decode(data)
         except msgspec.ValidationError as exc:
-            raise InvalidBody(self._problems(data, exc)) from exc
+            try:
+                # The typed decoder stops at the first mismatch, before it has read the whole document.
+                raw = msgspec.json.decode(data)
+            except msgspec.DecodeError as malformed:
+                raise _not_json(data, malformed) from exc
+            raise InvalidBody(self._problems(raw, exc)) from exc
         except msgspec.DecodeError as exc:
-            detail = str(exc) if data.strip() else "the body is empty"
-            raise InvalidBody([BodyProblem("", f"the body is not valid JSON ({detail}); send a JSON object")]) from exc
+            raise _not_json(data, exc) from exc
 
-    def _problems(self, data: bytes, error: msgspec.ValidationError) -> list[BodyProblem]:
-        raw = msgspec.json.decode(data)
+    def _problems(self, raw: object, error: msgspec.ValidationError) -> list[BodyProblem]:
         if not isinstance(raw, dict):
             return [BodyProblem("", f"the body must be a JSON object, not {_json_kind(raw)}")]
         known = {field.encode_name: field for field in self._fields}
@@ -88,6 +91,11 @@ class BodyDecoder(Generic[T]):
         )
         # A rule no single field shows (none in today's requests): msgspec's own first error.
         return problems or [BodyProblem(*_split(str(error)))]
+
+
+def _not_json(data: bytes, error: msgspec.DecodeError) -> InvalidBody:
+    detail = str(error) if data.strip() else "the body is empty"
+    return InvalidBody([BodyProblem("", f"the body is not valid JSON ({detail}); send a JSON object")])
 
 
 def _split(message: str) -> tuple[str, str]:

@@ -85,12 +85,20 @@ class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``keys`` is a comma-separated list of API keys; when it (or ``read_only_keys``) is not empty every
     endpoint except ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <key>``. ``read_only_keys``
     may only read (``GET``, ``HEAD``, live streams): a dashboard's key. ``keepalive_seconds`` is the gap
-    after which an idle live stream (SSE or WebSocket) sends a keep-alive.
+    after which an idle live stream (SSE or WebSocket) sends a keep-alive. ``cors_origins`` is a
+    comma-separated allow-list of origins (``https://ui.example``) whose pages may call the API; empty (the
+    default) sends no CORS headers, so browsers keep other sites' pages from reading answers or sending JSON.
     """
 
     keys: str = ""
     read_only_keys: str = ""
     keepalive_seconds: float = 15.0
+    cors_origins: str = ""
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """The origins allowed to call the API from a browser page (CORS), blanks dropped; none by default."""
+        return _split_keys(self.cors_origins)
 
     @property
     def key_list(self) -> list[str]:

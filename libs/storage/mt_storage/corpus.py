@@ -45,7 +45,7 @@ def resolve_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
     if not target.is_relative_to(root):
         raise CorpusPathError(f"corpus_path {corpus_path!r} resolves outside the corpus root")
     if not exists:
-        raise CorpusPathError(f"corpus_path {corpus_path!r} does not exist in the corpus root")
+        raise CorpusPathError(f"corpus_path {corpus_path!r} does not exist in the corpus root {_holdings(root)}")
     if target.is_file():
         if target.suffix not in CORPUS_SUFFIXES:
             raise CorpusPathError(f"corpus_path {corpus_path!r} is not {_KINDS}")
@@ -58,6 +58,21 @@ def resolve_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
     if not inside:
         raise CorpusPathError(f"corpus_path {corpus_path!r} is a directory with no .txt or .jsonl file inside")
     return [p.resolve() for p in inside]
+
+
+def _holdings(root: Path, shown: int = 5) -> str:
+    """What the root holds, for a message: a few corpus names relative to it (never a server path)."""
+    if not root.is_dir():
+        return "(APP__CORPUS_ROOT), which does not exist on the server; create it or set APP__CORPUS_ROOT"
+    names = sorted(
+        f"{entry.name}/" if entry.is_dir() else entry.name
+        for entry in root.iterdir()
+        if not entry.name.startswith(".") and (entry.is_dir() or entry.suffix in CORPUS_SUFFIXES)
+    )
+    if not names:
+        return "(APP__CORPUS_ROOT), which holds no .txt or .jsonl file yet; put the corpus there"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"(APP__CORPUS_ROOT); it holds: {', '.join(names[:shown])}{more}"
 
 
 class CorpusDecodeError(CorpusPathError):

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -47,7 +48,10 @@ def create_app(settings: ApiSettings) -> Litestar:
     def services() -> Services:
         return holder[0]
 
+    origins = settings.api.cors_origin_list
+    cors = CORSConfig(allow_origins=origins, allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
     return Litestar(
+        cors_config=cors if origins else None,
         route_handlers=[*ROUTES, static_router()],
         dependencies={"services": Provide(services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
