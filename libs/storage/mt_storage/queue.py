@@ -12,6 +12,7 @@ import asyncio
 import os
 import sys
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Protocol
 
@@ -31,7 +32,7 @@ from arq.worker import Function, Worker, func
 from mt_contracts.jobs import JobError
 from mt_contracts.logs import configure_logging
 from mt_contracts.queue import deserialize_job, serialize_job
-from mt_contracts.settings import WorkerServiceSettings, WorkerSettings, from_env
+from mt_contracts.settings import SettingsError, WorkerServiceSettings, WorkerSettings, from_env
 
 HEALTH_CHECK_SUFFIX = ":health-check"
 
@@ -252,9 +253,26 @@ def worker_main(
         "--check", action="store_true", help="check arq's health key for the worker's queue and exit (0: healthy)"
     )
     check = parser.parse_args(argv).check is True
-    settings = from_env(WorkerServiceSettings, os.environ)
+    try:
+        settings = from_env(WorkerServiceSettings, os.environ)
+    except SettingsError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     if check:
         return check_health(settings.redis.url, queue_of(settings))
     configure_logging(settings.app.log_level)
-    create(settings).run()
+    try:
+        create(settings).run()
+    except (redis.exceptions.ConnectionError, ConnectionError) as exc:
+        # arq has already retried the connection a few times; a traceback would add nothing but noise.
+        print(
+            f"{prog}: cannot reach Redis at {_redis_address(settings.redis.url)} (REDIS__URL): {exc}", file=sys.stderr
+        )
+        return 1
     return 0
+
+
+def _redis_address(url: str) -> str:
+    """``host:port/db`` of a Redis URL, without its credentials."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or '/0'}"

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import uvicorn
 
 from mt_api.app import create_app
 from mt_api.auth import RedactAccessTokens
 from mt_contracts.logs import configure_logging
-from mt_contracts.settings import ApiSettings, from_env
+from mt_contracts.settings import ApiSettings, SettingsError, from_env
 
 
 def main() -> None:
-    settings = from_env(ApiSettings, os.environ)
+    try:
+        settings = from_env(ApiSettings, os.environ)
+    except SettingsError as exc:
+        print(f"mt_api: {exc}", file=sys.stderr)
+        sys.exit(2)
     configure_logging(settings.app.log_level)
     logging.getLogger("uvicorn.access").addFilter(RedactAccessTokens())
     uvicorn.run(
