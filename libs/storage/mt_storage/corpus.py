@@ -7,7 +7,7 @@ import codecs
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -19,11 +19,29 @@ CORPUS_SUFFIXES = frozenset({".txt", ".jsonl"})
 _KINDS = "a .txt or .jsonl file"
 
 
-def resolve_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
-    """The corpus files named by ``corpus_path``: one file, or every ``.txt``/``.jsonl`` file below a directory
-    (recursive, sorted by relative path so the order is deterministic).
+class ResolvedCorpus(NamedTuple):
+    """What a corpus path names: the files to read (resolved), and the names (relative to the root) of the
+    symlinks below a folder that lead outside the root, which are skipped."""
 
-    ``corpus_path`` is relative to ``corpus_root``; after resolving symlinks it must stay inside the root.
+    files: list[Path]
+    skipped: list[str]
+
+
+def resolve_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
+    """The corpus files named by ``corpus_path`` (``resolve_corpus_files(...).files``).
+
+    Raises:
+        CorpusPathError: see ``resolve_corpus_files``.
+    """
+    return resolve_corpus_files(corpus_root, corpus_path).files
+
+
+def resolve_corpus_files(corpus_root: Path, corpus_path: str) -> ResolvedCorpus:
+    """The corpus files named by ``corpus_path``: one file, or every ``.txt``/``.jsonl`` file below a directory
+    (recursive, sorted by relative path so the order is deterministic; symlinked folders are not entered).
+
+    ``corpus_path`` is relative to ``corpus_root``; after resolving symlinks it must stay inside the root. Below
+    a directory, a symlink to a corpus file or a folder outside the root is skipped and named in ``skipped``.
 
     Raises:
         CorpusPathError: absolute path, ``..`` component, escape through a symlink, missing path, a file
@@ -49,15 +67,21 @@ def resolve_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
     if target.is_file():
         if target.suffix not in CORPUS_SUFFIXES:
             raise CorpusPathError(f"corpus_path {corpus_path!r} is not {_KINDS}")
-        return [target]
-    files = sorted(
-        (p for p in target.rglob("*") if p.suffix in CORPUS_SUFFIXES and p.is_file()),
-        key=lambda p: p.relative_to(target).as_posix(),
-    )
-    inside = [p for p in files if p.resolve().is_relative_to(root)]
-    if not inside:
+        return ResolvedCorpus([target], [])
+    files: list[Path] = []
+    skipped: list[str] = []
+    for path in sorted(target.rglob("*"), key=lambda p: p.relative_to(target).as_posix()):
+        if path.is_symlink():
+            resolved = path.resolve()
+            if not resolved.is_relative_to(root):
+                if resolved.is_dir() or path.suffix in CORPUS_SUFFIXES:
+                    skipped.append(path.relative_to(root).as_posix())
+                continue
+        if path.suffix in CORPUS_SUFFIXES and path.is_file():
+            files.append(path.resolve())
+    if not files:
         raise CorpusPathError(f"corpus_path {corpus_path!r} is a directory with no .txt or .jsonl file inside")
-    return [p.resolve() for p in inside]
+    return ResolvedCorpus(files, skipped)
 
 
 def _holdings(root: Path, shown: int = 5) -> str:
@@ -133,6 +157,7 @@ class CorpusReader:
         text_field: str = "text",
         encoding_errors: EncodingErrors = "strict",
         max_line_bytes: int | None = None,
+        skipped: list[str] | None = None,
     ) -> None:
         self.files = files
         self.root = root
@@ -140,7 +165,8 @@ class CorpusReader:
         self.encoding_errors = encoding_errors
         self.max_line_bytes = max_line_bytes
         self.used_files = 0
-        self.skipped_files: list[str] = []
+        # Files not read: ``skipped`` (symlinks leaving the root, from ``resolve_corpus_files``), then blank ones.
+        self.skipped_files: list[str] = list(skipped or [])
         self.bytes = 0
         self.characters = 0
         self.lines_read = 0
@@ -194,7 +220,7 @@ class CorpusReader:
         """The counts so far (complete once ``lines()`` is exhausted)."""
         return CorpusStats(
             files=self.used_files,
-            skipped_files=list(self.skipped_files),
+            skipped_files=sorted(self.skipped_files),
             bytes=self.bytes,
             characters=self.characters,
             lines=self.lines_read,
