@@ -12,11 +12,15 @@ import time
 from pathlib import Path
 
 import httpx
+import msgspec
 
+from mt_contracts.requests import TrainTokenizerRequest
+from mt_contracts.tokenizers import SentencePieceConfig, resolve_config
 from mt_storage.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import SHAKESPEARE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from demo import RUN_REQUEST
 from stack import DEMO_CORPUS, Stack, prepare_corpus_root
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -86,3 +90,16 @@ def test_the_readmes_curl_lines_work_against_make_devs_stack(tmp_path: Path, red
         # Not part of the quick start: stop the long jobs rather than wait for them at shutdown.
         for location in (f"/runs/{run['id']}", f"/tokenizers/{sentencepiece['id']}"):
             assert httpx.post(f"{stack.api_url}{location}/cancel").status_code in {200, 409}
+
+
+def test_the_defaults_the_readme_states_are_the_real_ones() -> None:
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    request = TrainTokenizerRequest(corpus_path="x")
+    config = resolve_config(msgspec.structs.replace(request, method="sentencepiece"))
+    assert isinstance(config, SentencePieceConfig)
+    assert f"(default `{json.dumps(request.special_tokens)}`;" in text
+    assert config.byte_fallback is True and "`byte_fallback` (default on)" in text
+    assert config.normalization == "identity" and "`normalization` `identity` (default," in text
+    assert config.input_sentence_size == 2_000_000 and "(lines sampled, default 2,000,000;" in text
+    assert "`make demo DEMO_STEPS=200` trains for 200 steps instead of 1,000" in text
+    assert RUN_REQUEST["max_steps"] == 1000
