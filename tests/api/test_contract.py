@@ -313,3 +313,39 @@ async def test_schema_page_works_offline(client: AsyncTestClient[Litestar]) -> N
     assert "fonts.googleapis" not in (STATIC_DIR / "swagger-ui.css").read_text(encoding="utf-8")
     assert (STATIC_DIR / "LICENSE").read_text(encoding="utf-8").split()[:3] == ["Apache", "License", "Version"]
     assert msgspec.json.decode((STATIC_DIR / "package.json").read_bytes())["version"] == "5.35.0"
+
+
+@pytest.mark.parametrize("origin", ["https://elsewhere.example", "null", "http://localhost:8000"])
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [(f"/runs/{RUN}/evaluate", None), (f"/runs/{RUN}/cancel", None), ("/tokenizers/train", {"corpus_path": "x"})],
+)
+async def test_a_page_of_another_site_changes_nothing(
+    client: AsyncTestClient[Litestar],
+    redis: Redis,
+    api_settings: ApiSettings,
+    origin: str,
+    url: str,
+    body: dict[str, object] | None,
+) -> None:
+    # A "simple" cross-site POST, which browsers send without asking (CORS would only hide the answer).
+    response = await client.post(url, json=body, headers={"origin": origin})
+    assert response.status_code == 403, response.text
+    assert response.json()["detail"] == (
+        f"a page of {origin} may not change anything here; list that origin in API__CORS_ORIGINS to allow it"
+    )
+    await assert_nothing_written(redis, api_settings)
+
+
+async def test_the_apis_own_pages_and_listed_origins_may_write(api_settings: ApiSettings, redis: Redis) -> None:
+    settings = msgspec.structs.replace(
+        api_settings, api=msgspec.structs.replace(api_settings.api, cors_origins="https://ui.example/")
+    )
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        body = {"corpus_path": "small.txt"}
+        own = await client.post("/tokenizers/train", json=body, headers={"origin": "http://testserver.local"})
+        assert own.status_code == 202, own.text
+        listed = await client.post("/tokenizers/train", json=body, headers={"origin": "https://UI.example"})
+        assert listed.status_code == 202, listed.text
+        read = await client.get("/tokenizers", headers={"origin": "https://elsewhere.example"})
+        assert read.status_code == 200

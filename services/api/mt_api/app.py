@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
-from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 
 from mt_api.auth import key_guard
+from mt_api.cors import cors_config, origin_guard
 from mt_api.errors import EXCEPTION_HANDLERS
 from mt_api.metrics import Metrics, MetricsMiddleware
 from mt_api.openapi import RefinedJson, SwaggerUI, static_router
@@ -49,13 +49,12 @@ def create_app(settings: ApiSettings) -> Litestar:
         return holder[0]
 
     origins = settings.api.cors_origin_list
-    cors = CORSConfig(allow_origins=origins, allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
     return Litestar(
-        cors_config=cors if origins else None,
+        cors_config=cors_config(origins),
         route_handlers=[*ROUTES, static_router()],
         dependencies={"services": Provide(services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        guards=[key_guard(settings.api.key_list, settings.api.read_only_key_list)],
+        guards=[key_guard(settings.api.key_list, settings.api.read_only_key_list), origin_guard(origins)],
         middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics)],
         before_send=[add_request_id],
         lifespan=[lifespan],
