@@ -275,8 +275,10 @@ async def test_the_document_declares_bodies_errors_and_unions(client: AsyncTestC
     }
     bpe, sentencepiece = schemas["BpeTokenizerRequest"], schemas["SentencePieceTokenizerRequest"]
     assert bpe["additionalProperties"] is False and sentencepiece["additionalProperties"] is False
-    assert "min_frequency" in bpe["properties"] and "model_type" not in bpe["properties"]
-    assert "model_type" in sentencepiece["properties"] and "min_frequency" not in sentencepiece["properties"]
+    assert bpe["properties"]["model_type"] == {"type": "null", "description": "Not with method bpe: absent or null."}
+    assert sentencepiece["properties"]["min_frequency"]["type"] == "null"
+    assert bpe["properties"]["min_frequency"]["anyOf"][0]["type"] == "integer"
+    assert sentencepiece["properties"]["model_type"]["anyOf"][0]["enum"] == ["bpe", "unigram"]
     assert bpe["required"] == ["corpus_path"] and sentencepiece["required"] == ["corpus_path", "method"]
     for name in ("TrainRunRequest", "EncodeRequest", "ResumeRunRequest", "GenerateRequest", "ExportRequest"):
         assert schemas[name]["additionalProperties"] is False, name
@@ -349,3 +351,12 @@ async def test_the_apis_own_pages_and_listed_origins_may_write(api_settings: Api
         assert listed.status_code == 202, listed.text
         read = await client.get("/tokenizers", headers={"origin": "https://elsewhere.example"})
         assert read.status_code == 200
+
+
+async def test_an_option_of_the_other_method_may_be_null_as_the_document_says(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    response = await client.post("/tokenizers/train", json={"corpus_path": "small.txt", "model_type": None})
+    assert response.status_code == 202, response.text
+    response = await client.post("/runs/not-a-run/evaluate", json={"split": "val", "corpus_path": None})
+    assert response.status_code == 404, response.text

@@ -116,8 +116,9 @@ def _problem(status: int) -> Json:
 
 
 def _variants(base: Json, tag: str, variants: list[tuple[str, list[str], bool, tuple[str, ...]]]) -> tuple[Json, Json]:
-    """``base`` split into tagged variants: each ``(name, tag values, tag required, properties dropped)``.
-    Returns the components and the ``oneOf`` schema with its discriminator."""
+    """``base`` split into tagged variants: each ``(name, tag values, tag required, properties not applying)``;
+    a property that does not apply may only be absent or ``null`` there, as the API accepts it. Returns the
+    components and the ``oneOf`` schema with its discriminator."""
     components: Json = {}
     mapping: dict[str, str] = {}
     for name, values, tag_required, dropped in variants:
@@ -125,7 +126,7 @@ def _variants(base: Json, tag: str, variants: list[tuple[str, list[str], bool, t
         schema["title"] = name
         properties = _obj(schema, "properties")
         for key in dropped:
-            properties.pop(key, None)
+            properties[key] = {"type": "null", "description": f"Not with {tag} {' or '.join(values)}: absent or null."}
         properties[tag] = {"enum": values, **({"default": values[0]} if not tag_required else {})}
         required = [key for key in _list(schema.get("required")) if key != tag]
         schema["required"] = [*required, tag] if tag_required else required
