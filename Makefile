@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: setup ## Train a tokenizer and a GPT-2 on Tiny Shakespeare through the API (about 5 minutes)
-	$(BIN)/python scripts/demo.py
+demo: setup ## Train a tokenizer and a GPT-2 on Tiny Shakespeare through the API (~5 min; DEMO_STEPS=200: ~1 min)
+	$(BIN)/python scripts/demo.py $(if $(DEMO_STEPS),--max-steps $(DEMO_STEPS))
 
 dev: setup ## Run Redis (embedded unless REDIS__URL is set), the API and both workers; Ctrl-C stops all
 	$(BIN)/python scripts/stack.py

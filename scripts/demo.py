@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import msgspec
-from stack import ROOT, Stack
+from stack import DEFAULT_CORPUS_DIR, DEMO_CORPUS, ROOT, Stack
 
 from mt_client import ApiError, Client
 from mt_contracts.events import ProgressEvent, ValidationEvent
@@ -22,11 +22,12 @@ from mt_contracts.jobs import RunJob, TokenizerJob
 from mt_contracts.requests import GenerateRequest, TrainRunRequest, TrainTokenizerRequest
 from mt_storage.embedded_redis import free_port
 
-DEFAULT_CORPUS_DIR = ROOT.parent / "shared" / "corpora"
-CORPUS_FILE = "tinyshakespeare.txt"
+CORPUS_FILE = DEMO_CORPUS
 
 # Sized for a 2-core CPU: about four minutes of training, val_bits_per_byte about 2.3.
 TOKENIZER_REQUEST = {"corpus_path": CORPUS_FILE, "method": "bpe", "vocab_size": 1024, "min_frequency": 2}
+WARMUP_STEPS = 100
+EVAL_INTERVAL = 250
 RUN_REQUEST = {
     "corpus_path": CORPUS_FILE,
     "n_layer": 4,
@@ -37,8 +38,8 @@ RUN_REQUEST = {
     "max_steps": 1000,
     "learning_rate": 3e-3,
     "min_learning_rate": 3e-4,
-    "warmup_steps": 100,
-    "eval_interval": 250,
+    "warmup_steps": WARMUP_STEPS,
+    "eval_interval": EVAL_INTERVAL,
     "eval_iters": 10,
     "seed": 1337,
 }
@@ -74,8 +75,15 @@ def poll_run(client: Client, run_id: str) -> RunJob:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--corpus-dir", type=Path, default=Path(os.environ.get("CORPUS_DIR", DEFAULT_CORPUS_DIR)))
-    parser.add_argument("--max-steps", type=int, default=RUN_REQUEST["max_steps"])
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=os.environ.get("DEMO_STEPS") or str(RUN_REQUEST["max_steps"]),
+        help="training steps of the GPT-2 (default: DEMO_STEPS, else 1000; 200 takes about a minute)",
+    )
     args = parser.parse_args()
+    if args.max_steps < 1:
+        parser.error("DEMO_STEPS (--max-steps) must be at least 1")
     corpus_dir: Path = args.corpus_dir.resolve()
     if not (corpus_dir / CORPUS_FILE).is_file():
         print(f"demo: {corpus_dir / CORPUS_FILE} not found; set CORPUS_DIR to the folder holding it", file=sys.stderr)
@@ -98,7 +106,13 @@ def main() -> int:
                 return 1
             print(f"demo: tokenizer {tokenizer.id} vocab_size={tokenizer.result.vocab_size}", flush=True)
 
-            body = {**RUN_REQUEST, "tokenizer_id": tokenizer.id, "max_steps": args.max_steps}
+            steps: int = args.max_steps
+            # A shorter demo keeps the schedule's shape: warm-up at most a tenth, an estimate at least at the end.
+            schedule = {
+                "warmup_steps": min(WARMUP_STEPS, steps // 10),
+                "eval_interval": min(EVAL_INTERVAL, steps),
+            }
+            body = {**RUN_REQUEST, **schedule, "tokenizer_id": tokenizer.id, "max_steps": steps}
             active = client.train_run(msgspec.convert(body, TrainRunRequest)).id
             print(f"demo: training GPT-2 run {active}", flush=True)
             run = poll_run(client, active)

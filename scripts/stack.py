@@ -6,6 +6,7 @@ Ctrl-C, which stops every process it started.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,9 @@ import httpx
 from mt_storage.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where ``make demo`` and ``make dev`` find Tiny Shakespeare (``CORPUS_DIR`` names another folder).
+DEFAULT_CORPUS_DIR = ROOT.parent / "shared" / "corpora"
+DEMO_CORPUS = "tinyshakespeare.txt"
 SERVICES = {
     "api": "mt_api",
     "tokenizer-worker": "mt_tokenizer_worker",
@@ -135,9 +139,32 @@ class Stack:
         self.stop()
 
 
+def prepare_corpus_root(env: dict[str, str], default_root: Path, demo_dir: Path) -> Path:
+    """The corpus root the services will read, set in ``env`` as ``APP__CORPUS_ROOT``. When the caller set
+    none, it is ``default_root``, created when missing and given a copy of the demo corpus from ``demo_dir``
+    (when there is one), so the README's examples work on a fresh clone. Prints where it is and what it holds.
+    """
+    configured = env.get("APP__CORPUS_ROOT")
+    root = Path(configured) if configured else default_root
+    if not configured:
+        root.mkdir(parents=True, exist_ok=True)
+        demo = demo_dir / DEMO_CORPUS
+        if not (root / DEMO_CORPUS).exists() and demo.is_file():
+            shutil.copyfile(demo, root / DEMO_CORPUS)
+    env["APP__CORPUS_ROOT"] = str(root.resolve())
+    held = sorted(entry.name for entry in root.iterdir() if not entry.name.startswith(".")) if root.is_dir() else []
+    print(
+        f"stack: corpora are read from {root} (APP__CORPUS_ROOT); put .txt/.jsonl files or folders of them there"
+        f" and send their path relative to it as corpus_path. It holds: {', '.join(held) or 'nothing yet'}",
+        flush=True,
+    )
+    return root
+
+
 def main() -> int:
     data_dir = ROOT / ".data"
     env = dict(os.environ)
+    prepare_corpus_root(env, ROOT / "corpus", Path(env.get("CORPUS_DIR", DEFAULT_CORPUS_DIR)))
     env.setdefault("APP__ARTIFACTS_ROOT", str(data_dir / "artifacts"))
     env.setdefault("APP__RUNS_ROOT", str(data_dir / "runs"))
     stack = Stack(env, data_dir)

@@ -94,6 +94,7 @@ async def test_whole_file_with_validators(client: AsyncTestClient[Litestar], ite
         ("bytes=-999999", 0, len(DATA)),
         ("bytes=10200-999999", 10200, len(DATA)),
         ("bytes=10239-10239", 10239, 10240),
+        ("bytes=-0, 10-99", 10, 100),  # a zero-length suffix beside a satisfiable range is left out
     ],
 )
 async def test_single_ranges(client: AsyncTestClient[Litestar], item: Path, header: str, start: int, stop: int) -> None:
@@ -104,7 +105,7 @@ async def test_single_ranges(client: AsyncTestClient[Litestar], item: Path, head
     assert response.headers["content-length"] == str(stop - start)
 
 
-@pytest.mark.parametrize("header", ["bytes=10240-", "bytes=20000-30000"])
+@pytest.mark.parametrize("header", ["bytes=10240-", "bytes=20000-30000", "bytes=-0", "bytes=-000", "bytes=-0,-0"])
 async def test_unsatisfiable_range_is_416_with_the_size(
     client: AsyncTestClient[Litestar], item: Path, header: str
 ) -> None:
@@ -113,6 +114,15 @@ async def test_unsatisfiable_range_is_416_with_the_size(
     assert response.headers["content-range"] == f"bytes */{len(DATA)}"
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["status"] == 416
+    head = await client.head(URL, headers={"Range": header})
+    assert (head.status_code, head.headers["content-range"]) == (416, f"bytes */{len(DATA)}")
+
+
+async def test_a_failed_if_range_sends_the_whole_file_even_for_bytes_minus_zero(
+    client: AsyncTestClient[Litestar], item: Path
+) -> None:
+    response = await client.get(URL, headers={"Range": "bytes=-0", "If-Range": '"stale"'})
+    assert (response.status_code, response.content) == (200, DATA)
 
 
 @pytest.mark.parametrize("header", ["bytes=abc", "lines=0-5", "bytes=9-2", "bytes=5-9,0-1"])

@@ -15,10 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from mt_api.app import create_app
-from mt_contracts.jobs import TokenizerJob
+from mt_contracts.jobs import TokenizerJob, utcnow
 from mt_contracts.requests import TrainTokenizerRequest
 from mt_contracts.settings import ApiSettings, StorageSettings
-from mt_storage.jobs import tokenizer_jobs, utcnow
+from mt_storage.jobs import tokenizer_jobs
+from mt_storage.lifecycle import Lifecycle
 from mt_storage.marker import MARKER, check_storage, marker_key
 from mt_storage.queue import health_key
 
@@ -113,14 +114,12 @@ async def test_encode_on_a_succeeded_tokenizer_whose_files_this_api_lacks_says_s
 ) -> None:
     # What an API without the workers' volume saw: a succeeded record, no folder.
     now = utcnow()
-    job = TokenizerJob(
-        id=TOK,
-        status="succeeded",
-        request=TrainTokenizerRequest(corpus_path="small.txt"),
-        created_at=now,
-        updated_at=now,
-    )
-    await tokenizer_jobs(redis).create(job)
+    job = TokenizerJob(id=TOK, request=TrainTokenizerRequest(corpus_path="small.txt"), created_at=now, updated_at=now)
+    lifecycle = Lifecycle(tokenizer_jobs(redis), "tokenizer", 60)
+    await lifecycle.create(job)
+    lease = await lifecycle.start(TOK)
+    assert lease is not None
+    await lease.succeed(lambda record: record)
     response = await client.post(f"/tokenizers/{TOK}/encode", json={"text": "hello"})
     assert response.status_code == 503
     directory = Path(api_settings.app.artifacts_root).resolve() / "tokenizers" / TOK

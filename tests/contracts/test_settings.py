@@ -42,13 +42,40 @@ def test_sections_a_service_does_not_declare_are_ignored() -> None:
 
 
 def test_unknown_key_in_a_declared_section_names_the_variable() -> None:
-    with pytest.raises(SettingsError, match="artifact_root"):
+    with pytest.raises(SettingsError, match="APP__ARTIFACT_ROOT is not a setting"):
         from_env(WorkerServiceSettings, {"APP__ARTIFACT_ROOT": "/x"})
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "APP__CORPUS_RUT",
+            "APP__CORPUS_RUT is not a setting: did you mean APP__CORPUS_ROOT? (.env.example lists every setting)",
+        ),
+        (
+            "app__artifact_root",
+            "app__artifact_root is not a setting: did you mean APP__ARTIFACTS_ROOT? (.env.example lists every setting)",
+        ),
+        (
+            "HTTP__NOTHING_ALIKE",
+            "HTTP__NOTHING_ALIKE is not a setting: the HTTP settings are HTTP__HOST, HTTP__PORT "
+            "(.env.example lists every setting)",
+        ),
+    ],
+)
+def test_a_misspelt_setting_names_the_variable_and_the_nearest_valid_one(name: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        from_env(ApiSettings, {name: "x"})
+    assert str(info.value) == message
+
+
 def test_wrong_type_names_the_variable() -> None:
-    with pytest.raises(SettingsError, match="WORKER__POLL_DELAY"):
+    with pytest.raises(SettingsError) as info:
         from_env(WorkerServiceSettings, {"WORKER__POLL_DELAY": "soon"})
+    assert str(info.value) == (
+        "invalid settings from the environment: WORKER__POLL_DELAY='soon': Expected `float`, got `str`"
+    )
 
 
 def test_env_example_documents_every_key_with_its_default() -> None:

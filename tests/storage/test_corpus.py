@@ -12,9 +12,11 @@ from mt_storage.corpus import (
     CorpusDecodeError,
     CorpusFormatError,
     CorpusReader,
+    ResolvedCorpus,
     count_lines,
     iter_corpus_lines,
     resolve_corpus,
+    resolve_corpus_files,
 )
 
 
@@ -57,6 +59,23 @@ def test_symlink_escape_is_refused(root: Path, tmp_path: Path) -> None:
     os.symlink(tmp_path / "secret.txt", root / "link.txt")
     with pytest.raises(CorpusPathError, match="outside the corpus root"):
         resolve_corpus(root, "link.txt")
+
+
+def test_symlinks_in_a_folder_that_leave_the_root_are_skipped_and_named(root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret\n")
+    os.symlink(outside / "secret.txt", root / "books" / "leak.txt")
+    os.symlink(outside, root / "books" / "elsewhere")
+    os.symlink(root / "one.txt", root / "books" / "inside.txt")  # stays inside: read
+    assert resolve_corpus_files(root, "books") == ResolvedCorpus(
+        files=[(root / "books/b/a.txt").resolve(), (root / "one.txt").resolve(), (root / "books/z.txt").resolve()],
+        skipped=["books/elsewhere", "books/leak.txt"],
+    )
+    assert resolve_corpus(root, "books") == resolve_corpus_files(root, "books").files
+    reader = CorpusReader(resolve_corpus(root, "books"), root=root.resolve(), skipped=["books/leak.txt"])
+    assert list(reader.lines()) == ["a\n", "hello\n", "z\n"]
+    assert reader.stats().skipped_files == ["books/leak.txt"]
 
 
 def test_sibling_folder_sharing_the_prefix_is_outside(tmp_path: Path) -> None:

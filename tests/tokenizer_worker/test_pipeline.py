@@ -3,6 +3,7 @@ process runs it, on small corpora."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,12 @@ def corpus(tmp_path: Path, shakespeare: str) -> Path:
     records = [{"text": line, "source": "s"} for line in shakespeare[20_000:30_000].split("\n\n")]
     (root / "books" / "c.jsonl").write_bytes(b"\n".join(msgspec.json.encode(r) for r in records) + b"\n")
     (root / "books" / "empty.txt").write_bytes(b" \n\t\n")
+    # Links out of the corpus root: skipped, and counted as skipped.
+    (tmp_path / "outside" / "folder").mkdir(parents=True)
+    (tmp_path / "outside" / "secret.txt").write_text("not for training\n", encoding="utf-8")
+    (tmp_path / "outside" / "folder" / "x.txt").write_text("not for training either\n", encoding="utf-8")
+    os.symlink(tmp_path / "outside" / "secret.txt", root / "books" / "link.txt")
+    os.symlink(tmp_path / "outside" / "folder", root / "books" / "linked")
     return root
 
 
@@ -94,7 +101,7 @@ def test_training_is_deterministic_and_the_manifest_describes_it(
     assert manifest.config.seed == manifest.seed == 1337
     stats = manifest.statistics
     assert stats.vocab_size == manifest.vocab_size == 500
-    assert stats.corpus.skipped_files == ["books/empty.txt"]
+    assert stats.corpus.skipped_files == ["books/empty.txt", "books/link.txt", "books/linked"]
     assert stats.corpus.files == 3
     assert stats.corpus.bytes == sum((corpus / "books" / n).stat().st_size for n in ("a.txt", "b.txt", "c.jsonl"))
     heldout = stats.heldout

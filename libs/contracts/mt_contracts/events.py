@@ -23,7 +23,8 @@ from mt_contracts.logs import timestamp
 
 EventKind = Literal["log", "progress", "validation", "checkpoint", "status"]
 EVENT_KINDS: frozenset[str] = frozenset({"log", "progress", "validation", "checkpoint", "status"})
-_EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+# At most 19 digits a part: every such number fits the unsigned 64 bits of a Redis Stream id.
+_EVENT_ID = re.compile(r"^[0-9]{1,19}-[0-9]{1,19}$")
 
 
 def is_event_id(value: str) -> bool:

@@ -6,11 +6,13 @@ unknown key is an error, so a typo such as ``APP__ARTIFACT_ROOT`` fails at start
 
 Errors::
 
-    SettingsError    a key is unknown, or a value does not convert to the declared type
+    SettingsError    a key is unknown (the message names the variable and the nearest valid one), or a value
+                     does not convert to the declared type (the message names the variable and its value)
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Literal, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -146,12 +148,20 @@ class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``keys`` is a comma-separated list of API keys; when it (or ``read_only_keys``) is not empty every
     endpoint except ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <key>``. ``read_only_keys``
     may only read (``GET``, ``HEAD``, live streams): a dashboard's key. ``keepalive_seconds`` is the gap
-    after which an idle live stream (SSE or WebSocket) sends a keep-alive.
+    after which an idle live stream (SSE or WebSocket) sends a keep-alive. ``cors_origins`` is a
+    comma-separated allow-list of origins (``https://ui.example``) whose pages may call the API; empty (the
+    default) sends no CORS headers, so browsers keep other sites' pages from reading answers or sending JSON.
     """
 
     keys: str = ""
     read_only_keys: str = ""
     keepalive_seconds: float = 15.0
+    cors_origins: str = ""
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """The origins allowed to call the API from a browser page (CORS), blanks dropped; none by default."""
+        return _split_keys(self.cors_origins)
 
     def __repr__(self) -> str:
         counts = f"keys={len(self.key_list)}, read_only_keys={len(self.read_only_key_list)}"
@@ -215,22 +225,30 @@ def from_env(settings_type: type[S], environ: Mapping[str, str]) -> S:
     Raises:
         SettingsError: an unknown key inside a declared section, or a value of the wrong type.
     """
-    sections = {field.name for field in msgspec.structs.fields(settings_type)}
+    sections = {field.name: field.type for field in msgspec.structs.fields(settings_type)}
     nested: dict[str, dict[str, str]] = {}
     for name, value in environ.items():
         section, sep, key = name.partition("__")
-        if not sep or section.lower() not in sections:
+        section_type = sections.get(section.lower())
+        if not sep or section_type is None:
             continue
+        known = [f"{section.upper()}__{field.name.upper()}" for field in msgspec.structs.fields(section_type)]
+        if name.upper() not in known:
+            close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else f"the {section.upper()} settings are {', '.join(known)}"
+            raise SettingsError(f"{name} is not a setting: {hint} (.env.example lists every setting)")
         nested.setdefault(section.lower(), {})[key.lower()] = value
     try:
         return msgspec.convert(nested, settings_type, strict=False)
     except msgspec.ValidationError as exc:
-        raise SettingsError(f"invalid settings from the environment: {_env_path(str(exc))}") from exc
+        raise SettingsError(f"invalid settings from the environment: {_env_path(str(exc), environ)}") from exc
 
 
-def _env_path(message: str) -> str:
+def _env_path(message: str, environ: Mapping[str, str]) -> str:
     """Rewrite msgspec's ``$.app.runs_root`` paths into the variable name a user sets (``APP__RUNS_ROOT``)."""
     head, sep, path = message.rpartition(" - at `$.")
     if not sep:
         return message
-    return f"{head} - variable {path.rstrip('`').replace('.', '__').upper()}"
+    variable = path.rstrip("`").replace(".", "__").upper()
+    sent = next((value for name, value in environ.items() if name.upper() == variable), None)
+    return f"{variable}={sent!r}: {head}" if sent is not None else f"{head} - variable {variable}"

@@ -92,7 +92,8 @@ class CorpusStats(msgspec.Struct, frozen=True, kw_only=True):
     """What was read. ``bytes`` are the raw bytes of the files used; ``characters`` and ``lines`` count the
     decoded text; ``replaced_bytes`` are invalid UTF-8 bytes replaced by U+FFFD (``encoding_errors:
     replace``); ``split_lines`` are lines longer than the method's limit, split rather than dropped;
-    ``skipped_files`` are empty or whitespace-only files (paths relative to the corpus root)."""
+    ``skipped_files`` are empty or whitespace-only files and, in a folder, symlinks that lead outside the
+    corpus root (paths relative to the corpus root)."""
 
     files: int
     skipped_files: list[str]

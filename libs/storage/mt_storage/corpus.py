@@ -7,7 +7,7 @@ import codecs
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -19,11 +19,29 @@ CORPUS_SUFFIXES = frozenset({".txt", ".jsonl"})
 _KINDS = "a .txt or .jsonl file"
 
 
-def resolve_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
-    """The corpus files named by ``corpus_path``: one file, or every ``.txt``/``.jsonl`` file below a directory
-    (recursive, sorted by relative path so the order is deterministic).
+class ResolvedCorpus(NamedTuple):
+    """What a corpus path names: the files to read (resolved), and the names (relative to the root) of the
+    symlinks below a folder that lead outside the root, which are skipped."""
 
-    ``corpus_path`` is relative to ``corpus_root``; after resolving symlinks it must stay inside the root.
+    files: list[Path]
+    skipped: list[str]
+
+
+def resolve_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
+    """The corpus files named by ``corpus_path`` (``resolve_corpus_files(...).files``).
+
+    Raises:
+        CorpusPathError: see ``resolve_corpus_files``.
+    """
+    return resolve_corpus_files(corpus_root, corpus_path).files
+
+
+def resolve_corpus_files(corpus_root: Path, corpus_path: str) -> ResolvedCorpus:
+    """The corpus files named by ``corpus_path``: one file, or every ``.txt``/``.jsonl`` file below a directory
+    (recursive, sorted by relative path so the order is deterministic; symlinked folders are not entered).
+
+    ``corpus_path`` is relative to ``corpus_root``; after resolving symlinks it must stay inside the root. Below
+    a directory, a symlink to a corpus file or a folder outside the root is skipped and named in ``skipped``.
 
     Raises:
         CorpusPathError: absolute path, ``..`` component, escape through a symlink, missing path, a file
@@ -37,23 +55,48 @@ def resolve_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
     if ".." in pure.parts:
         raise CorpusPathError(f"corpus_path {corpus_path!r} may not contain '..'")
     root = corpus_root.resolve()
-    target = (root / pure).resolve()
+    try:
+        target = (root / pure).resolve()
+        exists = target.exists()
+    except OSError as exc:  # a name longer than the filesystem allows, a symlink loop
+        raise CorpusPathError(f"corpus_path {corpus_path!r} cannot be opened ({exc.strerror or exc})") from exc
     if not target.is_relative_to(root):
         raise CorpusPathError(f"corpus_path {corpus_path!r} resolves outside the corpus root")
-    if not target.exists():
-        raise CorpusPathError(f"corpus_path {corpus_path!r} does not exist in the corpus root")
+    if not exists:
+        raise CorpusPathError(f"corpus_path {corpus_path!r} does not exist in the corpus root {_holdings(root)}")
     if target.is_file():
         if target.suffix not in CORPUS_SUFFIXES:
             raise CorpusPathError(f"corpus_path {corpus_path!r} is not {_KINDS}")
-        return [target]
-    files = sorted(
-        (p for p in target.rglob("*") if p.suffix in CORPUS_SUFFIXES and p.is_file()),
-        key=lambda p: p.relative_to(target).as_posix(),
-    )
-    inside = [p for p in files if p.resolve().is_relative_to(root)]
-    if not inside:
+        return ResolvedCorpus([target], [])
+    files: list[Path] = []
+    skipped: list[str] = []
+    for path in sorted(target.rglob("*"), key=lambda p: p.relative_to(target).as_posix()):
+        if path.is_symlink():
+            resolved = path.resolve()
+            if not resolved.is_relative_to(root):
+                if resolved.is_dir() or path.suffix in CORPUS_SUFFIXES:
+                    skipped.append(path.relative_to(root).as_posix())
+                continue
+        if path.suffix in CORPUS_SUFFIXES and path.is_file():
+            files.append(path.resolve())
+    if not files:
         raise CorpusPathError(f"corpus_path {corpus_path!r} is a directory with no .txt or .jsonl file inside")
-    return [p.resolve() for p in inside]
+    return ResolvedCorpus(files, skipped)
+
+
+def _holdings(root: Path, shown: int = 5) -> str:
+    """What the root holds, for a message: a few corpus names relative to it (never a server path)."""
+    if not root.is_dir():
+        return "(APP__CORPUS_ROOT), which does not exist on the server; create it or set APP__CORPUS_ROOT"
+    names = sorted(
+        f"{entry.name}/" if entry.is_dir() else entry.name
+        for entry in root.iterdir()
+        if not entry.name.startswith(".") and (entry.is_dir() or entry.suffix in CORPUS_SUFFIXES)
+    )
+    if not names:
+        return "(APP__CORPUS_ROOT), which holds no .txt or .jsonl file yet; put the corpus there"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"(APP__CORPUS_ROOT); it holds: {', '.join(names[:shown])}{more}"
 
 
 class CorpusDecodeError(CorpusPathError):
@@ -114,6 +157,7 @@ class CorpusReader:
         text_field: str = "text",
         encoding_errors: EncodingErrors = "strict",
         max_line_bytes: int | None = None,
+        skipped: list[str] | None = None,
     ) -> None:
         self.files = files
         self.root = root
@@ -121,7 +165,8 @@ class CorpusReader:
         self.encoding_errors = encoding_errors
         self.max_line_bytes = max_line_bytes
         self.used_files = 0
-        self.skipped_files: list[str] = []
+        # Files not read: ``skipped`` (symlinks leaving the root, from ``resolve_corpus_files``), then blank ones.
+        self.skipped_files: list[str] = list(skipped or [])
         self.bytes = 0
         self.characters = 0
         self.lines_read = 0
@@ -175,7 +220,7 @@ class CorpusReader:
         """The counts so far (complete once ``lines()`` is exhausted)."""
         return CorpusStats(
             files=self.used_files,
-            skipped_files=list(self.skipped_files),
+            skipped_files=sorted(self.skipped_files),
             bytes=self.bytes,
             characters=self.characters,
             lines=self.lines_read,

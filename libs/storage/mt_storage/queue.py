@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Protocol
@@ -34,7 +35,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from mt_contracts.logs import configure_logging
 from mt_contracts.queue import deserialize_job, serialize_job
-from mt_contracts.settings import WorkerServiceSettings, WorkerSettings, from_env
+from mt_contracts.settings import SettingsError, WorkerServiceSettings, WorkerSettings, from_env
 from mt_storage.events import REDIS_DOWN
 from mt_storage.layout import Layout
 from mt_storage.marker import check_storage
@@ -292,16 +293,33 @@ def worker_main(
         "--check", action="store_true", help="check this host's worker's health key and exit (0: healthy)"
     )
     check = parser.parse_args(argv).check is True
-    settings = from_env(WorkerServiceSettings, os.environ)
+    try:
+        settings = from_env(WorkerServiceSettings, os.environ)
+    except SettingsError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     if check:
         return check_health(settings.redis.dsn, queue_of(settings))
     configure_logging(settings.app.log_level)
-    reason = asyncio.run(_storage_reason(settings))
-    if reason is not None:
-        print(f"{prog}: {reason}", file=sys.stderr)
-        return 2
-    create(settings).run()
+    try:
+        reason = asyncio.run(_storage_reason(settings))
+        if reason is not None:
+            print(f"{prog}: {reason}", file=sys.stderr)
+            return 2
+        create(settings).run()
+    except (redis.exceptions.ConnectionError, ConnectionError) as exc:
+        # arq has already retried the connection a few times; a traceback would add nothing but noise.
+        print(
+            f"{prog}: cannot reach Redis at {_redis_address(settings.redis.url)} (REDIS__URL): {exc}", file=sys.stderr
+        )
+        return 1
     return 0
+
+
+def _redis_address(url: str) -> str:
+    """``host:port/db`` of a Redis URL, without its credentials."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or '/0'}"
 
 
 async def _storage_reason(settings: WorkerServiceSettings) -> str | None:

@@ -4,11 +4,12 @@ artifacts. It never trains.
 Errors::
 
     ApiError                 an HTTP error with a status, a detail and, for bad input, the field
-    ├── InvalidField         400: a request field is unusable; names the field and the fix
+    ├── InvalidField         400: request fields are unusable; names each field and the fix
     ├── Unauthorized         401: no API key, or not a configured one (with ``WWW-Authenticate``)
     ├── Forbidden            403: a read-only API key on a route that changes something
     ├── NotFound             404: no such tokenizer, run or artifact file
     ├── Conflict             409: the request is valid but the referenced job is not ready
+    ├── UnsupportedMediaType 415: a request body that is not ``application/json``
     ├── RangeNotSatisfiable  416: no requested byte range overlaps the file (``Content-Range: bytes */size``)
     └── Unavailable          503: the inference processes did not answer in time; retry later
 """
@@ -22,11 +23,20 @@ class ApiError(Exception):
     status_code = 500
     slug = "internal-error"
 
-    def __init__(self, detail: str, *, field: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        problems: list[tuple[str, str]] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
         self.headers = headers or {}
+        # Every (field, message) of a request with several unusable fields; else ``field`` alone.
+        self.problems = problems if problems is not None else ([(field, detail)] if field else [])
 
 
 class InvalidField(ApiError):
@@ -52,6 +62,11 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status_code = 409
     slug = "conflict"
+
+
+class UnsupportedMediaType(ApiError):
+    status_code = 415
+    slug = "unsupported-media-type"
 
 
 class RangeNotSatisfiable(ApiError):

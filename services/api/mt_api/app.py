@@ -12,8 +12,10 @@ from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 
 from mt_api.auth import key_guard
+from mt_api.cors import cors_config, origin_guard
 from mt_api.errors import EXCEPTION_HANDLERS
 from mt_api.metrics import Metrics, MetricsMiddleware
+from mt_api.openapi import RefinedJson, SwaggerUI, static_router
 from mt_api.routes import ROUTES
 from mt_api.services import Services
 from mt_api.tracing import add_request_id
@@ -46,14 +48,18 @@ def create_app(settings: ApiSettings) -> Litestar:
     def services() -> Services:
         return holder[0]
 
+    origins = settings.api.cors_origin_list
     return Litestar(
-        route_handlers=ROUTES,
+        cors_config=cors_config(origins),
+        route_handlers=[*ROUTES, static_router()],
         dependencies={"services": Provide(services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        guards=[key_guard(settings.api.key_list, settings.api.read_only_key_list)],
+        guards=[key_guard(settings.api.key_list, settings.api.read_only_key_list), origin_guard(origins)],
         middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics)],
         before_send=[add_request_id],
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="Model Trainer", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Model Trainer", version="0.1.0", path="/schema", render_plugins=[SwaggerUI(), RefinedJson()]
+        ),
         logging_config=None,  # logging is configured once, as JSON, by the entry point
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import os
+import re
 import secrets
 import stat
 from collections import OrderedDict
@@ -174,6 +175,9 @@ def plan_ranges(range_header: str | None, if_range: str | None, file: FileInfo) 
         return None
     if if_range is not None and not _if_range_holds(if_range, file):
         return None
+    range_header = _without_empty_suffixes(range_header)
+    if range_header is None:
+        return []
     parsed = parse_range_header(range_header)
     if parsed is None or parsed.units != "bytes" or len(parsed.ranges) > MAX_RANGES:
         return None
@@ -187,6 +191,22 @@ def plan_ranges(range_header: str | None, if_range: str | None, file: FileInfo) 
         if begin < end:
             ranges.append(ByteRange(begin, end))
     return ranges
+
+
+_EMPTY_SUFFIX = re.compile(r"-0+")
+
+
+def _without_empty_suffixes(range_header: str) -> str | None:
+    """``range_header`` less its zero-length suffix ranges (``-0``), which are valid syntax but satisfy no byte
+    (RFC 9110 §14.1.1; Werkzeug refuses the whole header for them); ``None`` when only such ranges remain."""
+    units, sep, spec = range_header.partition("=")
+    if not sep or units.strip().lower() != "bytes":
+        return range_header
+    parts = [part.strip() for part in spec.split(",")]
+    kept = [part for part in parts if not _EMPTY_SUFFIX.fullmatch(part)]
+    if len(kept) == len(parts):
+        return range_header
+    return f"bytes={','.join(kept)}" if kept else None
 
 
 def _if_range_holds(if_range: str, file: FileInfo) -> bool:

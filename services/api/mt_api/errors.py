@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from mt_api import ApiError
 from mt_api.tracing import request_id
+from mt_contracts.bodies import InvalidBody
 from mt_storage.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -75,8 +76,15 @@ def problem_response(
 
 
 def _api_error(request: Request[object, object, State], exc: ApiError) -> Response[Problem]:
-    errors = [FieldProblem(field=exc.field, message=exc.detail)] if exc.field else None
+    errors = [FieldProblem(field=field, message=message) for field, message in exc.problems] or None
     return problem_response(request, exc.status_code, exc.detail, slug=exc.slug, errors=errors, headers=exc.headers)
+
+
+def _invalid_body(request: Request[object, object, State], exc: InvalidBody) -> Response[Problem]:
+    errors = [FieldProblem(field=problem.field, message=problem.message) for problem in exc.problems]
+    count = len(errors)
+    detail = "the request body is not valid: " + (errors[0].message if count == 1 else f"{count} problems, see errors")
+    return problem_response(request, 400, detail, slug="validation", errors=errors)
 
 
 def _validation_errors(extra: object) -> list[FieldProblem]:
@@ -150,6 +158,7 @@ def _internal(request: Request[object, object, State], exc: Exception) -> Respon
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ApiError: _api_error,
+    InvalidBody: _invalid_body,
     HTTPException: _http_exception,
     RedisError: _redis_error,
     StoreError: _store_error,

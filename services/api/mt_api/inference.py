@@ -133,7 +133,8 @@ def sample_next(logits: torch.Tensor, request: GenerateRequest, generator: torch
     """
     if request.temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits / request.temperature
+    # Shifted so the largest is 0: a tiny temperature then sends the others to -inf, never inf - inf (NaN).
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / request.temperature
     if 0 < request.top_k < logits.shape[-1]:
         kth = torch.topk(logits, request.top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -142,6 +143,7 @@ def sample_next(logits: torch.Tensor, request: GenerateRequest, generator: torch
         probs = torch.softmax(ordered, dim=-1)
         # Drop a token when the tokens before it already reach top_p (the first always stays).
         drop = torch.cumsum(probs, dim=-1) - probs >= request.top_p
+        drop[:, 0] = False  # a top_p below float32's smallest value would otherwise drop it too
         ordered = ordered.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, ordered)
     probs = torch.softmax(logits, dim=-1)

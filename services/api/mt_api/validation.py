@@ -20,34 +20,56 @@ BYTE_ALPHABET_SIZE = 256
 _BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
 
 
-def check_corpus(corpus_root: Path, corpus_path: str) -> list[Path]:
-    """The corpus files, or ``InvalidField('corpus_path')``."""
+class Problems:
+    """The unusable fields of one request, collected so that one answer names them all."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[str, str]] = []
+
+    def add(self, field: str, message: str) -> None:
+        self.found.append((field, message))
+
+    def raise_any(self) -> None:
+        """Raises ``InvalidField`` (400) listing every problem found, if any."""
+        if self.found:
+            field, message = self.found[0]
+            detail = message if len(self.found) == 1 else f"{len(self.found)} fields are not valid; see errors"
+            raise InvalidField(detail, field=field, problems=list(self.found))
+
+
+def check_corpus(corpus_root: Path, corpus_path: str, problems: Problems | None = None) -> list[Path]:
+    """The corpus files, or ``InvalidField('corpus_path')`` (added to ``problems`` instead when given)."""
     try:
         return resolve_corpus(corpus_root, corpus_path)
     except CorpusPathError as exc:
-        raise InvalidField(str(exc), field="corpus_path") from exc
+        if problems is None:
+            raise InvalidField(str(exc), field="corpus_path") from exc
+        problems.add("corpus_path", str(exc))
+        return []
 
 
 def check_tokenizer_request(request: TrainTokenizerRequest, corpus_root: Path) -> None:
     """Only the options of the request's method; special tokens unique, not blank and not pieces SentencePiece
-    reserves; ``vocab_size`` room
-    for the method's fixed symbols (the byte alphabet, the special tokens, SentencePiece's unknown piece)
-    and one learned token; the corpus inside the root."""
+    reserves; ``vocab_size`` room for the method's fixed symbols (the byte alphabet, the special tokens,
+    SentencePiece's unknown piece) and one learned token; the corpus inside the root. Every problem found is
+    listed in the one ``InvalidField``."""
+    problems = Problems()
+    other = "sentencepiece" if request.method == "bpe" else "bpe"
     for name in request.options_for_other_method():
-        other = "sentencepiece" if request.method == "bpe" else "bpe"
-        raise InvalidField(f"{name} applies to method {other!r} only; remove it or send method={other!r}", field=name)
-    if any(not token.strip() for token in request.special_tokens):
-        raise InvalidField("special tokens may not be empty or whitespace", field="special_tokens")
-    if len(set(request.special_tokens)) != len(request.special_tokens):
-        raise InvalidField("special tokens must be unique; remove the duplicates", field="special_tokens")
-    if request.method == "sentencepiece":
-        for token in request.special_tokens:
-            if token == SENTENCEPIECE_UNK or (request.byte_fallback is not False and _BYTE_PIECE.fullmatch(token)):
-                raise InvalidField(
-                    f"{token!r} is a piece SentencePiece reserves (its unknown piece {SENTENCEPIECE_UNK!r}, and with "
-                    "byte_fallback the pieces <0x00> to <0xFF>); choose another special token",
-                    field="special_tokens",
-                )
+        problems.add(name, f"{name} applies to method {other!r} only; remove it or send method={other!r}")
+    for index, token in enumerate(request.special_tokens):
+        if not token.strip():
+            problems.add(f"special_tokens[{index}]", "special tokens may not be empty or whitespace")
+        elif token in request.special_tokens[:index]:
+            problems.add(f"special_tokens[{index}]", f"special tokens must be unique; remove the duplicate {token!r}")
+        elif request.method == "sentencepiece" and (
+            token == SENTENCEPIECE_UNK or (request.byte_fallback is not False and _BYTE_PIECE.fullmatch(token))
+        ):
+            problems.add(
+                f"special_tokens[{index}]",
+                f"{token!r} is a piece SentencePiece reserves (its unknown piece {SENTENCEPIECE_UNK!r}, and with "
+                "byte_fallback the pieces <0x00> to <0xFF>); choose another special token",
+            )
     specials = len(with_end_of_text(request.special_tokens))
     if request.method == "bpe":
         needed = BYTE_ALPHABET_SIZE + specials + 1
@@ -59,25 +81,30 @@ def check_tokenizer_request(request: TrainTokenizerRequest, corpus_root: Path) -
         needed = BYTE_ALPHABET_SIZE + specials + 2
         parts = f"256 byte-fallback pieces, {specials} special token(s), the unknown piece and one learned piece"
     if request.vocab_size < needed:
-        raise InvalidField(f"vocab_size must be at least {needed}: {parts}", field="vocab_size")
-    check_corpus(corpus_root, request.corpus_path)
+        problems.add("vocab_size", f"vocab_size must be at least {needed}: {parts}")
+    check_corpus(corpus_root, request.corpus_path, problems)
+    problems.raise_any()
 
 
 def check_run_request(request: TrainRunRequest, tokenizer: TokenizerJob | None, corpus_root: Path) -> None:
-    """Model shape consistent, schedule consistent, tokenizer finished, corpus inside the root."""
+    """Model shape consistent, schedule consistent, corpus inside the root (every problem listed in one 400),
+    then the tokenizer: known (else 404) and finished (else 409)."""
+    problems = Problems()
     if request.n_embd % request.n_head:
-        raise InvalidField(f"n_embd={request.n_embd} must be divisible by n_head={request.n_head}", field="n_embd")
+        problems.add("n_embd", f"n_embd={request.n_embd} must be divisible by n_head={request.n_head}")
     if request.max_steps is not None and request.max_tokens is not None:
-        raise InvalidField("give max_steps or max_tokens, not both", field="max_tokens")
+        problems.add("max_tokens", "give max_steps or max_tokens, not both")
     if request.warmup_steps > request.total_steps:
-        raise InvalidField(
-            f"warmup_steps={request.warmup_steps} exceeds the run's {request.total_steps} steps", field="warmup_steps"
+        problems.add(
+            "warmup_steps", f"warmup_steps={request.warmup_steps} exceeds the run's {request.total_steps} steps"
         )
     if request.min_learning_rate > request.learning_rate:
-        raise InvalidField(
+        problems.add(
+            "min_learning_rate",
             f"min_learning_rate={request.min_learning_rate} exceeds learning_rate={request.learning_rate}",
-            field="min_learning_rate",
         )
+    check_corpus(corpus_root, request.corpus_path, problems)
+    problems.raise_any()
     if tokenizer is None:
         raise NotFound(
             f"no tokenizer {request.tokenizer_id}; train one with POST /tokenizers/train", field="tokenizer_id"
@@ -87,7 +114,6 @@ def check_run_request(request: TrainRunRequest, tokenizer: TokenizerJob | None, 
             f"tokenizer {tokenizer.id} is {tokenizer.status}; a run needs a succeeded tokenizer",
             field="tokenizer_id",
         )
-    check_corpus(corpus_root, request.corpus_path)
 
 
 def check_eval_request(request: EvaluateRequest, corpus_root: Path) -> None:

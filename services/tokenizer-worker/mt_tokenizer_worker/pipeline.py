@@ -16,7 +16,7 @@ from mt_contracts import codec
 from mt_contracts.manifests import TokenizerManifest
 from mt_contracts.tokenizer_process import TokenizerSpec, TokenizerTrained
 from mt_contracts.tokenizers import TokenizerStatistics, resolve_config
-from mt_storage.corpus import CorpusReader, count_lines, resolve_corpus
+from mt_storage.corpus import CorpusReader, count_lines, resolve_corpus_files
 from mt_storage.files import file_entries
 from mt_storage.joblog import EventLog
 from mt_tokenizer_worker import TokenizerTrainingError
@@ -44,7 +44,7 @@ def train_tokenizer(spec: TokenizerSpec, log: EventLog) -> TokenizerTrained:
     if method is None:
         raise TokenizerTrainingError("unknown_method", f"method {request.method!r} is not installed in this worker")
     corpus_root, out_dir = Path(spec.corpus_root), Path(spec.out_dir)
-    files = resolve_corpus(corpus_root, request.corpus_path)
+    files, skipped = resolve_corpus_files(corpus_root, request.corpus_path)
     log.write("info", "reading", f"reading {len(files)} file(s) from {request.corpus_path}", files=len(files))
     reader = CorpusReader(
         files,
@@ -52,6 +52,7 @@ def train_tokenizer(spec: TokenizerSpec, log: EventLog) -> TokenizerTrained:
         text_field=config.text_field,
         encoding_errors=config.encoding_errors,
         max_line_bytes=method.max_line_bytes(config),
+        skipped=skipped,
     )
     corpus_bytes = sum(path.stat().st_size for path in files)
     split = HoldoutSplit(reader.batches(), config.holdout_fraction, config.seed, corpus_bytes=corpus_bytes)

@@ -6,10 +6,11 @@ import asyncio
 
 from litestar import Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from mt_api import NotFound
+from mt_api.body import json_body
 from mt_api.routes.common import accepted, enqueue, find_run, new_id
 from mt_api.services import Services
 from mt_api.validation import check_eval_request, check_weights
@@ -19,18 +20,23 @@ from mt_contracts.queue import EVALUATE_MODEL_TASK
 from mt_contracts.requests import EvaluateRequest
 
 
-@post("/runs/{run_id:str}/evaluate", status_code=HTTP_202_ACCEPTED, tags=["evaluation"])
+@post(
+    "/runs/{run_id:str}/evaluate",
+    status_code=HTTP_202_ACCEPTED,
+    tags=["evaluation"],
+    dependencies={"payload": json_body(EvaluateRequest)},
+)
 async def evaluate_run(
-    run_id: FromPath[str], data: JSONBody[EvaluateRequest], services: NamedDependency[Services]
+    run_id: FromPath[str], payload: NamedDependency[EvaluateRequest], services: NamedDependency[Services]
 ) -> Response[JobAccepted]:
     """Queue an evaluation on the training queue: loss (nats per token), perplexity and bits per byte of a
     split or a corpus, with the final weights or a kept checkpoint. 202 with the ``eval_`` id; 409 when the
     run has no final weights yet; 404 for an unknown run or checkpoint."""
     run = await find_run(services, run_id)
-    await asyncio.to_thread(check_eval_request, data, services.layout.corpus_root)  # walks the corpus
-    check_weights(services.layout, run, data.checkpoint)
+    await asyncio.to_thread(check_eval_request, payload, services.layout.corpus_root)  # walks the corpus
+    check_weights(services.layout, run, payload.checkpoint)
     now = utcnow()
-    job = EvalJob(id=new_id("eval"), run_id=run.id, request=data, created_at=now, updated_at=now)
+    job = EvalJob(id=new_id("eval"), run_id=run.id, request=payload, created_at=now, updated_at=now)
     await services.eval_lifecycle.create(job, group=run.id)
     await enqueue(services, services.eval_lifecycle, EVALUATE_MODEL_TASK, job.id, services.settings.queue.training)
     return accepted(job.id, f"/runs/{run.id}/evals/{job.id}")

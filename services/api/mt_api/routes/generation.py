@@ -6,9 +6,10 @@ import secrets
 
 from litestar import post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath
 
 from mt_api import Conflict
+from mt_api.body import json_body
 from mt_api.routes.common import find_run
 from mt_api.services import Services
 from mt_api.validation import check_weights
@@ -28,34 +29,44 @@ from mt_contracts.requests import ExportRequest, GenerateRequest
 from mt_storage.layout import MANIFEST
 
 
-@post("/runs/{run_id:str}/generate", status_code=200, tags=["generation"])
+@post(
+    "/runs/{run_id:str}/generate",
+    status_code=200,
+    tags=["generation"],
+    dependencies={"payload": json_body(GenerateRequest)},
+)
 async def generate_text(
-    run_id: FromPath[str], data: JSONBody[GenerateRequest], services: NamedDependency[Services]
+    run_id: FromPath[str], payload: NamedDependency[GenerateRequest], services: NamedDependency[Services]
 ) -> GenerateResponse:
     """Sample continuations of ``prompt`` with the final weights or a kept checkpoint. 409 when the run has
     no final weights yet; 404 for an unknown run or checkpoint; 503 when the inference process does not
     answer within ``INFERENCE__TIMEOUT`` seconds."""
     run = await find_run(services, run_id)
-    await services.fetch_weights(run.id, run.request.tokenizer_id, data.checkpoint)
-    weights = check_weights(services.layout, run, data.checkpoint)
-    seed = data.seed if data.seed is not None else secrets.randbelow(2**32)
-    outcome = await services.inference.call(GenerateCall(weights=weights, request=data, seed=seed))
+    await services.fetch_weights(run.id, run.request.tokenizer_id, payload.checkpoint)
+    weights = check_weights(services.layout, run, payload.checkpoint)
+    seed = payload.seed if payload.seed is not None else secrets.randbelow(2**32)
+    outcome = await services.inference.call(GenerateCall(weights=weights, request=payload, seed=seed))
     match outcome:
         case Generated(response=response):
             return response
     raise _failure(outcome)
 
 
-@post("/runs/{run_id:str}/export", status_code=200, tags=["generation"])
+@post(
+    "/runs/{run_id:str}/export",
+    status_code=200,
+    tags=["generation"],
+    dependencies={"payload": json_body(ExportRequest)},
+)
 async def export_model(
-    run_id: FromPath[str], data: JSONBody[ExportRequest], services: NamedDependency[Services]
+    run_id: FromPath[str], payload: NamedDependency[ExportRequest], services: NamedDependency[Services]
 ) -> ExportResponse:
     """The ``save_pretrained`` folder of the final weights (the model folder) or of a kept checkpoint
     (written once, under ``export/step-<n>/``), with its files' sizes and sha256. 409 when the run has no
     final weights yet; 404 for an unknown run or checkpoint."""
     run = await find_run(services, run_id)
-    await services.fetch_weights(run.id, run.request.tokenizer_id, data.checkpoint)
-    weights = check_weights(services.layout, run, data.checkpoint)
+    await services.fetch_weights(run.id, run.request.tokenizer_id, payload.checkpoint)
+    weights = check_weights(services.layout, run, payload.checkpoint)
     if weights.checkpoint is None:
         manifest = codec.decode((services.layout.model_dir(run.id) / MANIFEST).read_bytes(), ModelManifest)
         return ExportResponse(

@@ -10,10 +10,11 @@ from typing import Annotated
 import msgspec
 from litestar import Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from mt_api import Conflict, InvalidField, NotFound
+from mt_api.body import json_body
 from mt_api.routes.common import accepted, cancel, enqueue, new_id, page
 from mt_api.services import Services
 from mt_api.validation import check_run_request
@@ -36,13 +37,15 @@ from mt_storage.checkpoints import INDEX, read_index
 from mt_storage.lifecycle import shown
 
 
-@post("/runs/train", status_code=HTTP_202_ACCEPTED, tags=["runs"])
-async def train_run(data: JSONBody[TrainRunRequest], services: NamedDependency[Services]) -> Response[JobAccepted]:
+@post("/runs/train", status_code=HTTP_202_ACCEPTED, tags=["runs"], dependencies={"payload": json_body(TrainRunRequest)})
+async def train_run(
+    payload: NamedDependency[TrainRunRequest], services: NamedDependency[Services]
+) -> Response[JobAccepted]:
     """Queue a GPT-2 training run with a succeeded tokenizer. Answers 202 with the new ``run_`` id."""
-    tokenizer = await services.tokenizers.get(data.tokenizer_id)
-    await asyncio.to_thread(check_run_request, data, tokenizer, services.layout.corpus_root)  # walks the corpus
+    tokenizer = await services.tokenizers.get(payload.tokenizer_id)
+    await asyncio.to_thread(check_run_request, payload, tokenizer, services.layout.corpus_root)  # walks the corpus
     now = utcnow()
-    job = RunJob(id=new_id("run"), request=data, created_at=now, updated_at=now)
+    job = RunJob(id=new_id("run"), request=payload, created_at=now, updated_at=now)
     await services.run_lifecycle.create(job)
     await enqueue(services, services.run_lifecycle, TRAIN_MODEL_TASK, job.id, services.settings.queue.training)
     return accepted(job.id, f"/runs/{job.id}")
@@ -82,9 +85,14 @@ async def get_run(run_id: FromPath[str], services: NamedDependency[Services]) ->
     return _shown(services, await _get(services, run_id), utcnow())
 
 
-@post("/runs/{run_id:str}/resume", status_code=HTTP_202_ACCEPTED, tags=["runs"])
+@post(
+    "/runs/{run_id:str}/resume",
+    status_code=HTTP_202_ACCEPTED,
+    tags=["runs"],
+    dependencies={"payload": json_body(ResumeRunRequest)},
+)
 async def resume_run(
-    run_id: FromPath[str], data: JSONBody[ResumeRunRequest], services: NamedDependency[Services]
+    run_id: FromPath[str], payload: NamedDependency[ResumeRunRequest], services: NamedDependency[Services]
 ) -> Response[JobAccepted]:
     """Put a failed or cancelled run back on the queue; it continues from its last checkpoint. 409 when
     the run has not ended that way or has no checkpoint; 400 when ``max_steps`` is not past it."""
@@ -97,10 +105,10 @@ async def resume_run(
         raise Conflict(f"run {run_id} has no checkpoint to resume from; submit it again with POST /runs/train")
     last = checkpoints[-1].step
     request = job.request
-    if data.max_steps is not None:
-        if data.max_steps <= last:
+    if payload.max_steps is not None:
+        if payload.max_steps <= last:
             raise InvalidField(f"max_steps must be past the last checkpoint (step {last})", field="max_steps")
-        request = msgspec.structs.replace(request, max_steps=data.max_steps, max_tokens=None)
+        request = msgspec.structs.replace(request, max_steps=payload.max_steps, max_tokens=None)
     resumed = await services.run_lifecycle.resume(run_id, lambda r: msgspec.structs.replace(r, request=request))
     if resumed is None:
         raise Conflict(f"run {run_id} changed while resuming; try again")

@@ -7,10 +7,11 @@ from typing import Annotated
 
 from litestar import Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from mt_api import Conflict, NotFound, Unavailable
+from mt_api.body import json_body
 from mt_api.routes.common import accepted, cancel, enqueue, new_id, page
 from mt_api.services import Services
 from mt_api.validation import check_tokenizer_request
@@ -23,15 +24,20 @@ from mt_storage.layout import MANIFEST
 from mt_storage.lifecycle import shown
 
 
-@post("/tokenizers/train", status_code=HTTP_202_ACCEPTED, tags=["tokenizers"])
+@post(
+    "/tokenizers/train",
+    status_code=HTTP_202_ACCEPTED,
+    tags=["tokenizers"],
+    dependencies={"payload": json_body(TrainTokenizerRequest)},
+)
 async def train_tokenizer(
-    data: JSONBody[TrainTokenizerRequest], services: NamedDependency[Services]
+    payload: NamedDependency[TrainTokenizerRequest], services: NamedDependency[Services]
 ) -> Response[JobAccepted]:
     """Queue a tokenizer training job. Answers 202 with the new ``tok_`` id and its ``Location``."""
     # Resolving the corpus walks folders and opens files: off the event loop.
-    await asyncio.to_thread(check_tokenizer_request, data, services.layout.corpus_root)
+    await asyncio.to_thread(check_tokenizer_request, payload, services.layout.corpus_root)
     now = utcnow()
-    job = TokenizerJob(id=new_id("tok"), request=data, created_at=now, updated_at=now)
+    job = TokenizerJob(id=new_id("tok"), request=payload, created_at=now, updated_at=now)
     await services.tokenizer_lifecycle.create(job)
     await enqueue(
         services, services.tokenizer_lifecycle, TRAIN_TOKENIZER_TASK, job.id, services.settings.queue.tokenizer
@@ -64,9 +70,14 @@ async def get_tokenizer(tokenizer_id: FromPath[str], services: NamedDependency[S
     return shown(job, utcnow(), services.settings.app.stall_after_seconds)
 
 
-@post("/tokenizers/{tokenizer_id:str}/encode", status_code=200, tags=["tokenizers"])
+@post(
+    "/tokenizers/{tokenizer_id:str}/encode",
+    status_code=200,
+    tags=["tokenizers"],
+    dependencies={"payload": json_body(EncodeRequest)},
+)
 async def encode_text(
-    tokenizer_id: FromPath[str], data: JSONBody[EncodeRequest], services: NamedDependency[Services]
+    tokenizer_id: FromPath[str], payload: NamedDependency[EncodeRequest], services: NamedDependency[Services]
 ) -> EncodeResponse:
     """Encode ``text`` with a succeeded tokenizer: ids, token strings and the decoded text. 409 while the
     tokenizer is not ``succeeded``."""
@@ -82,7 +93,7 @@ async def encode_text(
             f"tokenizer {tokenizer_id} succeeded, but its files are not in this API's artifact storage "
             f"({directory}); the API must mount the workers' storage (see /readyz and docs/deploy.md)"
         )
-    return await services.tokenizer_cache.encode(tokenizer_id, directory, data.text)
+    return await services.tokenizer_cache.encode(tokenizer_id, directory, payload.text)
 
 
 @post("/tokenizers/{tokenizer_id:str}/cancel", status_code=200, tags=["tokenizers"])
