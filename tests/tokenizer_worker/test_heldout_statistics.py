@@ -14,7 +14,8 @@ import pytest
 from tokenizers import Tokenizer
 
 from mt_contracts.requests import TrainTokenizerRequest
-from mt_contracts.tokenizers import HeldOutStats, TokenCount, TokenizerSpec, TokenizerTrained
+from mt_contracts.tokenizer_process import TokenizerSpec, TokenizerTrained
+from mt_contracts.tokenizers import HeldOutStats, TokenCount
 from mt_storage.joblog import JobLog
 from mt_tokenizer_worker.methods import TrainedTokenizer
 from mt_tokenizer_worker.process import run

@@ -25,6 +25,7 @@ from litestar.static_files import create_static_files_router
 
 from mt_api.auth import PUBLIC
 from mt_api.errors import PROBLEM_JSON, Problem
+from mt_contracts.events import EVENT_KINDS
 from mt_contracts.ids import EVAL_ID_PATTERN, RUN_ID_PATTERN, TOKENIZER_ID_PATTERN
 from mt_contracts.requests import (
     BPE_ONLY_OPTIONS,
@@ -90,11 +91,12 @@ _DESCRIPTIONS = {
 
 
 _SSE_EVENT: Json = {
-    "description": "One event: `id` (resume with Last-Event-ID), `event` and its JSON payload as `data`.",
+    "description": "One event: `id` (resume with Last-Event-ID), `event` its kind and the event (a `JobEvent` of "
+    "that kind, as `logs.jsonl` holds it) as `data`.",
     "type": "object",
     "properties": {
         "id": {"type": "string", "pattern": EVENT_ID_PATTERN},
-        "event": {"enum": ["log", "progress", "status"]},
+        "event": {"enum": sorted(EVENT_KINDS)},
         "data": {"type": "string", "contentMediaType": "application/json"},
     },
     "required": ["id", "event", "data"],
