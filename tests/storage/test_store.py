@@ -167,7 +167,7 @@ def test_growing_and_rewritten_files_are_fetched_again(tmp_path: Path, s3_settin
     assert len(store.gets) == 2
     store.gets.clear()
     assert reader.pull_file(local_log) and store.gets == []  # unchanged: not fetched
-    assert reader.pull_file(reader.layout.run_logs("run_x")) is False  # nothing in the store, nothing here
+    assert reader.pull_file(reader.layout.run_logs("run_y")) is False  # nothing in the store, nothing here
 
 
 def test_large_files_go_up_in_parts_and_come_back_through_ranged_gets(
