@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import msgspec
+import redis
 
 from mt_contracts.requests import TrainTokenizerRequest
 from mt_contracts.tokenizers import SentencePieceConfig, resolve_config
@@ -58,6 +59,10 @@ def _curl(command: str, base: str, ids: dict[str, str]) -> dict[str, object]:
 
 
 def test_the_readmes_curl_lines_work_against_make_devs_stack(tmp_path: Path, redis_server: EmbeddedRedis) -> None:
+    # A fresh stack on the session's Redis: forget what earlier tests stored there (the storage marker of
+    # their artifact roots above all, which this stack's new root would not match).
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushdb()
     env = {
         **os.environ,
         "REDIS__URL": redis_server.url,
