@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from mt_storage.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import SHAKESPEARE
@@ -54,6 +55,10 @@ def _wait_status(client: httpx.Client, location: str, timeout: float) -> dict[st
 @pytest.fixture(scope="module")
 def live_api(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
     root = tmp_path_factory.mktemp("fuzz")
+    # A fresh deployment on the session's Redis: forget what earlier tests stored there (their storage marker
+    # above all, which this deployment's new artifact root would not match).
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushdb()
     corpus = root / "corpus"
     (corpus / "books").mkdir(parents=True)
     (corpus / "small.txt").write_text(SHAKESPEARE.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
