@@ -118,32 +118,23 @@ def _http_exception(request: Request[object, object, State], exc: HTTPException)
     return problem_response(request, status, str(exc.detail), headers=exc.headers)
 
 
-def _redis_error(request: Request[object, object, State], exc: RedisError) -> Response[Problem]:
+def _unavailable(request: Request[object, object, State], event: str, exc: Exception, detail: str) -> Response[Problem]:
+    """503 problem JSON for a dependency that failed this request (logged with ``event``)."""
     logger.error(
-        "redis unavailable",
-        extra={
-            "event": "redis_error",
-            "path": request.url.path,
-            "error": str(exc),
-            "request_id": request_id(request.scope),
-        },
+        f"{event.replace('_', ' ')}",
+        extra={"event": event, "path": request.url.path, "error": str(exc), "request_id": request_id(request.scope)},
     )
-    detail = "the job store (Redis) is unavailable; nothing was enqueued, retry shortly"
     return problem_response(request, 503, detail, slug="unavailable")
+
+
+def _redis_error(request: Request[object, object, State], exc: RedisError) -> Response[Problem]:
+    detail = "the job store (Redis) is unavailable; nothing was enqueued, retry shortly"
+    return _unavailable(request, "redis_error", exc, detail)
 
 
 def _store_error(request: Request[object, object, State], exc: StoreError) -> Response[Problem]:
-    logger.error(
-        "artifact store failed",
-        extra={
-            "event": "store_error",
-            "path": request.url.path,
-            "error": str(exc),
-            "request_id": request_id(request.scope),
-        },
-    )
     detail = "the artifact store (STORAGE__BACKEND=s3) failed this request; retry shortly or check the store"
-    return problem_response(request, 503, detail, slug="unavailable")
+    return _unavailable(request, "store_error", exc, detail)
 
 
 def _internal(request: Request[object, object, State], exc: Exception) -> Response[Problem]:
