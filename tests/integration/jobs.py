@@ -12,6 +12,7 @@ from mt_contracts import codec
 from mt_contracts.jobs import JobAccepted, RunJob, TokenizerJob
 from mt_contracts.settings import WorkerServiceSettings
 from tests.helpers import wait_for
+from tests.integration.backends import storage_env
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 EVAL_INTERVAL = 50
@@ -61,7 +62,7 @@ async def trained_tokenizer(client: AsyncTestClient[Litestar]) -> str:
 
 
 def worker_env(settings: WorkerServiceSettings, **extra: str) -> dict[str, str]:
-    """The environment of a worker process on ``settings``' Redis and roots, with fast heartbeats."""
+    """The environment of a worker process on ``settings``' Redis, roots and storage, with fast heartbeats."""
     return {
         **os.environ,
         "REDIS__URL": settings.redis.url,
@@ -71,5 +72,6 @@ def worker_env(settings: WorkerServiceSettings, **extra: str) -> dict[str, str]:
         "WORKER__HEARTBEAT_INTERVAL": "0.5",
         "WORKER__PROGRESS_INTERVAL": "0.2",
         "WORKER__NICENESS": "0",
+        **storage_env(settings.storage),
         **extra,
     }

@@ -1,6 +1,7 @@
 """Evaluation, generation and export through the real stack (the app's test client, real arq workers, the
 real training and evaluation subprocesses, the app's inference process) at toy scale, for a BPE and a
-SentencePiece tokenizer; eval numbers are checked against plain ``transformers`` code."""
+SentencePiece tokenizer, on both storage backends (with the object store the API and the workers have roots of
+their own); eval numbers are checked against plain ``transformers`` code."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from mt_contracts.manifests import ModelManifest
 from mt_contracts.settings import ApiSettings, WorkerServiceSettings
 from mt_storage.files import sha256_file
 from tests.helpers import running_workers, wait_for
+from tests.integration.backends import api_settings, storage, worker_settings
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 BLOCK_SIZE = 32
@@ -50,6 +52,7 @@ TOKENIZERS = {
     "bpe": {"corpus_path": "small.txt", "vocab_size": 300},
     "sentencepiece": {"corpus_path": "small.txt", "method": "sentencepiece", "vocab_size": 400},
 }
+__all__ = ["api_settings", "storage", "worker_settings"]  # both backends (tests.integration.backends)
 
 
 @pytest.fixture
@@ -195,19 +198,21 @@ async def test_evaluate_generate_and_export_a_run(
     # Export: the final model folder and a checkpoint's export load offline and generate; digests agree.
     final = codec.decode((await client.post(f"/runs/{run.id}/export", json={})).content, ExportResponse)
     manifest = codec.decode((model_dir / "manifest.json").read_bytes(), ModelManifest)
-    assert (final.directory, final.files) == (str(model_dir), manifest.files)
+    api_model_dir = Path(api_settings.app.artifacts_root).resolve() / "models" / run.id
+    assert (final.directory, final.files) == (str(api_model_dir), manifest.files)
+    assert all(sha256_file(api_model_dir / f.path) == f.sha256 for f in manifest.files)
     assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"} <= {
         f.path for f in manifest.files
     }
     assert all(sha256_file(model_dir / f.path) == f.sha256 for f in manifest.files)
-    _loads_offline_and_generates(model_dir)
+    _loads_offline_and_generates(api_model_dir)
     response = await client.post(f"/runs/{run.id}/export", json={"checkpoint": 20})
     assert response.status_code == 200, response.text
     exported = codec.decode(response.content, ExportResponse)
     export_dir = Path(exported.directory)
-    assert export_dir == model_dir / "export" / "step-20" and (export_dir / "manifest.json").is_file()
+    assert export_dir == api_model_dir / "export" / "step-20" and (export_dir / "manifest.json").is_file()
     assert all(sha256_file(export_dir / f.path) == f.sha256 for f in exported.files)
-    checkpoint = torch.load(Path(api_settings.app.runs_root) / run.id / "checkpoints" / "step-000000020.pt")
+    checkpoint = torch.load(Path(worker_settings.app.runs_root) / run.id / "checkpoints" / "step-000000020.pt")
     saved = load_file(export_dir / "model.safetensors")
     assert all(torch.equal(saved[name], checkpoint["model"][name]) for name in saved)
     _loads_offline_and_generates(export_dir)

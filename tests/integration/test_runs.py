@@ -1,4 +1,6 @@
-"""Run lifecycle through the real stack: cancel, resume, a killed training process, a killed worker."""
+"""Run lifecycle through the real stack, on both storage backends: cancel, resume, a killed training process,
+a killed worker whose run another worker (another pod, with the object store) resumes, a worker stopped by
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from redis.asyncio import Redis
 from mt_api.app import create_app
 from mt_contracts import codec
 from mt_contracts.jobs import CheckpointInfo, RunPage, RunSeries
-from mt_contracts.settings import ApiSettings, WorkerServiceSettings
+from mt_contracts.settings import ApiSettings, StorageSettings, WorkerServiceSettings
 from tests.helpers import running_workers, wait_for, worker_process
+from tests.integration.backends import api_settings, on_backend, storage, worker_settings
 from tests.integration.jobs import (
     EVAL_INTERVAL,
     RUN,
@@ -29,12 +32,17 @@ from tests.integration.jobs import (
 )
 
 STALL_AFTER_SECONDS = 15.0
+__all__ = ["api_settings", "storage", "worker_settings"]  # both backends (tests.integration.backends)
 
 
 @pytest.fixture
 async def client(api_settings: ApiSettings, redis: Redis) -> AsyncIterator[AsyncTestClient[Litestar]]:
     async with AsyncTestClient(app=create_app(api_settings)) as client:
         yield client
+
+
+async def listed_checkpoints(client: AsyncTestClient[Litestar], run_id: str) -> list[CheckpointInfo]:
+    return msgspec.json.decode((await client.get(f"/runs/{run_id}/checkpoints")).content, type=list[CheckpointInfo])
 
 
 async def test_cancel_queued_and_running_runs_then_resume_from_the_checkpoint(
@@ -56,9 +64,7 @@ async def test_cancel_queued_and_running_runs_then_resume_from_the_checkpoint(
         assert cancelled.status == "cancelled"
         assert (await client.post(f"/runs/{long_run}/cancel")).status_code == 409
 
-        checkpoints = msgspec.json.decode(
-            (await client.get(f"/runs/{long_run}/checkpoints")).content, type=list[CheckpointInfo]
-        )
+        checkpoints = await listed_checkpoints(client, long_run)
         assert checkpoints and [c.step for c in checkpoints] == sorted(c.step for c in checkpoints)
         last = checkpoints[-1].step
         # The stop wrote a checkpoint of the very step it stopped at, and the record and the log name it.
@@ -97,13 +103,13 @@ async def test_cancel_queued_and_running_runs_then_resume_from_the_checkpoint(
 
 
 async def test_a_killed_training_process_is_restarted_from_its_checkpoint(
-    client: AsyncTestClient[Litestar], worker_settings: WorkerServiceSettings, api_settings: ApiSettings
+    client: AsyncTestClient[Litestar], worker_settings: WorkerServiceSettings
 ) -> None:
     async with running_workers(worker_settings):
         tokenizer_id = await trained_tokenizer(client)
         run_id = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 400})
         await wait_for(lambda: get_run(client, run_id), lambda j: j.checkpoint is not None, 120)
-        logs = Path(api_settings.app.artifacts_root) / "models" / run_id / "logs.jsonl"
+        logs = Path(worker_settings.app.artifacts_root) / "models" / run_id / "logs.jsonl"
         started = [msgspec.json.decode(line) for line in logs.read_bytes().splitlines() if b"process_started" in line]
         os.kill(started[-1]["fields"]["pid"], signal.SIGKILL)
         run = await wait_for(lambda: get_run(client, run_id), lambda j: j.status in TERMINAL, 300)
@@ -114,30 +120,39 @@ async def test_a_killed_training_process_is_restarted_from_its_checkpoint(
 
 
 async def test_a_run_whose_worker_was_killed_is_reaped_and_resumed_by_another_worker(
-    client: AsyncTestClient[Litestar], worker_settings: WorkerServiceSettings, redis: Redis
+    client: AsyncTestClient[Litestar],
+    worker_settings: WorkerServiceSettings,
+    storage: StorageSettings,
+    redis: Redis,
+    tmp_path: Path,
 ) -> None:
     settings = msgspec.structs.replace(
         worker_settings, app=msgspec.structs.replace(worker_settings.app, stall_after_seconds=4.0)
     )
-    env = worker_env(settings, APP__STALL_AFTER_SECONDS=str(STALL_AFTER_SECONDS), WORKER__HEALTH_CHECK_INTERVAL="1")
+    timing = {"APP__STALL_AFTER_SECONDS": str(STALL_AFTER_SECONDS), "WORKER__HEALTH_CHECK_INTERVAL": "1"}
+    env = worker_env(settings, **timing)
+    # With the object store the second worker is another pod: it has only the bucket to resume from.
+    second_pod = on_backend(settings, storage, tmp_path / "second-trainer-pod")
     async with running_workers(settings, trainer=False):
         tokenizer_id = await trained_tokenizer(client)
         run_id = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 600})
         with worker_process("mt_trainer_worker", env) as first:
-            await wait_for(lambda: get_run(client, run_id), lambda j: j.checkpoint is not None, 120)
+            # A checkpoint the API lists is in the storage (with the object store: uploaded by the pod).
+            await wait_for(lambda: listed_checkpoints(client, run_id), bool, 120)
             first.send_signal(signal.SIGKILL)
             first.wait()
         stalled = await wait_for(lambda: get_run(client, run_id), lambda j: j.status == "stalled", 60)
         assert stalled.checkpoint is not None
-        with worker_process("mt_trainer_worker", env):
-            run = await wait_for(lambda: get_run(client, run_id), lambda j: j.status in TERMINAL, 240)
+        with worker_process("mt_trainer_worker", worker_env(second_pod, **timing)):
+            # Generous: on a loaded machine the 600 steps run at a step a second.
+            run = await wait_for(lambda: get_run(client, run_id), lambda j: j.status in TERMINAL, 900)
     assert run.status == "succeeded", run.error
     assert run.resumed_from_step is not None and run.resumed_from_step >= 20
     assert run.attempts == 2
 
 
 async def test_a_worker_stopped_by_sigterm_hands_its_run_back_with_a_clean_process_log(
-    client: AsyncTestClient[Litestar], worker_settings: WorkerServiceSettings, api_settings: ApiSettings
+    client: AsyncTestClient[Litestar], worker_settings: WorkerServiceSettings
 ) -> None:
     env = worker_env(worker_settings)
     async with running_workers(worker_settings, trainer=False):
@@ -149,7 +164,7 @@ async def test_a_worker_stopped_by_sigterm_hands_its_run_back_with_a_clean_proce
             assert worker.wait(60) == 0
         handed_back = await get_run(client, run_id)
     assert (handed_back.status, handed_back.owner) == ("queued", None)
-    process_log = (Path(api_settings.app.runs_root) / run_id / "process.log").read_text()
+    process_log = (Path(worker_settings.app.runs_root) / run_id / "process.log").read_text()
     assert "Traceback" not in process_log and "BrokenPipeError" not in process_log, process_log
     events = (await client.get(f"/runs/{run_id}/logs?tail=300")).json()["lines"]
     names = [line["event"] for line in events]

@@ -347,10 +347,12 @@ class Mirror:
 
 
 def _verify(path: Path, info: ObjectInfo, entry: FileEntry | None) -> None:
-    size = path.stat().st_size
-    if size != info.size:
-        raise StoreError(f"{info.key}: downloaded {size} bytes, the store lists {info.size}")
-    if entry is not None and (entry.size != size or sha256_file(path) != entry.sha256):
+    """A file a manifest names (immutable once committed) must match its entry. Every other file (a log, an
+    index) may have been replaced since it was listed: a GET returns one whole version of an object, so the
+    newer copy is kept rather than refused for differing from the listing."""
+    if entry is None:
+        return
+    if entry.size != path.stat().st_size or sha256_file(path) != entry.sha256:
         raise StoreError(f"{info.key}: the downloaded file does not match its manifest entry (size, sha256)")
 
 

@@ -83,6 +83,19 @@ class Services:
         if self.mirror.enabled:
             await asyncio.to_thread(self.mirror.push, directory)
 
+    async def fetch_weights_index(self, run_id: str, checkpoint: int | None) -> None:
+        """Bring what ``resolve_weights`` checks for run ``run_id`` into the cache, for a request that only
+        names weights a worker will read (an evaluation): the checkpoint index and the run's model config, or
+        the finished model folder whole (a local ``manifest.json`` marks a complete folder, so it never comes
+        alone)."""
+        if not self.mirror.enabled:
+            return
+        if checkpoint is None:
+            await self.pull(self.layout.model_dir(run_id))
+            return
+        await self.pull_file(self.layout.run_dir(run_id) / INDEX)
+        await self.pull_file(self.layout.run_dir(run_id) / MODEL_CONFIG)
+
     async def fetch_weights(self, run_id: str, tokenizer_id: str, checkpoint: int | None) -> None:
         """Bring what ``resolve_weights`` and the inference processes read for run ``run_id`` into the cache:
         the finished model folder, or the checkpoint index, model config, tokenizer and the checkpoint."""

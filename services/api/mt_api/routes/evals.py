@@ -34,6 +34,7 @@ async def evaluate_run(
     run has no final weights yet; 404 for an unknown run or checkpoint."""
     run = await find_run(services, run_id)
     await asyncio.to_thread(check_eval_request, payload, services.layout.corpus_root)  # walks the corpus
+    await services.fetch_weights_index(run.id, payload.checkpoint)
     check_weights(services.layout, run, payload.checkpoint)
     now = utcnow()
     job = EvalJob(id=new_id("eval"), run_id=run.id, request=payload, created_at=now, updated_at=now)
