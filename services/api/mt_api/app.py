@@ -19,6 +19,7 @@ from mt_api.openapi import RefinedJson, SwaggerUI, static_router
 from mt_api.routes import ROUTES
 from mt_api.services import Services
 from mt_api.tracing import add_request_id
+from mt_api.ui import UI_ROUTES, template_config
 from mt_contracts.settings import ApiSettings
 from mt_storage.queue import ArqJobQueue
 
@@ -51,7 +52,8 @@ def create_app(settings: ApiSettings) -> Litestar:
     origins = settings.api.cors_origin_list
     return Litestar(
         cors_config=cors_config(origins),
-        route_handlers=[*ROUTES, static_router()],
+        route_handlers=[*ROUTES, static_router(), *UI_ROUTES],
+        template_config=template_config(),
         dependencies={"services": Provide(services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         guards=[key_guard(settings.api.key_list, settings.api.read_only_key_list), origin_guard(origins)],
