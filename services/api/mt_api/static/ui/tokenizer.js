@@ -49,7 +49,9 @@
     const decoder = new TextDecoder("utf-8", { fatal: false });
     const spans = tokens.map((token, index) => {
       const text = decoder.decode(tokenBytes(token), { stream: true });
-      return el("span", { className: "tok tok-" + (index % 6), title: "id " + ids[index] + ": " + JSON.stringify(token), "data-id": ids[index] }, text || "·");
+      // A token holding only the first bytes of a character shows a dot (drawn by CSS: not part of the text).
+      const className = "tok tok-" + (index % 6) + (text ? "" : " tok-partial");
+      return el("span", { className, title: "id " + ids[index] + ": " + JSON.stringify(token), "data-id": ids[index] }, text);
     });
     const rest = decoder.decode();
     if (rest) spans.push(el("span", { className: "tok" }, rest));
