@@ -20,14 +20,16 @@ from tests.helpers import wait_for
 from tests.integration.jobs import TERMINAL
 
 CHROMIUM = Path("/usr/bin/chromium")
-INSTALL = "apt-get install -y chromium chromium-driver"
+INSTALL = "apt-get install -y chromium"  # as Makefile's CHROMIUM_INSTALL
 
 
 @contextlib.asynccontextmanager
 async def chromium() -> AsyncIterator[Browser]:
     """Headless Debian chromium; fails (never skips) with the install command when it is missing."""
     if not CHROMIUM.is_file():
-        pytest.fail(f"the browser tests need Debian's chromium at {CHROMIUM}: run `{INSTALL}` as root (make setup does)")
+        pytest.fail(
+            f"the browser tests need Debian's chromium at {CHROMIUM}: run `{INSTALL}` as root (make setup does)"
+        )
     async with async_playwright() as playwright:
         # --no-sandbox: the tests may run as root, where chromium's sandbox refuses to start.
         browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
@@ -54,7 +56,9 @@ class Watched:
 async def open_page(browser: Browser, base: str, path: str, *, key: str | None = None, dark: bool = False) -> Watched:
     """A fresh browser context (its own session storage) at ``base + path``; ``key`` is entered in the key
     box as a person would."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="dark" if dark else "light")
+    context = await browser.new_context(
+        viewport={"width": 1280, "height": 900}, color_scheme="dark" if dark else "light"
+    )
     page = await context.new_page()
     watched = Watched(page=page, base=base)
 

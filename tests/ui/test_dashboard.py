@@ -100,9 +100,9 @@ async def test_run_page_charts_grow_live_and_resume_after_a_dropped_stream(
         assert await page.evaluate("window.mtRun.opens()") >= 2
 
         await expect(page.locator("#status")).to_have_text("succeeded")
-        await expect(page.locator("#checkpoints tbody tr")).to_have_count(len(codec.decode(
-            (await client.get(f"/runs/{run_id}/checkpoints")).content, list[dict[str, object]]
-        )))
+        await expect(page.locator("#checkpoints tbody tr")).to_have_count(
+            len(codec.decode((await client.get(f"/runs/{run_id}/checkpoints")).content, list[dict[str, object]]))
+        )
         await expect(page.locator("#metrics")).to_contain_text("val_bits_per_byte")
         await expect(page.locator("#log")).to_contain_text("succeeded")
         await screenshots(watched, screens, "run")
@@ -229,8 +229,15 @@ async def test_compare_shows_both_runs_validation_curves_and_their_differences(
     ]
     rows = page.locator("#diff tbody tr")
     assert set(await rows.evaluate_all("rows => rows.map(r => r.dataset.field)")) == {
-        "status", "val_bits_per_byte", "val_loss", "val_perplexity", "n_params", "tokens_seen", "training_seconds",
-        "n_embd", "learning_rate",
+        "status",
+        "val_bits_per_byte",
+        "val_loss",
+        "val_perplexity",
+        "n_params",
+        "tokens_seen",
+        "training_seconds",
+        "n_embd",
+        "learning_rate",
     }
     await expect(page.locator("#diff tbody tr[data-field='n_embd']")).to_contain_text("16")
     tokens = await page.evaluate("window.mtCompare.tokens()")
@@ -254,7 +261,8 @@ async def test_pages_with_full_read_only_and_missing_keys(
         async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
             tokenizer_id = await tokenizer(client)
             run_id = await submit(
-                client, {**TOY, "tokenizer_id": tokenizer_id, "max_steps": 30, "eval_interval": 10, "checkpoint_interval": 30}
+                client,
+                {**TOY, "tokenizer_id": tokenizer_id, "max_steps": 30, "eval_interval": 10, "checkpoint_interval": 30},
             )
             assert (await finished(client, run_id)).status == "succeeded"
 

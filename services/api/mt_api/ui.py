@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
-from litestar import Request, get
-from litestar.datastructures import ResponseHeader, State
+from litestar import Request, Response, get
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
@@ -241,6 +241,18 @@ async def access(request: Request[object, object, State], services: NamedDepende
     return Access(keys=True, write=scope == "write")
 
 
+HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def _secured(response: Response[object]) -> Response[object]:
+    response.headers.update(HEADERS)
+    return response
+
+
 def ui_router() -> Router:
     """The dashboard's pages and assets under ``/ui`` (open without a key), each answer with the policy."""
     assets = create_static_files_router(
@@ -250,11 +262,7 @@ def ui_router() -> Router:
         "/ui",
         route_handlers=[home, runs_page, run_page, compare_page, tokenizers_page, tokenizer_page, launch_page, assets],
         opt=PUBLIC,
-        response_headers=[
-            ResponseHeader(name="Content-Security-Policy", value=CONTENT_SECURITY_POLICY),
-            ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
-            ResponseHeader(name="Referrer-Policy", value="no-referrer"),
-        ],
+        after_request=_secured,  # pages and assets alike (static files take no response_headers)
     )
 
 

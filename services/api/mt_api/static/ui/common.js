@@ -143,16 +143,12 @@
     function options() {
       const fg = cssVar("--fg");
       const grid = cssVar("--grid");
-      const axis = (scale, label, side, format) => ({
-        scale,
-        label,
-        side,
-        values: format ? (u, splits) => splits.map(format) : undefined,
-        size: format ? 70 : undefined,
-        stroke: fg,
-        grid: { stroke: grid, width: 1 },
-        ticks: { stroke: grid, width: 1 },
-      });
+      const axis = (scale, label, side, format) => {
+        const options = { scale, label, side, stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
+        // uPlot takes an explicit undefined as a value: only set what is chosen.
+        if (format) Object.assign(options, { values: (u, splits) => splits.map(format), size: 70 });
+        return options;
+      };
       const scales = { x: { time: false } };
       const axes = [axis("x", spec.xLabel, 2)];
       const seen = new Set();
@@ -176,11 +172,10 @@
             label: series.label,
             scale: series.scale || "y",
             stroke: series.color || seriesColor(index),
-            fill: series.bars ? seriesColor(index) : undefined,
             width: 2,
             spanGaps: true,
             points: { show: series.points === true, size: 6 },
-            paths: series.bars ? uPlot.paths.bars({ size: [0.8, 40] }) : undefined,
+            ...(series.bars ? { fill: seriesColor(index), paths: uPlot.paths.bars({ size: [0.8, 40] }) } : {}),
           })),
         ],
       };

@@ -58,6 +58,11 @@
     return spans;
   }
 
+  // Whitespace drawn as symbols, for tokens shown on their own.
+  function visible(text) {
+    return text.replaceAll(" ", "\u2423").replaceAll("\n", "\u21b5").replaceAll("\t", "\u21e5") || "\u00b7";
+  }
+
   function rows(table, pairs) {
     $(table).replaceChildren(
       el("tbody", {}, ...pairs.map(([name, value]) => el("tr", {}, el("th", { scope: "row", text: name }), el("td", { className: "num", text: value })))),
@@ -104,7 +109,7 @@
             "tr",
             {},
             el("td", { className: "num", text: index + 1 }),
-            el("td", { className: "mono" }, el("span", { className: "tok tok-" + (index % 6) }, new TextDecoder().decode(tokenBytes(t.token)) || "·"), " ", el("span", { className: "muted", text: JSON.stringify(t.token) })),
+            el("td", { className: "mono" }, el("span", { className: "tok tok-" + (index % 6) }, visible(new TextDecoder().decode(tokenBytes(t.token)))), " ", el("span", { className: "muted", text: JSON.stringify(t.token) })),
             el("td", { className: "num", text: t.id }),
             el("td", { className: "num", text: number(t.count, 0) + " (" + number((100 * t.count) / total, 2) + " %)" }),
           ),
