@@ -10,14 +10,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_playwright
-
-from mt_contracts import codec
-from mt_contracts.jobs import JobAccepted, RunJob, TokenizerJob
-from tests.helpers import wait_for
-from tests.integration.jobs import TERMINAL
 
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL = "apt-get install -y chromium"  # as Makefile's CHROMIUM_INSTALL
@@ -96,30 +90,3 @@ async def screenshots(watched: Watched, folder: Path, name: str) -> None:
         await page.evaluate("theme => window.MT.setTheme(theme)", theme)
         await page.wait_for_timeout(300)
         await page.screenshot(path=str(folder / f"{name}-{theme}.png"), full_page=True)
-
-
-async def tokenizer(client: httpx.AsyncClient) -> str:
-    """A succeeded BPE tokenizer (vocab 300) on ``small.txt``."""
-    answer = await client.post("/tokenizers/train", json={"corpus_path": "small.txt", "vocab_size": 300})
-    assert answer.status_code == 202, answer.text
-    tokenizer_id = codec.decode(answer.content, JobAccepted).id
-
-    async def fetch() -> TokenizerJob:
-        return codec.decode((await client.get(f"/tokenizers/{tokenizer_id}")).content, TokenizerJob)
-
-    job = await wait_for(fetch, lambda j: j.status in TERMINAL, 180)
-    assert job.status == "succeeded", job.error
-    return tokenizer_id
-
-
-async def submit(client: httpx.AsyncClient, body: dict[str, object]) -> str:
-    answer = await client.post("/runs/train", json=body)
-    assert answer.status_code == 202, answer.text
-    return codec.decode(answer.content, JobAccepted).id
-
-
-async def finished(client: httpx.AsyncClient, run_id: str, timeout: float = 300) -> RunJob:
-    async def fetch() -> RunJob:
-        return codec.decode((await client.get(f"/runs/{run_id}")).content, RunJob)
-
-    return await wait_for(fetch, lambda j: j.status in TERMINAL, timeout)

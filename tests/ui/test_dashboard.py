@@ -3,6 +3,8 @@ real arq workers and training processes on the private Redis, toy-sized runs."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,21 +19,11 @@ from mt_contracts.jobs import RunSeries
 from mt_contracts.settings import ApiSettings, GatewaySettings, WorkerServiceSettings
 from tests.client.stack import Rule, proxy_to, serving
 from tests.helpers import running_workers, wait_for
-from tests.ui.browser import Watched, chromium, finished, open_page, screens_dir, screenshots, submit, tokenizer
+from tests.integration.jobs import RUN, finished_run, submit_run, trained_tokenizer
+from tests.ui.browser import Watched, chromium, open_page, screens_dir, screenshots
 
-# A one-layer GPT-2 that trains a step in milliseconds on two cores.
-TOY: dict[str, object] = {
-    "corpus_path": "small.txt",
-    "n_layer": 1,
-    "n_head": 2,
-    "n_embd": 32,
-    "block_size": 32,
-    "batch_size": 4,
-    "warmup_steps": 5,
-    "eval_iters": 2,
-    "device": "cpu",
-    "threads": 1,
-}
+# The integration tests' one-layer GPT-2 on one thread (the suite shares two cores).
+TOY: dict[str, object] = {**RUN, "threads": 1}
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +57,11 @@ async def test_run_page_charts_grow_live_and_resume_after_a_dropped_stream(
     browser: Browser, stack: str, screens: Path
 ) -> None:
     async with proxy_to(stack) as proxy, httpx.AsyncClient(base_url=stack, timeout=30) as client:
-        tokenizer_id = await tokenizer(client)
+        tokenizer_id = await trained_tokenizer(client)
         # The first stream connection is cut after 4 KiB of events: the page must reconnect with
         # Last-Event-ID and miss nothing.
         proxy.rules.append(Rule(match="/logs/stream", after=4096))
-        run_id = await submit(
+        run_id = await submit_run(
             client,
             {**TOY, "tokenizer_id": tokenizer_id, "max_steps": 400, "eval_interval": 40, "checkpoint_interval": 100},
         )
@@ -85,7 +77,7 @@ async def test_run_page_charts_grow_live_and_resume_after_a_dropped_stream(
         grown = await wait_for(points, lambda n: n > first, 180)
         assert grown > first
         await expect(page.locator("#live")).to_have_text("ended", timeout=300_000)
-        run = await finished(client, run_id)
+        run = await finished_run(client, run_id)
         assert run.status == "succeeded", run.error
 
         # Everything logs.jsonl holds reached the chart, in order, through the cut: no step is missing.
@@ -116,6 +108,12 @@ async def test_run_page_charts_grow_live_and_resume_after_a_dropped_stream(
         await page.locator("#checkpoints tbody tr", has_text="300").get_by_role("button", name="Export").click()
         await expect(page.locator("#exported-files li").first).to_be_visible(timeout=120_000)
         await expect(page.locator("#exported-files")).to_contain_text("config.json")
+        async with page.expect_download() as started:
+            await page.get_by_role("link", name=re.compile(r"^config\.json ")).click()
+        download = await started.value
+        assert download.suggested_filename == "config.json"
+        saved = await download.path()
+        assert json.loads(saved.read_text(encoding="utf-8"))["model_type"] == "gpt2"
 
         runs = await open_page(browser, proxy.url, "/ui/runs")
         await expect(runs.page.locator(f"tr[data-run='{run_id}']")).to_contain_text("succeeded")
@@ -204,12 +202,12 @@ async def test_compare_shows_both_runs_validation_curves_and_their_differences(
     browser: Browser, stack: str, screens: Path
 ) -> None:
     async with httpx.AsyncClient(base_url=stack, timeout=30) as client:
-        tokenizer_id = await tokenizer(client)
+        tokenizer_id = await trained_tokenizer(client)
         base = {**TOY, "tokenizer_id": tokenizer_id, "max_steps": 40, "eval_interval": 10, "checkpoint_interval": 40}
-        first = await submit(client, base)
-        second = await submit(client, {**base, "n_embd": 16, "learning_rate": 0.004})
+        first = await submit_run(client, base)
+        second = await submit_run(client, {**base, "n_embd": 16, "learning_rate": 0.004})
         for run_id in (first, second):
-            assert (await finished(client, run_id)).status == "succeeded"
+            assert (await finished_run(client, run_id)).status == "succeeded"
         series = {run_id: await _series(client, run_id) for run_id in (first, second)}
 
     runs = await open_page(browser, stack, "/ui/runs")
@@ -259,12 +257,12 @@ async def test_pages_with_full_read_only_and_missing_keys(
     async with running_workers(worker_settings), serving(keyed_settings) as url:
         headers = {"Authorization": "Bearer full-key"}
         async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
-            tokenizer_id = await tokenizer(client)
-            run_id = await submit(
+            tokenizer_id = await trained_tokenizer(client)
+            run_id = await submit_run(
                 client,
                 {**TOY, "tokenizer_id": tokenizer_id, "max_steps": 30, "eval_interval": 10, "checkpoint_interval": 30},
             )
-            assert (await finished(client, run_id)).status == "succeeded"
+            assert (await finished_run(client, run_id)).status == "succeeded"
 
         # No key: the page says a key is needed and hides every action.
         anonymous = await open_page(browser, url, "/ui/launch")

@@ -199,24 +199,18 @@ async def home() -> Redirect:
     return Redirect(path="/ui/runs")
 
 
-@get("/runs", include_in_schema=False)
-async def runs_page() -> Template:
-    return _page("runs", "Runs")
+def _listing(path: str, name: str, title: str) -> HTTPRouteHandler:
+    """The handler of a page that needs nothing from the request (a list; compare reads its query itself)."""
+
+    async def page() -> Template:
+        return _page(name, title)
+
+    return get(path, include_in_schema=False, name=f"ui-{name}")(page)
 
 
 @get("/runs/{run_id:str}", include_in_schema=False)
 async def run_page(run_id: FromPath[str]) -> Template:
     return _page("run", run_id, item_id=run_id)
-
-
-@get("/compare", include_in_schema=False)
-async def compare_page() -> Template:
-    return _page("compare", "Compare runs")
-
-
-@get("/tokenizers", include_in_schema=False)
-async def tokenizers_page() -> Template:
-    return _page("tokenizers", "Tokenizers")
 
 
 @get("/tokenizers/{tokenizer_id:str}", include_in_schema=False)
@@ -260,7 +254,16 @@ def ui_router() -> Router:
     )
     return Router(
         "/ui",
-        route_handlers=[home, runs_page, run_page, compare_page, tokenizers_page, tokenizer_page, launch_page, assets],
+        route_handlers=[
+            home,
+            _listing("/runs", "runs", "Runs"),
+            _listing("/compare", "compare", "Compare runs"),
+            _listing("/tokenizers", "tokenizers", "Tokenizers"),
+            run_page,
+            tokenizer_page,
+            launch_page,
+            assets,
+        ],
         opt=PUBLIC,
         after_request=_secured,  # pages and assets alike (static files take no response_headers)
     )

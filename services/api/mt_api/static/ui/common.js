@@ -218,9 +218,7 @@
   }
 
   function currentTheme() {
-    const chosen = document.documentElement.dataset.theme;
-    if (chosen) return chosen;
-    return matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
+    return document.documentElement.dataset.theme === "dark" ? "dark" : "light"; // set by theme.js
   }
 
   // What the key may do: sets body[data-write] (app.css hides .write-only unless it is "true").
@@ -233,7 +231,7 @@
       else label.textContent = result.data.write ? "key: full access" : "key: read-only";
       notice("");
     } else if (result.status === 401) {
-      document.body.dataset.write = "false";
+      document.body.dataset.write = "none"; // neither write nor the read-only note
       label.textContent = key() ? "key not valid" : "this server needs an API key";
       notice(problemText(result));
     } else {

@@ -26,7 +26,7 @@
       el("td", { className: "num", text: number(progress ? progress.train_loss : null) }),
       el("td", { className: "num", text: number(bpb) }),
       el("td", { className: "num", text: number(progress ? progress.tokens_per_second : null, 0) }),
-      el("td", { text: request.n_layer + "×" + request.n_embd + ", ctx " + request.block_size }),
+      el("td", { text: "n_layer " + request.n_layer + ", n_embd " + request.n_embd + ", block_size " + request.block_size }),
       el("td", { text: age(run.created_at) }),
     );
   }

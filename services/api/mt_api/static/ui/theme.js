@@ -1,7 +1,12 @@
-// Applies the theme chosen with the toggle (kept in localStorage) before the page paints; without a choice
-// the system's light or dark setting applies (app.css).
+// Sets the theme before the page paints: the one chosen with the toggle (kept in localStorage), else the
+// system's light or dark setting, followed while no choice is made. app.css styles [data-theme].
 (function () {
   "use strict";
-  const chosen = localStorage.getItem("mt-theme");
-  if (chosen === "light" || chosen === "dark") document.documentElement.dataset.theme = chosen;
+  const system = matchMedia("(prefers-color-scheme: dark)");
+  function apply() {
+    const chosen = localStorage.getItem("mt-theme");
+    document.documentElement.dataset.theme = chosen === "light" || chosen === "dark" ? chosen : system.matches ? "dark" : "light";
+  }
+  apply();
+  system.addEventListener("change", apply);
 })();
