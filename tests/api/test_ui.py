@@ -55,8 +55,10 @@ async def test_pages_and_their_assets_need_no_key_and_come_from_this_origin(keye
             assert answer.status_code == 200, asset
             assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
     assert (await keyed.get("/ui", follow_redirects=False)).headers["location"] == "/ui/runs"
-    # The data behind the pages still needs a key.
+    # The data behind the pages still needs a key, and the pages are no part of the API's document.
     assert (await keyed.get("/runs")).status_code == 401
+    document = (await keyed.get("/schema/openapi.json", headers={"Authorization": "Bearer read-key"})).json()
+    assert [path for path in document["paths"] if path.startswith("/ui")] == []
 
 
 async def test_access_says_what_the_key_may_do(

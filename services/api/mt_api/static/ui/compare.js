@@ -10,7 +10,8 @@
   let charts = null;
 
   function makeCharts(ids) {
-    const series = ids.map((id) => ({ label: id, points: true }));
+    const axisLabel = metric.value === "val_loss" ? "val loss (nats/token)" : "val bits/byte";
+    const series = ids.map((id) => ({ label: id, axisLabel, points: true }));
     for (const name of ["by-step", "by-tokens"]) document.getElementById(name).textContent = "";
     charts = {
       ids: ids.join(","),
