@@ -294,5 +294,17 @@ async def test_pages_with_full_read_only_and_missing_keys(
         await expect(writer.page.locator("#evaluate-box")).to_be_visible()
         await writer.page.click("#evaluate")
         await expect(writer.page.locator("#evals tbody tr").first).to_contain_text("succeeded", timeout=120_000)
+
+        # Cancel a run that would train for long, from its page; it can then be resumed.
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
+            long_run = await submit_run(
+                client, {**TOY, "tokenizer_id": tokenizer_id, "max_steps": 100_000, "checkpoint_interval": 20}
+            )
+        await writer.page.goto(url + f"/ui/runs/{long_run}")
+        await expect(writer.page.locator("#step")).not_to_have_text("—", timeout=120_000)
+        await writer.page.click("#cancel")
+        await expect(writer.page.locator("#status")).to_have_text("cancelled", timeout=120_000)
+        await expect(writer.page.locator("#resume-box")).to_be_visible()
+        await expect(writer.page.locator("#cancel")).to_be_hidden()
         for each in (anonymous, reader, writer):
             _clean(each)
