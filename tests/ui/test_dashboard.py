@@ -118,6 +118,11 @@ async def test_run_page_charts_grow_live_and_resume_after_a_dropped_stream(
         runs = await open_page(browser, proxy.url, "/ui/runs")
         await expect(runs.page.locator(f"tr[data-run='{run_id}']")).to_contain_text("succeeded")
         await screenshots(runs, screens, "runs")
+        await runs.page.select_option("#status-filter", "failed")
+        await expect(runs.page.locator(f"tr[data-run='{run_id}']")).to_have_count(0)
+        await expect(runs.page.locator("#runs tbody")).to_contain_text("No runs.")
+        await runs.page.select_option("#status-filter", "succeeded")
+        await expect(runs.page.locator(f"tr[data-run='{run_id}']")).to_have_count(1)
         _clean(watched)
         _clean(runs)
 

@@ -1,5 +1,6 @@
 """API keys: with ``API__KEYS`` or ``API__READ_ONLY_KEYS`` set, every route except those marked
-``opt={"public": True}`` (``/healthz``, ``/readyz``) needs ``Authorization: Bearer <key>``.
+``opt={"public": True}`` (``/healthz``, ``/readyz``, the dashboard's pages and assets under ``/ui``) needs
+``Authorization: Bearer <key>``.
 
 Errors follow RFC 6750 section 3: a request without a key answers 401 with a bare challenge, a key that is
 not configured 401 with ``error="invalid_token"``, and a read-only key on a route that changes something

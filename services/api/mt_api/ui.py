@@ -274,4 +274,6 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     return TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine)
 
 
-UI_ROUTES: list[Router | HTTPRouteHandler] = [ui_router(), access]
+def ui_routes() -> list[Router | HTTPRouteHandler]:
+    """What ``create_app`` registers for the dashboard (a new router each time, as for ``/schema``'s assets)."""
+    return [ui_router(), access]
