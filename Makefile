@@ -10,7 +10,19 @@ STAMP := $(VENV)/.installed-stamp
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## Create .venv and install the project (editable) with dev extras
+setup: $(STAMP) browser ## Create .venv and install the project (editable) with dev extras
+
+# The dashboard's browser tests (tests/ui) drive Debian's chromium through Playwright, which needs no driver.
+CHROMIUM_INSTALL := apt-get install -y chromium
+.PHONY: browser
+browser: ## Install Debian's chromium for the browser tests where it is missing (apt, as root)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(CHROMIUM_INSTALL); \
+		else \
+			echo "make setup: the browser tests need Debian's chromium; run as root: $(CHROMIUM_INSTALL)"; \
+		fi; \
+	fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,12 +1,11 @@
 """What the run tests share: a small run request, and submitting and polling runs and tokenizers through the
-API, and the environment of a worker run as a process."""
+API (the app's test client or a real HTTP client), and the environment of a worker run as a process."""
 
 from __future__ import annotations
 
 import os
 
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
+import httpx
 
 from mt_contracts import codec
 from mt_contracts.jobs import JobAccepted, RunJob, TokenizerJob
@@ -32,22 +31,22 @@ RUN: dict[str, object] = {
 }
 
 
-async def get_run(client: AsyncTestClient[Litestar], run_id: str) -> RunJob:
+async def get_run(client: httpx.AsyncClient, run_id: str) -> RunJob:
     return codec.decode((await client.get(f"/runs/{run_id}")).content, RunJob)
 
 
-async def finished_run(client: AsyncTestClient[Litestar], run_id: str, timeout: float = 240) -> RunJob:
+async def finished_run(client: httpx.AsyncClient, run_id: str, timeout: float = 240) -> RunJob:
     """The run once it ended (failing after ``timeout`` seconds)."""
     return await wait_for(lambda: get_run(client, run_id), lambda j: j.status in TERMINAL, timeout)
 
 
-async def submit_run(client: AsyncTestClient[Litestar], body: dict[str, object]) -> str:
+async def submit_run(client: httpx.AsyncClient, body: dict[str, object]) -> str:
     response = await client.post("/runs/train", json=body)
     assert response.status_code == 202, response.text
     return codec.decode(response.content, JobAccepted).id
 
 
-async def trained_tokenizer(client: AsyncTestClient[Litestar]) -> str:
+async def trained_tokenizer(client: httpx.AsyncClient) -> str:
     """The id of a succeeded BPE tokenizer (vocab 300) trained on ``small.txt``."""
     response = await client.post("/tokenizers/train", json={"corpus_path": "small.txt", "vocab_size": 300})
     assert response.status_code == 202, response.text

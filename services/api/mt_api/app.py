@@ -19,6 +19,7 @@ from mt_api.openapi import RefinedJson, SwaggerUI, static_router
 from mt_api.routes import ROUTES
 from mt_api.services import Services
 from mt_api.tracing import add_request_id
+from mt_api.ui import template_config, ui_routes
 from mt_contracts.settings import ApiSettings
 from mt_storage.queue import ArqJobQueue
 
@@ -26,7 +27,8 @@ from mt_storage.queue import ArqJobQueue
 def create_app(settings: ApiSettings) -> Litestar:
     """The Litestar app. Redis and the arq pool open at startup and close at shutdown, with the inference
     processes (started on the first generation or export). Every response gets ``X-Request-ID``; every error
-    is problem JSON (``errors.py``); with ``API__KEYS`` set every route but the health checks needs a key."""
+    is problem JSON (``errors.py``); with ``API__KEYS`` set every route but the health checks and the dashboard's
+    page shells and assets (``/ui``: they hold no data) needs a key."""
     holder: list[Services] = []
     metrics = Metrics()
 
@@ -51,7 +53,8 @@ def create_app(settings: ApiSettings) -> Litestar:
     origins = settings.api.cors_origin_list
     return Litestar(
         cors_config=cors_config(origins),
-        route_handlers=[*ROUTES, static_router()],
+        route_handlers=[*ROUTES, static_router(), *ui_routes()],
+        template_config=template_config(),
         dependencies={"services": Provide(services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         guards=[key_guard(settings.api.key_list, settings.api.read_only_key_list), origin_guard(origins)],

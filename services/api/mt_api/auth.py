@@ -1,5 +1,6 @@
 """API keys: with ``API__KEYS`` or ``API__READ_ONLY_KEYS`` set, every route except those marked
-``opt={"public": True}`` (``/healthz``, ``/readyz``) needs ``Authorization: Bearer <key>``.
+``opt={"public": True}`` (``/healthz``, ``/readyz``, the dashboard's pages and assets under ``/ui``) needs
+``Authorization: Bearer <key>``.
 
 Errors follow RFC 6750 section 3: a request without a key answers 401 with a bare challenge, a key that is
 not configured 401 with ``error="invalid_token"``, and a read-only key on a route that changes something
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from typing import Literal
 
 from litestar.connection import ASGIConnection, WebSocket
 from litestar.datastructures import State
@@ -46,13 +48,27 @@ def _matches(sent: bytes, keys: list[bytes]) -> bool:
     return matched
 
 
+def bearer_key(authorization: str) -> str:
+    """The key of an ``Authorization: Bearer <key>`` header's value; empty for any other."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def _sent_key(connection: ASGIConnection[object, object, object, State], handler: BaseRouteHandler) -> str:
-    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
+    if key := bearer_key(connection.headers.get("authorization", "")):
+        return key
     if handler.opt.get("query_token"):
         return connection.query_params.get("access_token", "").strip()
     return ""
+
+
+def key_scope(sent: str, full: list[bytes], read_only: list[bytes]) -> Literal["write", "read"] | None:
+    """What key ``sent`` may do: ``write`` for one of ``full`` (``API__KEYS``), ``read`` for one of
+    ``read_only``, ``None`` for any other; compared in constant time."""
+    encoded = sent.encode()
+    if _matches(encoded, full):
+        return "write"
+    return "read" if _matches(encoded, read_only) else None
 
 
 def key_guard(keys: list[str], read_only_keys: list[str]) -> Guard:
@@ -85,10 +101,10 @@ def key_guard(keys: list[str], read_only_keys: list[str]) -> Guard:
                 f"this endpoint needs an API key: send 'Authorization: Bearer <key>'{where}",
                 headers={"WWW-Authenticate": _REALM},
             )
-        encoded = sent.encode()
-        if _matches(encoded, full):
+        scope = key_scope(sent, full, read_only)
+        if scope == "write":
             return
-        if not _matches(encoded, read_only):
+        if scope is None:
             raise Unauthorized(
                 "the API key is not valid; check API__KEYS and API__READ_ONLY_KEYS on the server",
                 headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},

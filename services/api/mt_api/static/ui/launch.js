@@ -1,0 +1,78 @@
+// Launch: the forms the server rendered from the request contracts. Each input's data-kind says how its text
+// becomes JSON; an empty optional input is not sent (the server's default applies). A 4xx Problem's field
+// errors are shown beside the inputs they name (``betas[1]`` beside ``betas``), the detail below the form.
+(function () {
+  "use strict";
+  const { api, el, problemText } = window.MT;
+
+  function value(input) {
+    const text = input.value.trim();
+    switch (input.dataset.kind) {
+      case "int":
+      case "float":
+        return text === "" ? undefined : Number(text);
+      case "bool":
+        return text === "" ? undefined : text === "true";
+      case "list":
+        return input.value.split("\n").map((line) => line.trim()).filter((line) => line !== "");
+      case "pair":
+        return text === "" ? undefined : text.split(",").map((part) => Number(part.trim()));
+      default:
+        return text === "" ? undefined : input.value;
+    }
+  }
+
+  function clear(form) {
+    for (const box of form.querySelectorAll(".field-error")) box.textContent = "";
+    for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+  }
+
+  async function submit(event) {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const kind = form.dataset.kind;
+    const result = document.getElementById(kind + "-result");
+    clear(form);
+    const body = {};
+    for (const input of form.querySelectorAll("[data-kind]:not(form)")) {
+      const parsed = value(input);
+      if (parsed !== undefined) body[input.name] = parsed;
+    }
+    result.textContent = "submitting…";
+    const answer = await api(form.dataset.endpoint, { method: "POST", body });
+    if (answer.ok) {
+      const page = kind === "run" ? "/ui/runs/" : "/ui/tokenizers/";
+      result.replaceChildren("started ", el("a", { href: page + answer.data.id, id: kind + "-started", text: answer.data.id }));
+      return;
+    }
+    result.textContent = "";
+    const unplaced = [];
+    let first = null;
+    for (const problem of (answer.data && answer.data.errors) || []) {
+      const name = (problem.field || "").split(/[.[]/)[0];
+      const box = form.querySelector('.field-error[data-field="' + CSS.escape(name) + '"]');
+      if (!box) {
+        unplaced.push((problem.field || "body") + ": " + problem.message);
+        continue;
+      }
+      box.textContent = (box.textContent ? box.textContent + "; " : "") + (problem.field !== name ? problem.field + ": " : "") + problem.message;
+      const input = document.getElementById(kind + "-" + name);
+      input.setAttribute("aria-invalid", "true");
+      first = first || input;
+    }
+    const detail = answer.data && answer.data.detail ? answer.data.detail : problemText(answer);
+    document.getElementById(kind + "-form-error").textContent = [detail, ...unplaced].join("; ");
+    if (first) first.focus();
+  }
+
+  async function tokenizers() {
+    const answer = await api("/tokenizers?limit=100&status=succeeded");
+    if (!answer.ok) return;
+    document.getElementById("succeeded-tokenizers").replaceChildren(
+      ...answer.data.items.map((job) => el("option", { value: job.id, text: job.request.method + " " + job.request.vocab_size + " on " + job.request.corpus_path })),
+    );
+  }
+
+  for (const form of document.querySelectorAll("form.launch")) form.addEventListener("submit", submit);
+  window.MT.ready.then(tokenizers);
+})();

@@ -1,0 +1,315 @@
+"""The dashboard in a real headless browser (Debian's chromium) through the real stack: the app under uvicorn,
+real arq workers and training processes on the private Redis, toy-sized runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+from playwright.async_api import Browser, expect
+from redis.asyncio import Redis
+
+from mt_contracts import codec
+from mt_contracts.jobs import RunSeries
+from mt_contracts.settings import ApiSettings, GatewaySettings, WorkerServiceSettings
+from tests.client.stack import Rule, proxy_to, serving
+from tests.helpers import running_workers, wait_for
+from tests.integration.jobs import RUN, finished_run, submit_run, trained_tokenizer
+from tests.ui.browser import Watched, chromium, open_page, screens_dir, screenshots
+
+# The integration tests' one-layer GPT-2 on one thread (the suite shares two cores).
+TOY: dict[str, object] = {**RUN, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+async def stack(api_settings: ApiSettings, worker_settings: WorkerServiceSettings, redis: Redis) -> AsyncIterator[str]:
+    del redis  # the session's Redis, flushed: each test starts with no jobs
+    async with running_workers(worker_settings), serving(api_settings) as url:
+        yield url
+
+
+@pytest.fixture
+def screens(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return screens_dir(tmp_path_factory)
+
+
+def _clean(watched: Watched) -> None:
+    assert watched.foreign() == []
+    assert watched.csp_reports == []
+
+
+async def _series(client: httpx.AsyncClient, run_id: str) -> RunSeries:
+    return codec.decode((await client.get(f"/runs/{run_id}/metrics")).content, RunSeries)
+
+
+async def test_run_page_charts_grow_live_and_resume_after_a_dropped_stream(
+    browser: Browser, stack: str, screens: Path
+) -> None:
+    async with proxy_to(stack) as proxy, httpx.AsyncClient(base_url=stack, timeout=30) as client:
+        tokenizer_id = await trained_tokenizer(client)
+        # The first stream connection is cut after 4 KiB of events: the page must reconnect with
+        # Last-Event-ID and miss nothing.
+        proxy.rules.append(Rule(match="/logs/stream", after=4096))
+        run_id = await submit_run(
+            client,
+            {**TOY, "tokenizer_id": tokenizer_id, "max_steps": 400, "eval_interval": 40, "checkpoint_interval": 100},
+        )
+        watched = await open_page(browser, proxy.url, f"/ui/runs/{run_id}")
+        page = watched.page
+
+        async def points() -> int:
+            count = await page.evaluate("window.mtRun.trainSteps().length")
+            assert isinstance(count, int)
+            return count
+
+        first = await wait_for(points, lambda n: n >= 1, 180)
+        grown = await wait_for(points, lambda n: n > first, 180)
+        assert grown > first
+        await expect(page.locator("#live")).to_have_text("ended", timeout=300_000)
+        run = await finished_run(client, run_id)
+        assert run.status == "succeeded", run.error
+
+        # Everything logs.jsonl holds reached the chart, in order, through the cut: no step is missing.
+        series = await _series(client, run_id)
+        assert await page.evaluate("window.mtRun.trainSteps()") == [p.step for p in series.train]
+        assert await page.evaluate("window.mtRun.valSteps()") == sorted({p.step for p in series.val})
+        assert proxy.cuts == 1
+        streams = proxy.heads_with("/logs/stream")
+        assert len(streams) >= 2
+        assert "last-event-id:" not in streams[0]
+        assert "last-event-id:" in streams[1]
+        assert await page.evaluate("window.mtRun.opens()") >= 2
+
+        await expect(page.locator("#status")).to_have_text("succeeded")
+        await expect(page.locator("#checkpoints tbody tr")).to_have_count(
+            len(codec.decode((await client.get(f"/runs/{run_id}/checkpoints")).content, list[dict[str, object]]))
+        )
+        await expect(page.locator("#metrics")).to_contain_text("val_bits_per_byte")
+        await expect(page.locator("#log")).to_contain_text("succeeded")
+        await screenshots(watched, screens, "run")
+
+        # Generate from a checkpoint, and export one.
+        await page.select_option("#gen-checkpoint", "300")
+        await page.fill("#max-new-tokens", "16")
+        await page.click("#generate-form button[type=submit]")
+        await expect(page.locator("#samples")).not_to_have_text("generating…", timeout=120_000)
+        await expect(page.locator("#samples")).to_contain_text("ROMEO:")
+        await page.locator("#checkpoints tbody tr", has_text="300").get_by_role("button", name="Export").click()
+        await expect(page.locator("#exported-files li").first).to_be_visible(timeout=120_000)
+        await expect(page.locator("#exported-files")).to_contain_text("config.json")
+        async with page.expect_download() as started:
+            await page.get_by_role("link", name=re.compile(r"^config\.json ")).click()
+        download = await started.value
+        assert download.suggested_filename == "config.json"
+        saved = await download.path()
+        assert json.loads(saved.read_text(encoding="utf-8"))["model_type"] == "gpt2"
+
+        runs = await open_page(browser, proxy.url, "/ui/runs")
+        await expect(runs.page.locator(f"tr[data-run='{run_id}']")).to_contain_text("succeeded")
+        await screenshots(runs, screens, "runs")
+        await runs.page.select_option("#status-filter", "failed")
+        await expect(runs.page.locator(f"tr[data-run='{run_id}']")).to_have_count(0)
+        await expect(runs.page.locator("#runs tbody")).to_contain_text("No runs.")
+        await runs.page.select_option("#status-filter", "succeeded")
+        await expect(runs.page.locator(f"tr[data-run='{run_id}']")).to_have_count(1)
+        _clean(watched)
+        _clean(runs)
+
+
+async def test_launch_forms_show_field_errors_then_start_and_the_tokenizer_splits_text(
+    browser: Browser, stack: str, screens: Path
+) -> None:
+    watched = await open_page(browser, stack, "/ui/launch")
+    page = watched.page
+    await expect(page.locator("#access")).to_have_text("no API keys on this server")
+    # Names, defaults and limits come from the contract.
+    await expect(page.locator("#tokenizer-vocab_size")).to_have_value("4096")
+    await expect(page.locator("#tokenizer-vocab_size-hint")).to_contain_text("8 to 1000000")
+    await expect(page.locator("#run-n_layer")).to_have_value("4")
+    await screenshots(watched, screens, "launch")
+
+    await page.fill("#tokenizer-corpus_path", "small.txt")
+    await page.fill("#tokenizer-vocab_size", "300")
+    await page.click("#tokenizer-form button[type=submit]")
+    started = page.locator("#tokenizer-started")
+    await expect(started).to_be_visible(timeout=30_000)
+    tokenizer_id = (await started.text_content() or "").strip()
+    assert tokenizer_id.startswith("tok_")
+
+    # The run form: a value out of its contract's range is refused by the server, shown at its field.
+    await page.fill("#run-tokenizer_id", tokenizer_id)
+    await page.fill("#run-corpus_path", "small.txt")
+    for name, value in {**TOY, "n_layer": 0, "max_steps": 30, "eval_interval": 10, "checkpoint_interval": 10}.items():
+        if name in {"corpus_path", "device"}:
+            continue
+        await page.fill(f"#run-{name}", str(value))
+    await page.select_option("#run-device", "cpu")
+    # The tokenizer must have succeeded before a run can use it.
+    async with httpx.AsyncClient(base_url=stack, timeout=30) as client:
+
+        async def status() -> str:
+            answer = (await client.get(f"/tokenizers/{tokenizer_id}")).json()
+            return str(answer["status"])
+
+        assert await wait_for(status, lambda s: s in {"succeeded", "failed", "cancelled"}, 180) == "succeeded"
+        await page.click("#run-form button[type=submit]")
+        error = page.locator("#run-n_layer-error")
+        await expect(error).to_contain_text(">= 1")
+        await expect(page.locator("#run-n_layer")).to_have_attribute("aria-invalid", "true")
+        await expect(page.locator("#run-started")).to_have_count(0)
+        await screenshots(watched, screens, "launch-error")
+        assert (await client.get("/runs")).json()["items"] == []  # nothing was queued
+
+        await page.fill("#run-n_layer", "1")
+        await page.click("#run-form button[type=submit]")
+        await expect(page.locator("#run-started")).to_be_visible(timeout=30_000)
+        await expect(error).to_have_text("")
+        await page.click("#run-started")
+        await expect(page.locator("#status")).to_have_text("succeeded", timeout=300_000)
+        await expect(page.locator("#metrics")).to_contain_text("val_bits_per_byte")
+
+    tokenizers = await open_page(browser, stack, "/ui/tokenizers")
+    await expect(tokenizers.page.locator(f"tr[data-tokenizer='{tokenizer_id}']")).to_contain_text("succeeded")
+    await screenshots(tokenizers, screens, "tokenizers")
+
+    # The split box: coloured spans, one per token, that put the text back together exactly.
+    detail = await open_page(browser, stack, f"/ui/tokenizers/{tokenizer_id}")
+    tpage = detail.page
+    await expect(tpage.locator("#heldout")).to_contain_text("bytes per token")
+    text = "First Citizen: Before we proceed any further, hear me speak. Ça va? ünïcode 😀"
+    await tpage.fill("#split-text", text)
+    await tpage.click("#split-form button[type=submit]")
+    spans = tpage.locator("#tokens .tok")
+    await expect(spans.first).to_be_visible()
+    async with httpx.AsyncClient(base_url=stack, timeout=30) as client:
+        encoded = (await client.post(f"/tokenizers/{tokenizer_id}/encode", json={"text": text})).json()
+    assert await spans.count() == len(encoded["ids"])
+    assert await tpage.locator("#tokens").text_content() == text
+    assert await spans.evaluate_all("nodes => nodes.map(n => Number(n.dataset.id))") == encoded["ids"]
+    await expect(tpage.locator("#top tbody tr").first).to_be_visible()
+    await screenshots(detail, screens, "tokenizer")
+    for each in (watched, tokenizers, detail):
+        _clean(each)
+
+
+async def test_compare_shows_both_runs_validation_curves_and_their_differences(
+    browser: Browser, stack: str, screens: Path
+) -> None:
+    async with httpx.AsyncClient(base_url=stack, timeout=30) as client:
+        tokenizer_id = await trained_tokenizer(client)
+        base = {**TOY, "tokenizer_id": tokenizer_id, "max_steps": 40, "eval_interval": 10, "checkpoint_interval": 40}
+        first = await submit_run(client, base)
+        second = await submit_run(client, {**base, "n_embd": 16, "learning_rate": 0.004})
+        for run_id in (first, second):
+            assert (await finished_run(client, run_id)).status == "succeeded"
+        series = {run_id: await _series(client, run_id) for run_id in (first, second)}
+
+    runs = await open_page(browser, stack, "/ui/runs")
+    page = runs.page
+    for run_id in (first, second):
+        await page.check(f"input[value='{run_id}']")
+    await page.click("#compare-form button[type=submit]")
+    await expect(page.locator("#diff tbody tr[data-field='n_embd']")).to_be_visible()
+    data = await page.evaluate("window.mtCompare.series()")
+    assert isinstance(data, list)
+    # Series follow the order of the choice boxes (newest run first).
+    expected = {run_id: {p.step: p.val_bits_per_byte for p in s.val} for run_id, s in series.items()}
+    steps = sorted({step for points in expected.values() for step in points})
+    assert data[0] == steps
+    assert msgspec.json.decode(msgspec.json.encode(data[1:])) == [
+        [expected[run_id].get(step) for step in steps] for run_id in (second, first)
+    ]
+    rows = page.locator("#diff tbody tr")
+    assert set(await rows.evaluate_all("rows => rows.map(r => r.dataset.field)")) == {
+        "status",
+        "val_bits_per_byte",
+        "val_loss",
+        "val_perplexity",
+        "n_params",
+        "tokens_seen",
+        "training_seconds",
+        "n_embd",
+        "learning_rate",
+    }
+    await expect(page.locator("#diff tbody tr[data-field='n_embd']")).to_contain_text("16")
+    tokens = await page.evaluate("window.mtCompare.tokens()")
+    assert isinstance(tokens, list)
+    assert tokens[0] == [step * 4 * 32 for step in steps]
+    await screenshots(runs, screens, "compare")
+    _clean(runs)
+
+
+@pytest.fixture
+def keyed_settings(api_settings: ApiSettings) -> ApiSettings:
+    return msgspec.structs.replace(api_settings, api=GatewaySettings(keys="full-key", read_only_keys="read-key"))
+
+
+async def test_pages_with_full_read_only_and_missing_keys(
+    browser: Browser, keyed_settings: ApiSettings, worker_settings: WorkerServiceSettings, redis: Redis, screens: Path
+) -> None:
+    del redis  # flushed
+    async with running_workers(worker_settings), serving(keyed_settings) as url:
+        headers = {"Authorization": "Bearer full-key"}
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
+            tokenizer_id = await trained_tokenizer(client)
+            run_id = await submit_run(
+                client,
+                {**TOY, "tokenizer_id": tokenizer_id, "max_steps": 30, "eval_interval": 10, "checkpoint_interval": 30},
+            )
+            assert (await finished_run(client, run_id)).status == "succeeded"
+
+        # No key: the page says a key is needed and hides every action.
+        anonymous = await open_page(browser, url, "/ui/launch")
+        await expect(anonymous.page.locator("#access")).to_have_text("this server needs an API key")
+        await expect(anonymous.page.locator("#notice")).to_contain_text("needs an API key")
+        await expect(anonymous.page.locator("#run-form")).to_be_hidden()
+        await screenshots(anonymous, screens, "no-key")
+
+        # A read-only key: data and the live stream (access_token) work; launch and cancel are hidden.
+        reader = await open_page(browser, url, f"/ui/runs/{run_id}", key="read-key")
+        await expect(reader.page.locator("#access")).to_have_text("key: read-only")
+        await expect(reader.page.locator("#status")).to_have_text("succeeded")
+        await expect(reader.page.locator("#live")).to_have_text("ended")
+        await expect(reader.page.locator("#actions")).to_be_hidden()
+        await expect(reader.page.locator("#generate-form")).to_be_hidden()
+        await expect(reader.page.locator(".read-only-note")).to_be_visible()
+        assert await reader.page.evaluate("window.mtRun.trainSteps().length") > 0
+        await reader.page.goto(url + "/ui/launch")
+        await expect(reader.page.locator("#access")).to_have_text("key: read-only")
+        await expect(reader.page.locator("#tokenizer-form")).to_be_hidden()
+        await expect(reader.page.locator("#run-form")).to_be_hidden()
+        await screenshots(reader, screens, "read-only-launch")
+
+        # A full key, entered once, is kept for the session's other pages.
+        writer = await open_page(browser, url, "/ui/launch", key="full-key")
+        await expect(writer.page.locator("#access")).to_have_text("key: full access")
+        await expect(writer.page.locator("#run-form")).to_be_visible()
+        await writer.page.goto(url + f"/ui/runs/{run_id}")
+        await expect(writer.page.locator("#evaluate-box")).to_be_visible()
+        await writer.page.click("#evaluate")
+        await expect(writer.page.locator("#evals tbody tr").first).to_contain_text("succeeded", timeout=120_000)
+
+        # Cancel a run that would train for long, from its page; it can then be resumed.
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
+            long_run = await submit_run(
+                client, {**TOY, "tokenizer_id": tokenizer_id, "max_steps": 100_000, "checkpoint_interval": 20}
+            )
+        await writer.page.goto(url + f"/ui/runs/{long_run}")
+        await expect(writer.page.locator("#step")).not_to_have_text("—", timeout=120_000)
+        await writer.page.click("#cancel")
+        await expect(writer.page.locator("#status")).to_have_text("cancelled", timeout=120_000)
+        await expect(writer.page.locator("#resume-box")).to_be_visible()
+        await expect(writer.page.locator("#cancel")).to_be_hidden()
+        for each in (anonymous, reader, writer):
+            _clean(each)
