@@ -227,7 +227,8 @@ class Staging:
                     if member.is_dir():
                         self._member_path(member.filename, target)
                         continue
-                    if mode and not stat.S_ISREG(mode):
+                    # Zip writers that record no file type (only permissions) write regular files.
+                    if stat.S_IFMT(mode) and not stat.S_ISREG(mode):
                         kind = "link" if stat.S_ISLNK(mode) else "device or special file"
                         raise UploadRefused(
                             f"archive member {member.filename!r} is a {kind}; archives may hold regular files only"

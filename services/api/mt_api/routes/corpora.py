@@ -9,7 +9,7 @@ from litestar import Request, Response, delete, get, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, InternalServerException
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from mt_api import Conflict, ContentTooLarge, InvalidField, NotFound, PreconditionFailed
@@ -44,14 +44,14 @@ async def upload_corpus(
     services: NamedDependency[Services],
     upload_format: Annotated[
         UploadFormat | None,
-        Parameter(
-            query="format",
+        QueryParameter(
+            name="format",
             description="txt, jsonl, tar.gz or zip; by default gzip and zip are recognised by their first "
             "bytes, JSONL by Content-Type application/jsonl or application/x-ndjson, and the rest is text.",
         ),
     ] = None,
     if_none_match: Annotated[
-        str | None, Parameter(header="If-None-Match", description="`*`: refuse (412) when the corpus exists.")
+        str | None, HeaderParameter(name="If-None-Match", description="`*`: refuse (412) when the corpus exists.")
     ] = None,
 ) -> Response[CorpusInfo]:
     """Upload a corpus: a ``.txt`` or ``.jsonl`` file, or a ``.tar.gz``/``.zip`` of them, streamed to disk,
