@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -149,7 +148,7 @@ async def test_an_interrupted_upload_leaves_nothing(worker_settings: WorkerServi
             with socket.create_connection(("127.0.0.1", port)) as raw:
                 head = b"PUT /corpora/cut HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n"
                 raw.sendall(head + b"some text\n" * 5_000)
-                time.sleep(0.5)
+                await asyncio.sleep(0.5)
 
             async def left() -> list[str]:
                 uploads = corpus_root / UPLOADS
@@ -160,4 +159,3 @@ async def test_an_interrupted_upload_leaves_nothing(worker_settings: WorkerServi
             assert (await http.get("/corpora/cut")).status_code == 404
             complete = await http.put("/corpora/cut", content=b"some text\n" * 5_000)
             assert complete.status_code == 201, complete.text
-            await asyncio.sleep(0)
