@@ -131,9 +131,10 @@ class Services:
             return None
 
     async def push_corpus(self, directory: Path) -> None:
-        """Upload a committed corpus folder to the object store (manifest last), so workers can pull it."""
+        """Upload a committed corpus folder to the object store (manifest last), so workers can pull it; a
+        replaced corpus's files that are gone are deleted there too."""
         if self.mirror.enabled:
-            await asyncio.to_thread(self.mirror.push, directory)
+            await asyncio.to_thread(self.mirror.push, directory, prune=True)
 
     async def remove_corpus(self, directory: Path) -> None:
         """Delete a corpus folder from the object store, its manifest first."""
