@@ -62,8 +62,9 @@ TOKENIZER_COSTS: dict[str, Cost] = {
     "sentencepiece-unigram": Cost(3.45, 1.72, 53e6, 19e6),
     "sentencepiece-bpe": Cost(2.07, 0.26, 53e6, 9e6),
 }
-# Peak RSS of a training process before its model: the interpreter, torch and transformers, measured.
-RUN_BASE_BYTES = 450e6
+# Peak RSS of a training process around a tiny model: the interpreter, torch and transformers (measured: a
+# 1-layer GPT-2 forward and backward, 369 MB; docs/estimates.md).
+RUN_BASE_BYTES = 370e6
 # Characters per piece of text encoded, as the training process's dataset preparation encodes them.
 _PIECE_CHARS = 2 * 1024
 
