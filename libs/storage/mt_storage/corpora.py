@@ -43,7 +43,7 @@ from mt_contracts.jobs import EvalJob, RunJob, TokenizerJob, utcnow
 from mt_contracts.settings import CorpusSettings
 from mt_storage import CorpusPathError
 from mt_storage.corpus import CORPUS_SUFFIXES, CorpusDecodeError, CorpusFormatError, CorpusReader
-from mt_storage.files import FILE_MODE
+from mt_storage.files import FILE_MODE, fsync_dir
 from mt_storage.jobs import JobStore
 from mt_storage.layout import MANIFEST
 
@@ -293,7 +293,7 @@ class Staging:
             os.rename(files, target)
         except OSError as exc:
             raise CorpusExists(f"corpus {self.name!r} was created by another upload meanwhile") from exc
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
 
 def line_of(path: Path, offset: int) -> int:
@@ -305,14 +305,6 @@ def line_of(path: Path, offset: int) -> int:
             line += chunk.count(b"\n")
             remaining -= len(chunk)
     return line
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_corpus(corpus_root: Path, name: str) -> CorpusInfo | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -19,6 +20,8 @@ from mt_storage.files import sha256_file
 # 3: pieces of 2 KiB characters (token boundaries between pieces moved).
 FORMAT_VERSION = 3
 PREPARED_JSON = "prepared.json"
+# A document is encoded in pieces of whole lines of about this many characters.
+PIECE_CHARS = 2 * 1024
 
 
 def corpus_fingerprint(files: list[Path]) -> str:
@@ -67,3 +70,18 @@ def cached_counts(cache_root: Path, key: str) -> PreparedCounts | None:
         return msgspec.json.decode(path.read_bytes(), type=PreparedCounts)
     except (OSError, msgspec.DecodeError):
         return None
+
+
+def pieces(lines: Iterable[str]) -> Iterator[str]:
+    """``lines`` joined into pieces of about ``PIECE_CHARS`` characters of whole lines, as a document is
+    encoded (the training process's dataset preparation and the dry run's sample alike)."""
+    parts: list[str] = []
+    size = 0
+    for line in lines:
+        parts.append(line)
+        size += len(line)
+        if size >= PIECE_CHARS:
+            yield "".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield "".join(parts)

@@ -38,6 +38,7 @@ from mt_storage.datasets import (
     corpus_fingerprint,
     dataset_key,
     held_out_files,
+    pieces,
     run_split_key,
     val_line_count,
 )
@@ -65,8 +66,6 @@ TOKENIZER_COSTS: dict[str, Cost] = {
 # Peak RSS of a training process around a tiny model: the interpreter, torch and transformers (measured: a
 # 1-layer GPT-2 forward and backward, 369 MB; docs/estimates.md).
 RUN_BASE_BYTES = 370e6
-# Characters per piece of text encoded, as the training process's dataset preparation encodes them.
-_PIECE_CHARS = 2 * 1024
 
 
 def _cost_key(request: TrainTokenizerRequest) -> str:
@@ -159,20 +158,6 @@ class _Sample(NamedTuple):
     document_bytes: list[int]
 
 
-def _pieces(lines: Iterator[str]) -> Iterator[str]:
-    """``lines`` joined into pieces of about ``_PIECE_CHARS`` characters of whole lines."""
-    held: list[str] = []
-    size = 0
-    for line in lines:
-        held.append(line)
-        size += len(line)
-        if size >= _PIECE_CHARS:
-            yield "".join(held)
-            held, size = [], 0
-    if held:
-        yield "".join(held)
-
-
 def _train_documents(files: list[Path], val_fraction: float, seed: int) -> Iterator[Iterator[str]]:
     """The training split's documents as the training process splits them (``mt_storage.datasets``)."""
     if len(files) == 1:
@@ -207,7 +192,7 @@ def _sample(tokenizer: Tokenizer, request: TrainRunRequest, files: list[Path], s
     for document in _train_documents(files, request.val_fraction, request.seed):
         documents += 1
         size = 0
-        for piece in _pieces(document):
+        for piece in pieces(document):
             length = len(piece.encode())
             size += length
             if keep >= 1.0 or chooser.random() < keep:

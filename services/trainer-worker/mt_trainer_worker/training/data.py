@@ -44,6 +44,7 @@ from mt_storage.datasets import (
     corpus_fingerprint,
     dataset_key,
     held_out_files,
+    pieces,
     run_split_key,
     val_line_count,
 )
@@ -55,7 +56,6 @@ from mt_trainer_worker.training import TrainingFailure
 # is about 2 MB of text). Measured on 2 cores with a byte-level BPE of 8,192 tokens: 64 KiB pieces 32 at a
 # time with encode_batch gave 1.5 MB/s, 2 KiB pieces 1,024 at a time with encode_batch_fast 3.2 MB/s (the
 # pre-tokenizer and merges are faster on many short inputs spread over the thread pool).
-_PIECE_CHARS = 2 * 1024
 _BATCH_PIECES = 1024
 
 
@@ -295,22 +295,14 @@ def _take(lines: Iterator[str], count: int) -> Iterator[str]:
 
 
 def piece_batches(lines: Iterable[str]) -> Iterator[list[str]]:
-    """``lines`` joined into pieces of about ``_PIECE_CHARS`` characters (whole lines), ``_BATCH_PIECES``
-    pieces a batch: the inputs of one ``encode_batch_fast`` call."""
+    """``lines`` joined into pieces of about ``PIECE_CHARS`` characters (whole lines; ``mt_storage.datasets``),
+    ``_BATCH_PIECES`` pieces a batch: the inputs of one ``encode_batch_fast`` call."""
     batch: list[str] = []
-    parts: list[str] = []
-    size = 0
-    for line in lines:
-        parts.append(line)
-        size += len(line)
-        if size >= _PIECE_CHARS:
-            batch.append("".join(parts))
-            parts, size = [], 0
-            if len(batch) == _BATCH_PIECES:
-                yield batch
-                batch = []
-    if parts:
-        batch.append("".join(parts))
+    for piece in pieces(lines):
+        batch.append(piece)
+        if len(batch) == _BATCH_PIECES:
+            yield batch
+            batch = []
     if batch:
         yield batch
 
