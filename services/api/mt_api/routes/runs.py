@@ -120,6 +120,7 @@ async def resume_run(
     resumed = await services.run_lifecycle.resume(run_id, lambda r: msgspec.structs.replace(r, request=request))
     if resumed is None:
         raise Conflict(f"run {run_id} changed while resuming; try again")
+    await admit(services, services.run_lifecycle, run_id, request.corpus_path)
     await services.queue.requeue(TRAIN_MODEL_TASK, run_id, services.settings.queue.training)
     return accepted(run_id, f"/runs/{run_id}")
 
