@@ -282,7 +282,16 @@ async def test_the_document_declares_bodies_errors_and_unions(client: AsyncTestC
     assert bpe["required"] == ["corpus_path"] and sentencepiece["required"] == ["corpus_path", "method"]
     for name in ("TrainRunRequest", "EncodeRequest", "ResumeRunRequest", "GenerateRequest", "ExportRequest"):
         assert schemas[name]["additionalProperties"] is False, name
-    assert set(train["responses"]) == {"202", "400", "401", "403", "413", "415", "503"}
+    assert set(train["responses"]) == {"200", "202", "400", "401", "403", "413", "415", "503"}
+    assert train["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/TokenizerEstimate"
+    }
+    assert train["responses"]["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/JobAccepted"
+    }
+    upload = paths["/corpora/{name}"]["put"]
+    assert set(upload["responses"]) >= {"200", "201", "400", "409", "412", "413"}
+    assert set(upload["requestBody"]["content"]) == {"application/octet-stream"}
     assert train["responses"]["400"]["content"] == {
         "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
     }

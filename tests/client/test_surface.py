@@ -67,7 +67,7 @@ def test_train_options_are_the_contract_fields() -> None:
     for group, struct in (("tokenizers", TrainTokenizerRequest), ("runs", TrainRunRequest)):
         command = _command(f"{group} train")
         assert command is not None
-        names = {param.name for param in command.params} - {"detach", "as_json"}
+        names = {param.name for param in command.params} - {"detach", "as_json", "dry_run"}
         assert names == set(struct.__struct_fields__)
     runs_train = _command("runs train")
     assert runs_train is not None

@@ -16,7 +16,8 @@ import pytest
 from mt_contracts import codec
 from mt_contracts.jobs import CheckpointInfo
 from mt_contracts.manifests import FileEntry
-from mt_contracts.settings import AppSettings, StorageSettings
+from mt_contracts.settings import AppSettings, CorpusSettings, StorageSettings
+from mt_storage.corpora import Staging
 from mt_storage.files import atomic_write_bytes, sha256_file
 from mt_storage.layout import Layout
 from mt_storage.s3 import S3Store
@@ -246,3 +247,36 @@ def test_a_run_is_pulled_when_the_stores_index_is_ahead(tmp_path: Path, s3_setti
     store.gets.clear()
     reader.pull_run("run_x", TOK)  # level with the store: only the index is read
     assert store.gets == ["runs/run_x/checkpoints.json"]
+
+
+def _upload(root: Path, name: str, text: bytes) -> None:
+    staging = Staging(root, name, CorpusSettings())
+    try:
+        staging.write(text)
+        staging.commit(None, "text/plain", overwrite=True)
+    finally:
+        staging.discard()
+
+
+def test_an_uploaded_corpus_reaches_a_worker_and_a_replaced_one_is_fetched_again(
+    tmp_path: Path, s3_settings: StorageSettings
+) -> None:
+    store = Recording(S3Store.from_settings(s3_settings))
+    api = Mirror(store, Layout.from_settings(AppSettings(corpus_root=str(tmp_path / "api"))))
+    worker = Mirror(store, Layout.from_settings(AppSettings(corpus_root=str(tmp_path / "worker"))))
+    _upload(api.layout.corpus_root, "notes", b"first text\n")
+    api.push(api.layout.corpus_root / "notes")
+    assert store.puts == ["corpora/notes/notes.txt", "corpora/notes/manifest.json"]
+
+    worker.pull_corpus("notes")
+    assert (worker.layout.corpus_root / "notes" / "notes.txt").read_bytes() == b"first text\n"
+    worker.pull_corpus("small.txt")  # not an uploaded corpus: left alone
+    assert not (worker.layout.corpus_root / "small.txt").exists()
+
+    _upload(api.layout.corpus_root, "notes", b"replaced text, longer\n")
+    api.push(api.layout.corpus_root / "notes", prune=True)
+    worker.pull_corpus("notes/notes.txt")
+    assert (worker.layout.corpus_root / "notes" / "notes.txt").read_bytes() == b"replaced text, longer\n"
+
+    api.remove(api.layout.corpus_root / "notes")
+    assert store.list_objects("corpora/") == []

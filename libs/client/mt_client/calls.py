@@ -17,6 +17,7 @@ import msgspec
 from mt_client.errors import ProtocolError
 from mt_client.models import ArtifactHead, ArtifactListing, Health
 from mt_contracts import codec
+from mt_contracts.corpora import CorpusInfo, RunEstimate, TokenizerEstimate
 from mt_contracts.events import JobEvent, LogTail, decode_job_event
 from mt_contracts.generation import ExportResponse, GenerateResponse
 from mt_contracts.jobs import (
@@ -57,6 +58,7 @@ class Call(Generic[T]):
     query: Query = field(default_factory=dict)
     body: bytes | None = None
     ok_statuses: frozenset[int] = frozenset({200, 202})
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _decoder(value_type: type[T]) -> Callable[[bytes, Mapping[str, str]], T]:
@@ -98,6 +100,12 @@ def train_tokenizer(request: TrainTokenizerRequest) -> Call[JobAccepted]:
     return Call("POST", "/tokenizers/train", _decoder(JobAccepted), body=codec.encode(request))
 
 
+def dry_run_tokenizer(request: TrainTokenizerRequest) -> Call[TokenizerEstimate]:
+    """``POST /tokenizers/train?dry_run=true``: the estimate; nothing is queued."""
+    body = codec.encode(request)
+    return Call("POST", "/tokenizers/train", _decoder(TokenizerEstimate), query={"dry_run": "true"}, body=body)
+
+
 def list_tokenizers(limit: int = 20, cursor: str | None = None, status: JobStatus | None = None) -> Call[TokenizerPage]:
     return Call("GET", "/tokenizers", _decoder(TokenizerPage), query=_query(limit=limit, cursor=cursor, status=status))
 
@@ -121,6 +129,37 @@ def tokenizer_logs(tokenizer_id: str, tail: int = 100) -> Call[list[JobEvent]]:
 
 def train_run(request: TrainRunRequest) -> Call[JobAccepted]:
     return Call("POST", "/runs/train", _decoder(JobAccepted), body=codec.encode(request))
+
+
+def dry_run_run(request: TrainRunRequest) -> Call[RunEstimate]:
+    """``POST /runs/train?dry_run=true``: the estimate; nothing is queued."""
+    body = codec.encode(request)
+    return Call("POST", "/runs/train", _decoder(RunEstimate), query={"dry_run": "true"}, body=body)
+
+
+def upload_corpus(name: str, *, refuse_overwrite: bool = False) -> Call[CorpusInfo]:
+    """``PUT /corpora/{name}`` (the body is streamed by the client); ``refuse_overwrite`` sends
+    ``If-None-Match: *``."""
+    headers = {"content-type": "application/octet-stream", **({"if-none-match": "*"} if refuse_overwrite else {})}
+    return Call(
+        "PUT", f"/corpora/{_seg(name)}", _decoder(CorpusInfo), ok_statuses=frozenset({200, 201}), headers=headers
+    )
+
+
+def list_corpora() -> Call[list[CorpusInfo]]:
+    return Call("GET", "/corpora", _decoder(list[CorpusInfo]))
+
+
+def get_corpus(name: str) -> Call[CorpusInfo]:
+    return Call("GET", f"/corpora/{_seg(name)}", _decoder(CorpusInfo))
+
+
+def _nothing(data: bytes, headers: Mapping[str, str]) -> None:
+    return None
+
+
+def delete_corpus(name: str) -> Call[None]:
+    return Call("DELETE", f"/corpora/{_seg(name)}", _nothing, ok_statuses=frozenset({204}))
 
 
 def list_runs(limit: int = 20, cursor: str | None = None, status: JobStatus | None = None) -> Call[RunPage]:
@@ -254,4 +293,8 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): "health",
     ("GET", "/readyz"): "ready",
     ("GET", "/metrics"): "prometheus_metrics",
+    ("PUT", "/corpora/{name}"): "upload_corpus",
+    ("GET", "/corpora"): "list_corpora",
+    ("GET", "/corpora/{name}"): "get_corpus",
+    ("DELETE", "/corpora/{name}"): "delete_corpus",
 }

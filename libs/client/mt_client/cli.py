@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 from rich.table import Table
@@ -27,6 +28,7 @@ from mt_client.errors import ApiError, BadRequest, ClientError, Unreachable
 from mt_client.options import build_request, struct_options
 from mt_client.render import FollowView, png_plot, run_table, terminal_plot, tokenizer_table
 from mt_contracts import codec
+from mt_contracts.corpora import CorpusInfo, RunEstimate, TokenizerEstimate
 from mt_contracts.events import JobEvent, StatusEvent
 from mt_contracts.jobs import TERMINAL_STATUSES, EvalJob, JobStatus, RunJob, TokenizerJob
 from mt_contracts.requests import (
@@ -176,14 +178,37 @@ def _accepted(job_id: str, label: str, location: str, detach: bool) -> None:
 # ---------------------------------------------------------------- tokenizers
 
 
+DRY_RUN_OPTION = click.Option(
+    ["--dry-run", "dry_run"],
+    is_flag=True,
+    help="Validate and print the estimate (time, memory, tokens); queue nothing.",
+)
+
+
+def _estimate(estimate: TokenizerEstimate | RunEstimate) -> None:
+    """Print a dry run's estimate: its JSON with --json, else one field a line and its warnings."""
+    if _as_json():
+        _emit(estimate)
+        return
+    console = _console()
+    for name, value in msgspec.structs.asdict(estimate).items():
+        if name != "warnings" and value is not None:
+            console.print(f"{name:32} {value:,}" if isinstance(value, int) else f"{name:32} {value}", markup=False)
+    for warning in estimate.warnings:
+        console.print(f"warning: {warning}", markup=False, style="yellow")
+
+
 @cli.group()
 def tokenizers() -> None:
     """Tokenizer jobs: train, list, inspect, encode, logs, cancel."""
 
 
-def _train_tokenizer(detach: bool, as_json: bool, **values: object) -> None:
+def _train_tokenizer(detach: bool, as_json: bool, dry_run: bool, **values: object) -> None:
     request = build_request(TrainTokenizerRequest, values)
     with _client() as client:
+        if dry_run:
+            _estimate(client.dry_run_tokenizer(request))
+            return
         accepted = client.train_tokenizer(request)
         if _as_json():
             _emit(accepted)
@@ -199,6 +224,7 @@ tokenizers.add_command(
         params=[
             *struct_options(TrainTokenizerRequest),
             click.Option(["--detach"], is_flag=True, help="Print the id and return; do not follow."),
+            DRY_RUN_OPTION,
             click.Option(["--json", "as_json"], is_flag=True, help="Print the API's JSON (JSON lines when following)."),
         ],
         help=_help("Queue a tokenizer job, then follow it (unless --detach).", TrainTokenizerRequest),
@@ -308,9 +334,12 @@ def runs() -> None:
     """GPT-2 training runs: train, follow, inspect, evaluate, generate, export, download."""
 
 
-def _train_run(detach: bool, as_json: bool, **values: object) -> None:
+def _train_run(detach: bool, as_json: bool, dry_run: bool, **values: object) -> None:
     request = build_request(TrainRunRequest, values)
     with _client() as client:
+        if dry_run:
+            _estimate(client.dry_run_run(request))
+            return
         accepted = client.train_run(request)
         if _as_json():
             _emit(accepted)
@@ -326,6 +355,7 @@ runs.add_command(
         params=[
             *struct_options(TrainRunRequest),
             click.Option(["--detach"], is_flag=True, help="Print the id and return; do not follow."),
+            DRY_RUN_OPTION,
             click.Option(["--json", "as_json"], is_flag=True, help="Print the API's JSON (JSON lines when following)."),
         ],
         help=_help("Queue a GPT-2 training run, then follow it (unless --detach).", TrainRunRequest),
@@ -736,6 +766,88 @@ def _download_item(kind: ArtifactKind, item_id: str, out: Path, paths: list[str]
                     progress.console.print(f"{downloaded.path}  {downloaded.size:,} bytes  sha256 ok{resumed}")
 
 
+# ---------------------------------------------------------------- corpora
+
+
+@cli.group()
+def corpora() -> None:
+    """Uploaded corpora: upload (with progress), list, show, delete."""
+
+
+@corpora.command("upload")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--no-overwrite", is_flag=True, help="Refuse to replace an existing corpus (If-None-Match: *).")
+@json_option
+def corpora_upload(name: str, path: Path, no_overwrite: bool, as_json: bool) -> None:
+    """Upload PATH (.txt, .jsonl, .tar.gz or .zip) as corpus NAME; use NAME as a job's corpus_path."""
+    with (
+        _client() as client,
+        Progress(
+            "{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=_console(),
+            disable=_as_json(),
+        ) as progress,
+    ):
+        task = progress.add_task(path.name, total=path.stat().st_size)
+        info = client.upload_corpus(
+            name, path, refuse_overwrite=no_overwrite, on_progress=lambda sent, _: progress.update(task, completed=sent)
+        )
+    _show_corpus(info)
+
+
+def _show_corpus(info: CorpusInfo) -> None:
+    if _as_json():
+        _emit(info)
+        return
+    console = _console()
+    console.print(f"{info.name}: {len(info.files)} file(s), {info.bytes:,} bytes, {info.lines:,} lines", markup=False)
+    console.print(f"sha256 {info.sha256}  created {info.created_at.isoformat()}", markup=False)
+
+
+@corpora.command("list")
+@json_option
+def corpora_list(as_json: bool) -> None:
+    """The uploaded corpora."""
+    with _client() as client:
+        found = client.list_corpora()
+    if _as_json():
+        _emit(found)
+        return
+    table = Table("name", "files", "bytes", "lines", "created")
+    for info in found:
+        table.add_row(
+            info.name, str(len(info.files)), f"{info.bytes:,}", f"{info.lines:,}", info.created_at.isoformat()
+        )
+    _console().print(table)
+
+
+@corpora.command("show")
+@click.argument("name")
+@json_option
+def corpora_show(name: str, as_json: bool) -> None:
+    """One corpus: its files with sizes and sha256."""
+    with _client() as client:
+        info = client.get_corpus(name)
+    _show_corpus(info)
+    if not _as_json():
+        for entry in info.files:
+            _console().print(f"  {entry.path}  {entry.size:,} bytes  {entry.sha256}", markup=False)
+
+
+@corpora.command("delete")
+@click.argument("name")
+@json_option
+def corpora_delete(name: str, as_json: bool) -> None:
+    """Delete a corpus (refused while a queued or running job reads it)."""
+    with _client() as client:
+        client.delete_corpus(name)
+    _emit({"deleted": name}) if _as_json() else _console().print(f"corpus {name} deleted", markup=False)
+
+
 # ---------------------------------------------------------------- health
 
 
@@ -792,6 +904,10 @@ COMMANDS: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): "health",
     ("GET", "/readyz"): "health",
     ("GET", "/metrics"): "health",
+    ("PUT", "/corpora/{name}"): "corpora upload",
+    ("GET", "/corpora"): "corpora list",
+    ("GET", "/corpora/{name}"): "corpora show",
+    ("DELETE", "/corpora/{name}"): "corpora delete",
 }
 
 

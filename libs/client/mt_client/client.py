@@ -28,6 +28,7 @@ from mt_client.errors import IntegrityError as IntegrityMismatch
 from mt_client.errors import NotFound, Problem, ProtocolError, Unavailable, Unreachable, api_error
 from mt_client.models import ArtifactFile, ArtifactHead, ArtifactListing, Downloaded, Health, Streamed
 from mt_client.sse import SseEvent, SseParser
+from mt_contracts.corpora import CorpusInfo, RunEstimate, TokenizerEstimate
 from mt_contracts.events import EVENT_KINDS, JobEvent, StatusEvent, decode_job_event
 from mt_contracts.generation import ExportResponse, GenerateResponse
 from mt_contracts.jobs import (
@@ -82,8 +83,8 @@ class _Base:
 
     def _request_headers(self, call: Call[T]) -> dict[str, str]:
         if call.body is None:
-            return {}
-        return {"content-type": "application/json"}
+            return dict(call.headers)
+        return {"content-type": "application/json", **call.headers}
 
     def _delay(self, attempt: int, retry_after: str | None = None) -> float:
         if retry_after is not None and retry_after.isdigit():
@@ -144,6 +145,26 @@ class _Base:
                 detail=f"{listing.kind}/{listing.id} has no file {path!r}; files: {names}",
             )
         )
+
+
+_UPLOAD_CHUNK = 1 << 20
+
+
+def _chunks(path: Path, on_progress: ProgressCallback | None) -> Iterator[bytes]:
+    """The file's bytes a MiB at a time, reporting progress as they go (the Content-Length is the size)."""
+    total = path.stat().st_size
+    sent = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_UPLOAD_CHUNK):
+            sent += len(chunk)
+            yield chunk
+            if on_progress is not None:
+                on_progress(sent, total)
+
+
+async def _async_chunks(path: Path, on_progress: ProgressCallback | None) -> AsyncIterator[bytes]:
+    for chunk in _chunks(path, on_progress):
+        yield chunk
 
 
 def _destination(dest: str | Path, path: str) -> Path:
@@ -269,6 +290,10 @@ class Client(_Base):
         """``POST /tokenizers/train``: queue a tokenizer job."""
         return self.send(calls.train_tokenizer(request))
 
+    def dry_run_tokenizer(self, request: TrainTokenizerRequest) -> TokenizerEstimate:
+        """``POST /tokenizers/train?dry_run=true``: validate and estimate; nothing is queued."""
+        return self.send(calls.dry_run_tokenizer(request))
+
     def list_tokenizers(
         self, limit: int = 20, cursor: str | None = None, status: JobStatus | None = None
     ) -> TokenizerPage:
@@ -296,9 +321,51 @@ class Client(_Base):
         """``POST /runs/train``: queue a GPT-2 training run."""
         return self.send(calls.train_run(request))
 
+    def dry_run_run(self, request: TrainRunRequest) -> RunEstimate:
+        """``POST /runs/train?dry_run=true``: validate and estimate; nothing is queued."""
+        return self.send(calls.dry_run_run(request))
+
     def list_runs(self, limit: int = 20, cursor: str | None = None, status: JobStatus | None = None) -> RunPage:
         """``GET /runs``: one page, newest first."""
         return self.send(calls.list_runs(limit, cursor, status))
+
+    # corpora
+    def upload_corpus(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        refuse_overwrite: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> CorpusInfo:
+        """``PUT /corpora/{name}``: stream the file at ``path`` (a .txt, .jsonl, .tar.gz or .zip);
+        ``on_progress(sent, total)`` after each chunk. Not retried (the server keeps nothing of a cut upload).
+
+        Raises:
+            ApiError: the API refused it (400 names the file and line; 412 with ``refuse_overwrite`` when the
+                corpus exists; 409 while a job uses it; 413 past a limit).
+            Unreachable: the connection failed.
+        """
+        call = calls.upload_corpus(name, refuse_overwrite=refuse_overwrite)
+        try:
+            response = self._http.request(
+                call.method, call.path, content=_chunks(Path(path), on_progress), headers=self._request_headers(call)
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        return self._answer(call, response)
+
+    def list_corpora(self) -> list[CorpusInfo]:
+        """``GET /corpora``: the uploaded corpora by name."""
+        return self.send(calls.list_corpora())
+
+    def get_corpus(self, name: str) -> CorpusInfo:
+        """``GET /corpora/{name}``: its files, bytes, lines and sha256."""
+        return self.send(calls.get_corpus(name))
+
+    def delete_corpus(self, name: str) -> None:
+        """``DELETE /corpora/{name}`` (409 while a queued or running job reads it)."""
+        self.send(calls.delete_corpus(name))
 
     def get_run(self, run_id: str) -> RunJob:
         """``GET /runs/{id}``."""
@@ -527,6 +594,9 @@ class AsyncClient(_Base):
     async def train_tokenizer(self, request: TrainTokenizerRequest) -> JobAccepted:
         return await self.send(calls.train_tokenizer(request))
 
+    async def dry_run_tokenizer(self, request: TrainTokenizerRequest) -> TokenizerEstimate:
+        return await self.send(calls.dry_run_tokenizer(request))
+
     async def list_tokenizers(
         self, limit: int = 20, cursor: str | None = None, status: JobStatus | None = None
     ) -> TokenizerPage:
@@ -546,6 +616,39 @@ class AsyncClient(_Base):
 
     async def train_run(self, request: TrainRunRequest) -> JobAccepted:
         return await self.send(calls.train_run(request))
+
+    async def dry_run_run(self, request: TrainRunRequest) -> RunEstimate:
+        return await self.send(calls.dry_run_run(request))
+
+    async def upload_corpus(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        refuse_overwrite: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> CorpusInfo:
+        """As ``Client.upload_corpus``."""
+        call = calls.upload_corpus(name, refuse_overwrite=refuse_overwrite)
+        try:
+            response = await self._http.request(
+                call.method,
+                call.path,
+                content=_async_chunks(Path(path), on_progress),
+                headers=self._request_headers(call),
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        return self._answer(call, response)
+
+    async def list_corpora(self) -> list[CorpusInfo]:
+        return await self.send(calls.list_corpora())
+
+    async def get_corpus(self, name: str) -> CorpusInfo:
+        return await self.send(calls.get_corpus(name))
+
+    async def delete_corpus(self, name: str) -> None:
+        await self.send(calls.delete_corpus(name))
 
     async def list_runs(self, limit: int = 20, cursor: str | None = None, status: JobStatus | None = None) -> RunPage:
         return await self.send(calls.list_runs(limit, cursor, status))

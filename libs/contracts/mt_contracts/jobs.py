@@ -15,6 +15,7 @@ from typing import Literal
 
 import msgspec
 
+from mt_contracts.corpora import RunEstimate, TokenizerEstimate
 from mt_contracts.requests import EvalSplit, EvaluateRequest, TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.tokenizers import TokenizerStatistics
 
@@ -75,6 +76,8 @@ class TokenizerJob(Job, kw_only=True):
 
     request: TrainTokenizerRequest
     result: TokenizerResult | None = None
+    # The dry-run estimate made when the job was submitted (compare with result.training_seconds).
+    estimate: TokenizerEstimate | None = None
 
 
 class TokenizerPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -139,6 +142,7 @@ class RunMetrics(msgspec.Struct, frozen=True, kw_only=True):
     tokens_seen: int
     n_params: int
     training_seconds: float
+    train_tokens: int | None = None
 
 
 class RunJob(Job, kw_only=True):
@@ -151,6 +155,8 @@ class RunJob(Job, kw_only=True):
     checkpoint: CheckpointInfo | None = None
     resumed_from_step: int | None = None
     artifact_dir: str | None = None
+    # The dry-run estimate made when the run was submitted; ``metrics`` holds what it measured.
+    estimate: RunEstimate | None = None
 
 
 class EvalMetrics(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import msgspec
 
+from mt_contracts.corpora import RunEstimate
 from mt_contracts.jobs import CheckpointInfo, RunMetrics
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.tokenizers import CorpusFingerprint, TokenizerConfig, TokenizerStatistics
@@ -93,3 +94,6 @@ class RunManifest(msgspec.Struct, frozen=True, kw_only=True):
     model_manifest_path: str
     logs_path: str
     process_log_path: str
+    # The estimate made at submission and the metrics the run measured, side by side.
+    estimate: RunEstimate | None = None
+    metrics: RunMetrics | None = None

@@ -196,6 +196,27 @@ class InferenceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     threads: int = 1
 
 
+class CorpusSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Limits of ``PUT /corpora/{name}``: ``max_upload_bytes`` of the body as sent (an archive compressed),
+    ``max_expanded_bytes`` of the files an archive expands to, ``max_files`` files in one archive."""
+
+    max_upload_bytes: int = 1 << 30
+    max_expanded_bytes: int = 4 << 30
+    max_files: int = 10_000
+
+
+class EstimateSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Dry runs: ``tokenizer_memory_bytes`` is the peak memory a tokenizer job should stay under (above it a
+    unigram estimate suggests an ``input_sentence_size``); ``sample_bytes`` of the training text are encoded
+    to estimate its tokens when no prepared dataset is cached; more than ``max_epochs`` epochs warns of
+    overfitting; ``throughput_runs`` recent succeeded runs give the pool's measured throughput."""
+
+    tokenizer_memory_bytes: int = 4 << 30
+    sample_bytes: int = 4 << 20
+    max_epochs: float = 10.0
+    throughput_runs: int = 5
+
+
 class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Settings of the HTTP gateway."""
 
@@ -207,6 +228,8 @@ class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     api: GatewaySettings = GatewaySettings()
 
     inference: InferenceSettings = InferenceSettings()
+    corpus: CorpusSettings = CorpusSettings()
+    estimate: EstimateSettings = EstimateSettings()
 
 
 class WorkerServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

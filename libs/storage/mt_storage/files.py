@@ -32,7 +32,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_move(source: Path, destination: Path) -> None:
@@ -42,7 +42,7 @@ def atomic_move(source: Path, destination: Path) -> None:
         os.fchmod(handle.fileno(), FILE_MODE)
         os.fsync(handle.fileno())
     os.replace(source, destination)
-    _fsync_dir(destination.parent)
+    fsync_dir(destination.parent)
 
 
 def append_line(path: Path, line: bytes) -> None:
@@ -72,7 +72,8 @@ def file_entries(directory: Path, names: list[str]) -> list[FileEntry]:
     ]
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new entry in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

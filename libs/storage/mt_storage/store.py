@@ -11,8 +11,9 @@ are each service's working copy and cache, kept in step by ``Mirror``:
   manifest's size and sha256 (others against the store's size and MD5 ETag), into a temporary file renamed
   into place, then the manifest. With ``committed`` it does nothing for a prefix that has no manifest.
 
-Keys mirror the layout: ``<prefix>artifacts/<path under APP__ARTIFACTS_ROOT>`` and
-``<prefix>runs/<path under APP__RUNS_ROOT>``. New backends register in ``STORES``.
+Keys mirror the layout: ``<prefix>artifacts/<path under APP__ARTIFACTS_ROOT>``,
+``<prefix>runs/<path under APP__RUNS_ROOT>`` and, for uploaded corpora, ``<prefix>corpora/<name>/``. New
+backends register in ``STORES``.
 
 Errors::
 
@@ -27,6 +28,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -138,13 +140,18 @@ class Mirror:
         """The key of a local path under one of the layout's roots.
 
         Raises:
-            ValueError: ``path`` is under neither root.
+            ValueError: ``path`` is under none of the roots.
         """
-        for name, root in (("artifacts", self.layout.artifacts_root), ("runs", self.layout.runs_root)):
+        roots = (
+            ("artifacts", self.layout.artifacts_root),
+            ("runs", self.layout.runs_root),
+            ("corpora", self.layout.corpus_root),
+        )
+        for name, root in roots:
             if path == root or path.is_relative_to(root):
                 relative = path.relative_to(root).as_posix()
                 return name if relative == "." else f"{name}/{relative}"
-        raise ValueError(f"{path} is under neither the artifacts nor the runs root")
+        raise ValueError(f"{path} is under none of the artifacts, runs and corpus roots")
 
     def push(self, directory: Path, *, prune: bool = False, exclude: tuple[str, ...] = ()) -> int:
         """Upload the files under ``directory`` that the store lacks or holds otherwise, manifests last;
@@ -250,6 +257,39 @@ class Mirror:
                     _verify(scratch, info, None)
                     os.replace(scratch, path)
         return path.is_file()
+
+    # ---- uploaded corpora (``mt_storage.corpora``): ``corpora/<name>/``, manifest last ----
+
+    def pull_corpus(self, corpus_path: str) -> None:
+        """Before a job reads ``corpus_path``: the uploaded corpus it is in, when the store holds one and this
+        machine's copy is missing or differs (a replaced corpus: its manifest changed). A path that is not in
+        an uploaded corpus (a file an operator put in the corpus root) is left alone."""
+        if self.store is None:
+            return
+        from mt_storage.corpora import corpus_name_of  # corpora imports this module's neighbours only
+
+        name = corpus_name_of(corpus_path)
+        if not name or name.startswith("."):
+            return
+        directory = self.layout.corpus_root / name
+        manifest = self.store.list_objects(f"{self.key(directory)}/{MANIFEST}")
+        if not manifest:
+            return
+        if not _same(directory / MANIFEST, manifest[0].size, manifest[0].etag) and directory.is_dir():
+            # A replaced corpus: drop the stale copy whole (nothing reads it: see CorpusGuard).
+            shutil.rmtree(directory, ignore_errors=True)
+        self.pull(directory)
+
+    def remove(self, directory: Path) -> None:
+        """Delete a folder's objects from the store, its manifest first (so it is uncommitted at once)."""
+        if self.store is None:
+            return
+        base = self.key(directory)
+        keys = [info.key for info in self.store.list_objects(base + "/")]
+        manifest = f"{base}/{MANIFEST}"
+        if manifest in keys:
+            self.store.delete([manifest])
+        self.store.delete([key for key in keys if key != manifest])
 
     # ---- the edges of a training run or evaluation on a worker ----
 

@@ -9,6 +9,8 @@ Errors::
     ├── Forbidden            403: a read-only API key on a route that changes something
     ├── NotFound             404: no such tokenizer, run or artifact file
     ├── Conflict             409: the request is valid but the referenced job is not ready
+    ├── PreconditionFailed   412: ``If-None-Match: *`` and the corpus exists
+    ├── ContentTooLarge      413: an upload passes a ``CORPUS__`` size or file-count limit
     ├── UnsupportedMediaType 415: a request body that is not ``application/json``
     ├── RangeNotSatisfiable  416: no requested byte range overlaps the file (``Content-Range: bytes */size``)
     └── Unavailable          503: the inference processes did not answer in time; retry later
@@ -62,6 +64,16 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status_code = 409
     slug = "conflict"
+
+
+class PreconditionFailed(ApiError):
+    status_code = 412
+    slug = "precondition-failed"
+
+
+class ContentTooLarge(ApiError):
+    status_code = 413
+    slug = "content-too-large"
 
 
 class UnsupportedMediaType(ApiError):

@@ -25,8 +25,10 @@ from litestar.static_files import create_static_files_router
 
 from mt_api.auth import PUBLIC
 from mt_api.errors import PROBLEM_JSON, Problem
+from mt_contracts.corpora import CORPUS_NAME_PATTERN, RunEstimate, TokenizerEstimate
 from mt_contracts.events import EVENT_KINDS
 from mt_contracts.ids import EVAL_ID_PATTERN, RUN_ID_PATTERN, TOKENIZER_ID_PATTERN
+from mt_contracts.jobs import JobAccepted
 from mt_contracts.requests import (
     BPE_ONLY_OPTIONS,
     SENTENCEPIECE_ONLY_OPTIONS,
@@ -69,6 +71,8 @@ EXTRA_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/runs/{run_id}/evaluate"): (409,),
     ("post", "/runs/{run_id}/generate"): (409,),
     ("post", "/runs/{run_id}/export"): (409,),
+    ("put", "/corpora/{name}"): (409, 412, 413),
+    ("delete", "/corpora/{name}"): (409,),
     ("get", "/artifacts/{kind}/{item_id}/download"): (416,),
     ("head", "/artifacts/{kind}/{item_id}/download"): (416,),
 }
@@ -76,14 +80,23 @@ EXTRA_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
 NO_REDIS = frozenset({"/healthz", "/readyz", "/artifacts/{kind}/{item_id}", "/artifacts/{kind}/{item_id}/download"})
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 STREAMS = frozenset({"/runs/{run_id}/logs/stream", "/tokenizers/{tokenizer_id}/logs/stream"})
-_ID_PATTERNS = {"tokenizer_id": TOKENIZER_ID_PATTERN, "run_id": RUN_ID_PATTERN, "eval_id": EVAL_ID_PATTERN}
+_ID_PATTERNS = {
+    "tokenizer_id": TOKENIZER_ID_PATTERN,
+    "run_id": RUN_ID_PATTERN,
+    "eval_id": EVAL_ID_PATTERN,
+    "name": CORPUS_NAME_PATTERN,
+}
+# The 200 answer of a train route with ?dry_run=true.
+DRY_RUNS: dict[str, type[msgspec.Struct]] = {"/tokenizers/train": TokenizerEstimate, "/runs/train": RunEstimate}
+UPLOAD = ("put", "/corpora/{name}")
 _DESCRIPTIONS = {
     400: "A parameter or body field is unusable: `errors[]` names each (JSON path) with the fix.",
     401: "No API key, or not a configured one (only when API__KEYS or API__READ_ONLY_KEYS is set).",
     403: "A read-only API key on a route that changes something.",
     404: "No such item.",
     409: "The request is valid but the item is not in a state that allows it.",
-    413: "The request body is too large.",
+    412: "If-None-Match: * and the corpus exists.",
+    413: "The request body is too large (an upload: past a CORPUS__ limit).",
     415: "The request body is not `application/json`.",
     416: "No requested byte range overlaps the file; `Content-Range: bytes */<size>`.",
     503: "A dependency (Redis, the inference processes) did not answer; nothing was changed, retry shortly.",
@@ -196,13 +209,15 @@ def refine(litestar_document: Mapping[str, object]) -> Json:
     schemas.update(problem_components)
     request_components, bodies = _request_schemas()
     schemas.update(request_components)
+    _, answer_components = msgspec.json.schema_components([JobAccepted, *DRY_RUNS.values()], ref_template=_REF)
+    schemas.update(answer_components)
     components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer", "description": "An API__KEYS key."}}
 
     for path, item in _obj(document, "paths").items():
         if not isinstance(item, dict):
             continue
         for method, operation in item.items():
-            if isinstance(operation, dict) and method in {"get", "head", "post"}:
+            if isinstance(operation, dict) and method in {"get", "head", "post", "put", "delete"}:
                 _refine_operation(path, method, operation, bodies.get((method, path)))
     return document
 
@@ -233,7 +248,7 @@ def _refine_operation(path: str, method: str, operation: Json, body: Json | None
         statuses.add(404)
     if path not in PUBLIC_PATHS:
         statuses.add(401)
-        if method == "post":
+        if method in {"post", "put", "delete"}:
             statuses.add(403)
         operation["security"] = [{"bearer": []}, {}]
     if path not in NO_REDIS:
@@ -247,8 +262,24 @@ def _refine_operation(path: str, method: str, operation: Json, body: Json | None
             ("post", "/runs/{run_id}/generate"),
         }
         operation["requestBody"] = {"required": required, "content": {"application/json": {"schema": body}}}
+    if (method, path) == UPLOAD:
+        statuses.add(400)
+        operation["requestBody"] = {
+            "required": True,
+            "description": "A .txt or .jsonl file, or a .tar.gz or .zip of them, as bytes.",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+        responses["200"] = {**_obj(responses, "201"), "description": "Replaced a corpus that no job uses."}
     for status in sorted(statuses):
         responses[str(status)] = _problem(status)
+    if method == "post" and path in DRY_RUNS:
+        accepted = {"application/json": {"schema": {"$ref": _REF.format(name="JobAccepted")}}}
+        _obj(responses, "202")["content"] = accepted
+        estimate = {"$ref": _REF.format(name=DRY_RUNS[path].__name__)}
+        responses["200"] = {
+            "description": "dry_run=true: the estimate; nothing was queued or written.",
+            "content": {"application/json": {"schema": estimate}},
+        }
 
     match method, path:
         case "post", _ if "202" in responses:

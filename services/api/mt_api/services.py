@@ -4,20 +4,27 @@ queue and the inference processes."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from mt_api import Unavailable
 from mt_api.artifacts import DigestCache
+from mt_api.estimates import estimate_run, estimate_tokenizer
 from mt_api.inference_pool import InferencePool
 from mt_api.live import EventHub
 from mt_api.metrics import Metrics
 from mt_api.tokenizer_cache import TokenizerCache
+from mt_contracts.corpora import RunEstimate, TokenizerEstimate
 from mt_contracts.jobs import EvalJob, RunJob, TokenizerJob
+from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.settings import ApiSettings
 from mt_storage.checkpoints import INDEX, MODEL_CONFIG, read_index
+from mt_storage.corpora import CorpusGuard
+from mt_storage.corpus import resolve_corpus
 from mt_storage.events import JobEvents
 from mt_storage.jobs import JobStore, eval_jobs, run_jobs, tokenizer_jobs
 from mt_storage.layout import Layout
@@ -25,6 +32,8 @@ from mt_storage.lifecycle import Lifecycle
 from mt_storage.marker import check_storage
 from mt_storage.queue import JobQueue, live_workers
 from mt_storage.store import Mirror, open_store
+
+logger = logging.getLogger(__name__)
 
 
 class Services:
@@ -50,6 +59,7 @@ class Services:
         self.tokenizer_cache = TokenizerCache()
         self.digests = DigestCache()
         self.inference = InferencePool(settings.inference)
+        self.corpus_guard = CorpusGuard(redis, self.tokenizers, self.runs, self.evals)
 
     async def readiness(self) -> list[str]:
         """Reasons the gateway cannot serve; empty when Redis answers and the artifact storage is the one the
@@ -95,6 +105,54 @@ class Services:
             return
         await self.pull_file(self.layout.run_dir(run_id) / INDEX)
         await self.pull_file(self.layout.run_dir(run_id) / MODEL_CONFIG)
+
+    async def tokenizer_estimate(self, request: TrainTokenizerRequest) -> TokenizerEstimate:
+        """The dry-run estimate of a tokenizer job (the request already checked)."""
+        root = self.layout.corpus_root
+        files = await asyncio.to_thread(resolve_corpus, root, request.corpus_path)
+        return await asyncio.to_thread(estimate_tokenizer, request, files, root, self.settings.estimate)
+
+    async def run_estimate(self, request: TrainRunRequest, *, strict: bool) -> RunEstimate | None:
+        """The dry-run estimate of a run (the request already checked: its tokenizer succeeded). With
+        ``strict`` an unreadable tokenizer raises ``Unavailable``; else it gives ``None`` (a real run is never
+        refused for its estimate).
+
+        Raises:
+            Unavailable: ``strict``, and the tokenizer's files are not in this API's storage.
+        """
+        tokenizer_dir = self.layout.tokenizer_dir(request.tokenizer_id)
+        await self.pull(tokenizer_dir)
+        root = self.layout.corpus_root
+        files = await asyncio.to_thread(resolve_corpus, root, request.corpus_path)
+        recent, _ = await self.runs.list_page(limit=100, status="succeeded")
+        try:
+            return await asyncio.to_thread(
+                estimate_run,
+                request,
+                files=files,
+                corpus_root=root,
+                tokenizer_file=tokenizer_dir / "tokenizer.json",
+                dataset_cache=self.layout.dataset_cache(),
+                recent=recent,
+                settings=self.settings.estimate,
+                fetch=self.mirror.pull_file,
+            )
+        except OSError as exc:
+            if strict:
+                raise Unavailable(f"the run cannot be estimated: {exc}; see /readyz") from exc
+            logger.warning("no estimate", extra={"event": "estimate_failed", "error": str(exc)})
+            return None
+
+    async def push_corpus(self, directory: Path) -> None:
+        """Upload a committed corpus folder to the object store (manifest last), so workers can pull it; a
+        replaced corpus's files that are gone are deleted there too."""
+        if self.mirror.enabled:
+            await asyncio.to_thread(self.mirror.push, directory, prune=True)
+
+    async def remove_corpus(self, directory: Path) -> None:
+        """Delete a corpus folder from the object store, its manifest first."""
+        if self.mirror.enabled:
+            await asyncio.to_thread(self.mirror.remove, directory)
 
     async def fetch_weights(self, run_id: str, tokenizer_id: str, checkpoint: int | None) -> None:
         """Bring what ``resolve_weights`` and the inference processes read for run ``run_id`` into the cache:

@@ -51,6 +51,8 @@ class TokenizerWork:
         return self.layout.tokenizer_logs(job.id)
 
     async def prepare(self, job: TokenizerJob) -> Prepared:
+        if self.mirror is not None:  # an uploaded corpus comes from the object store
+            await asyncio.to_thread(self.mirror.pull_corpus, job.request.corpus_path)
         spec = TokenizerSpec(
             tokenizer_id=job.id,
             request=job.request,

@@ -61,6 +61,8 @@ class RunWork:
             raise JobFailed(
                 "tokenizer_missing", f"tokenizer {job.request.tokenizer_id} has no artifacts; train it again"
             )
+        if self.mirror is not None:  # an uploaded corpus comes from the object store
+            await asyncio.to_thread(self.mirror.pull_corpus, job.request.corpus_path)
         try:
             files = resolve_corpus(self.layout.corpus_root, job.request.corpus_path)
         except CorpusPathError as exc:
@@ -113,6 +115,8 @@ class RunWork:
             model_manifest_path=str(model_dir / MANIFEST),
             logs_path=str(model_dir / LOGS),
             process_log_path=str(self.layout.run_process_log(job.id)),
+            estimate=job.estimate,
+            metrics=outcome.metrics,
         )
         atomic_write_bytes(self.layout.run_manifest(job.id), codec.encode(manifest))
         atomic_write_bytes(model_dir / MANIFEST, codec.encode(outcome.manifest))
@@ -135,9 +139,10 @@ class EvalWork:
     module = "mt_trainer_worker.training.evaluate"
     out_of_memory_hint = "evaluate with a smaller max_tokens"
 
-    def __init__(self, layout: Layout, runs: JobStore[RunJob]) -> None:
+    def __init__(self, layout: Layout, runs: JobStore[RunJob], mirror: Mirror | None = None) -> None:
         self.layout = layout
         self.runs = runs
+        self.mirror = mirror
 
     def logs_path(self, job: EvalJob) -> Path:
         return self.layout.run_logs(job.run_id)
@@ -154,6 +159,8 @@ class EvalWork:
         corpus_path = (
             request.corpus_path if request.split == "corpus" and request.corpus_path else run.request.corpus_path
         )
+        if self.mirror is not None:
+            await asyncio.to_thread(self.mirror.pull_corpus, corpus_path)
         try:
             files = resolve_corpus(self.layout.corpus_root, corpus_path)
         except CorpusPathError as exc:

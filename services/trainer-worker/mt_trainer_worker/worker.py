@@ -58,7 +58,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     )
     eval_runner: JobRunner[EvalJob, Evaluated] = JobRunner(
         evals,
-        EvalWork(layout, runs.store),
+        EvalWork(layout, runs.store, mirror if mirror.enabled else None),
         settings.worker,
         queue=queue,
         publisher=publisher,

@@ -16,6 +16,11 @@ from mt_storage import RecordNotFound
 from mt_storage.jobs import JobStore, R
 from mt_storage.lifecycle import Lifecycle, shown
 
+DRY_RUN = (
+    "Validate as a real job would, queue and write nothing, and answer 200 with the estimate (corpus size, "
+    "expected time and peak memory, warnings)."
+)
+
 
 def new_id(prefix: str) -> str:
     """``<prefix>_<ULID>``: 48-bit millisecond time + 80 random bits, Crockford base32; sortable and
@@ -42,6 +47,19 @@ async def enqueue(services: Services, lifecycle: Lifecycle[R], task: str, job_id
         raise
     if not enqueued:
         raise RuntimeError(f"job id {job_id} was already queued")
+
+
+async def admit(services: Services, lifecycle: Lifecycle[R], job_id: str, corpus_path: str) -> None:
+    """Called after the job was stored ``queued`` and before it is enqueued: a job whose corpus is being
+    deleted or replaced meanwhile is failed ``corpus_changing`` and refused (see ``CorpusGuard``).
+
+    Raises:
+        Conflict: the corpus is being deleted or replaced.
+    """
+    if await services.corpus_guard.is_changing(corpus_path):
+        message = f"corpus_path {corpus_path!r} is being deleted or replaced; submit the job again after that"
+        await lifecycle.fail_queued(job_id, JobError(code="corpus_changing", message=message))
+        raise Conflict(message, field="corpus_path")
 
 
 async def page(

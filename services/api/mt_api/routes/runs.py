@@ -11,13 +11,14 @@ import msgspec
 from litestar import Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, Parameter
-from litestar.status_codes import HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from mt_api import Conflict, InvalidField, NotFound
 from mt_api.body import json_body
-from mt_api.routes.common import accepted, cancel, enqueue, new_id, page
+from mt_api.routes.common import DRY_RUN, accepted, admit, cancel, enqueue, new_id, page
 from mt_api.services import Services
 from mt_api.validation import check_run_request
+from mt_contracts.corpora import RunEstimate
 from mt_contracts.events import ProgressEvent, ValidationEvent, decode_job_event
 from mt_contracts.ids import is_run_id
 from mt_contracts.jobs import (
@@ -39,14 +40,21 @@ from mt_storage.lifecycle import shown
 
 @post("/runs/train", status_code=HTTP_202_ACCEPTED, tags=["runs"], dependencies={"payload": json_body(TrainRunRequest)})
 async def train_run(
-    payload: NamedDependency[TrainRunRequest], services: NamedDependency[Services]
-) -> Response[JobAccepted]:
-    """Queue a GPT-2 training run with a succeeded tokenizer. Answers 202 with the new ``run_`` id."""
+    payload: NamedDependency[TrainRunRequest],
+    services: NamedDependency[Services],
+    dry_run: Annotated[bool, Parameter(description=DRY_RUN)] = False,
+) -> Response[JobAccepted] | Response[RunEstimate]:
+    """Queue a GPT-2 training run with a succeeded tokenizer. Answers 202 with the new ``run_`` id; with
+    ``dry_run=true``, 200 with the estimate and nothing queued or written."""
     tokenizer = await services.tokenizers.get(payload.tokenizer_id)
     await asyncio.to_thread(check_run_request, payload, tokenizer, services.layout.corpus_root)  # walks the corpus
+    estimate = await services.run_estimate(payload, strict=dry_run)
+    if dry_run and estimate is not None:
+        return Response(estimate, status_code=HTTP_200_OK)
     now = utcnow()
-    job = RunJob(id=new_id("run"), request=payload, created_at=now, updated_at=now)
+    job = RunJob(id=new_id("run"), request=payload, created_at=now, updated_at=now, estimate=estimate)
     await services.run_lifecycle.create(job)
+    await admit(services, services.run_lifecycle, job.id, payload.corpus_path)
     await enqueue(services, services.run_lifecycle, TRAIN_MODEL_TASK, job.id, services.settings.queue.training)
     return accepted(job.id, f"/runs/{job.id}")
 
@@ -112,6 +120,7 @@ async def resume_run(
     resumed = await services.run_lifecycle.resume(run_id, lambda r: msgspec.structs.replace(r, request=request))
     if resumed is None:
         raise Conflict(f"run {run_id} changed while resuming; try again")
+    await admit(services, services.run_lifecycle, run_id, request.corpus_path)
     await services.queue.requeue(TRAIN_MODEL_TASK, run_id, services.settings.queue.training)
     return accepted(run_id, f"/runs/{run_id}")
 

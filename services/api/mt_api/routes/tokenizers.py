@@ -8,13 +8,14 @@ from typing import Annotated
 from litestar import Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, Parameter
-from litestar.status_codes import HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from mt_api import Conflict, NotFound, Unavailable
 from mt_api.body import json_body
-from mt_api.routes.common import accepted, cancel, enqueue, new_id, page
+from mt_api.routes.common import DRY_RUN, accepted, admit, cancel, enqueue, new_id, page
 from mt_api.services import Services
 from mt_api.validation import check_tokenizer_request
+from mt_contracts.corpora import TokenizerEstimate
 from mt_contracts.ids import is_tokenizer_id
 from mt_contracts.jobs import JobAccepted, JobStatus, TokenizerJob, TokenizerPage, utcnow
 from mt_contracts.queue import TRAIN_TOKENIZER_TASK
@@ -31,14 +32,21 @@ from mt_storage.lifecycle import shown
     dependencies={"payload": json_body(TrainTokenizerRequest)},
 )
 async def train_tokenizer(
-    payload: NamedDependency[TrainTokenizerRequest], services: NamedDependency[Services]
-) -> Response[JobAccepted]:
-    """Queue a tokenizer training job. Answers 202 with the new ``tok_`` id and its ``Location``."""
+    payload: NamedDependency[TrainTokenizerRequest],
+    services: NamedDependency[Services],
+    dry_run: Annotated[bool, Parameter(description=DRY_RUN)] = False,
+) -> Response[JobAccepted] | Response[TokenizerEstimate]:
+    """Queue a tokenizer training job. Answers 202 with the new ``tok_`` id and its ``Location``; with
+    ``dry_run=true``, 200 with the estimate and nothing queued or written."""
     # Resolving the corpus walks folders and opens files: off the event loop.
     await asyncio.to_thread(check_tokenizer_request, payload, services.layout.corpus_root)
+    estimate = await services.tokenizer_estimate(payload)
+    if dry_run:
+        return Response(estimate, status_code=HTTP_200_OK)
     now = utcnow()
-    job = TokenizerJob(id=new_id("tok"), request=payload, created_at=now, updated_at=now)
+    job = TokenizerJob(id=new_id("tok"), request=payload, created_at=now, updated_at=now, estimate=estimate)
     await services.tokenizer_lifecycle.create(job)
+    await admit(services, services.tokenizer_lifecycle, job.id, payload.corpus_path)
     await enqueue(
         services, services.tokenizer_lifecycle, TRAIN_TOKENIZER_TASK, job.id, services.settings.queue.tokenizer
     )

@@ -76,6 +76,7 @@ def run(spec: RunSpec, writer: Channel, stop: threading.Event) -> Finished:
         tokens_seen=trained.tokens_seen,
         n_params=sum(p.numel() for p in trained.model.parameters()),
         training_seconds=trained.seconds,
+        train_tokens=data.train_tokens,
     )
     final = EvalPoint(
         step=trained.steps,

@@ -23,10 +23,8 @@ the prefix: the token files then decode to exactly the corpus text.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
-import random
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -41,20 +39,24 @@ from tokenizers import Tokenizer
 from mt_contracts import codec
 from mt_contracts.requests import END_OF_TEXT
 from mt_storage.corpus import iter_corpus_lines
+from mt_storage.datasets import (
+    PREPARED_JSON,
+    corpus_fingerprint,
+    dataset_key,
+    held_out_files,
+    pieces,
+    run_split_key,
+    val_line_count,
+)
 from mt_storage.files import sha256_file
 from mt_trainer_worker.training import TrainingFailure
 
-# 2: every document (the first training one too) is preceded by <|endoftext|>; train_bytes is counted.
-# 3: pieces of 2 KiB characters (token boundaries between pieces moved).
-FORMAT_VERSION = 3
 # Lines are encoded in batches of pieces of about this many characters: few calls into the tokenizer
 # (encode_batch_fast runs a batch's pieces in parallel, without computing offsets), bounded memory (a batch
 # is about 2 MB of text). Measured on 2 cores with a byte-level BPE of 8,192 tokens: 64 KiB pieces 32 at a
 # time with encode_batch gave 1.5 MB/s, 2 KiB pieces 1,024 at a time with encode_batch_fast 3.2 MB/s (the
 # pre-tokenizer and merges are faster on many short inputs spread over the thread pool).
-_PIECE_CHARS = 2 * 1024
 _BATCH_PIECES = 1024
-PREPARED_JSON = "prepared.json"
 
 
 class PreparedData(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,14 +118,6 @@ def without_prefix(tokenizer: Tokenizer) -> Tokenizer:
     return Tokenizer.from_str(msgspec.json.encode(config).decode()) if changed else tokenizer
 
 
-def corpus_fingerprint(files: list[Path]) -> str:
-    """sha256 over each file's name, size and content digest, in order."""
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.name}\0{path.stat().st_size}\0{sha256_file(path)}\n".encode())
-    return digest.hexdigest()
-
-
 def prepare_data(
     tokenizer_file: Path, corpus_files: list[Path], val_fraction: float, seed: int, cache_root: Path
 ) -> PreparedData:
@@ -133,7 +127,8 @@ def prepare_data(
         TrainingFailure: ``empty_corpus`` when the corpus cannot give both splits; ``tokenizer_incompatible``.
         CorpusDecodeError: a file is not UTF-8.
     """
-    return _prepare(tokenizer_file, corpus_files, f"{val_fraction}:{seed}", cache_root, val_fraction, seed)
+    split_key = run_split_key(val_fraction, seed)
+    return _prepare(tokenizer_file, corpus_files, split_key, cache_root, val_fraction, seed)
 
 
 def prepare_corpus(tokenizer_file: Path, corpus_files: list[Path], cache_root: Path) -> PreparedData:
@@ -157,7 +152,7 @@ def _prepare(
 ) -> PreparedData:
     corpus_sha = corpus_fingerprint(corpus_files)
     tokenizer_sha = sha256_file(tokenizer_file)
-    key = hashlib.sha256(f"{FORMAT_VERSION}:{corpus_sha}:{tokenizer_sha}:{split_key}".encode()).hexdigest()
+    key = dataset_key(corpus_sha, tokenizer_sha, split_key)
     final = cache_root / key[:32]
     if (final / PREPARED_JSON).is_file():
         return _cached(final)
@@ -206,7 +201,7 @@ def _encode(
                 writer.document(tokenizer, iter_corpus_lines([path]), val=True)
         elif len(files) == 1:
             total_lines = sum(1 for _ in iter_corpus_lines(files))
-            val_lines = int(total_lines * val_fraction)
+            val_lines = val_line_count(total_lines, val_fraction)
             if val_lines < 1 or total_lines - val_lines < 1:
                 raise TrainingFailure(
                     "empty_corpus",
@@ -217,9 +212,7 @@ def _encode(
             writer.document(tokenizer, _take(lines, total_lines - val_lines), val=False)
             writer.document(tokenizer, lines, val=True)
         else:
-            order = list(range(len(files)))
-            random.Random(seed).shuffle(order)
-            held_out = set(order[: max(1, min(len(files) - 1, round(len(files) * val_fraction)))])
+            held_out = held_out_files(len(files), val_fraction, seed)
             for index, path in enumerate(files):
                 writer.document(tokenizer, iter_corpus_lines([path]), val=index in held_out)
         writer.finish()
@@ -302,22 +295,14 @@ def _take(lines: Iterator[str], count: int) -> Iterator[str]:
 
 
 def piece_batches(lines: Iterable[str]) -> Iterator[list[str]]:
-    """``lines`` joined into pieces of about ``_PIECE_CHARS`` characters (whole lines), ``_BATCH_PIECES``
-    pieces a batch: the inputs of one ``encode_batch_fast`` call."""
+    """``lines`` joined into pieces of about ``PIECE_CHARS`` characters (whole lines; ``mt_storage.datasets``),
+    ``_BATCH_PIECES`` pieces a batch: the inputs of one ``encode_batch_fast`` call."""
     batch: list[str] = []
-    parts: list[str] = []
-    size = 0
-    for line in lines:
-        parts.append(line)
-        size += len(line)
-        if size >= _PIECE_CHARS:
-            batch.append("".join(parts))
-            parts, size = [], 0
-            if len(batch) == _BATCH_PIECES:
-                yield batch
-                batch = []
-    if parts:
-        batch.append("".join(parts))
+    for piece in pieces(lines):
+        batch.append(piece)
+        if len(batch) == _BATCH_PIECES:
+            yield batch
+            batch = []
     if batch:
         yield batch
 
