@@ -169,11 +169,13 @@ def test_environment_sets_only_settings_keys_with_valid_values() -> None:
         from_env(settings_type, service.environment)
 
 
-def test_the_api_and_both_workers_share_the_storage_volumes_and_the_corpus_is_read_only() -> None:
+def test_the_api_and_both_workers_share_the_storage_volumes_and_only_the_api_writes_the_corpus() -> None:
     assert sorted(COMPOSE_FILE.volumes) == ["artifacts", "minio-data", "redis-data", "runs"]
     for name, service in APP.items():
         env = service.environment
-        assert f"./corpus:{env['APP__CORPUS_ROOT']}:ro" in service.volumes, name
+        # The API commits uploads (PUT /corpora/{name}) into the corpus root; the workers only read it.
+        corpus = f"./corpus:{env['APP__CORPUS_ROOT']}" + ("" if name == "api" else ":ro")
+        assert corpus in service.volumes, name
         # Read-write for the API too: it writes exports into the model folders.
         expected = {"artifacts": env["APP__ARTIFACTS_ROOT"], "runs": env["APP__RUNS_ROOT"]}
         assert _named_volumes(service) == expected, name

@@ -282,9 +282,10 @@ def test_shared_storage_is_read_write_many_and_mounted_where_the_settings_point(
             for m in pod.containers[0].volume_mounts
             if m.name in sources
         }
-        # The API too, read-write: it reads what the workers write and writes exports.
+        # The API too, read-write: it reads what the workers write and writes exports; it alone writes the
+        # corpus root (uploads).
         assert mounts == {
-            CONFIG.data["APP__CORPUS_ROOT"]: ("model-trainer-corpus", True),
+            CONFIG.data["APP__CORPUS_ROOT"]: ("model-trainer-corpus", name != "api"),
             str(data_root): ("model-trainer-data", False),
         }, name
 
@@ -411,16 +412,25 @@ def test_object_store_overlay_sets_s3_storage_and_gives_each_pod_a_private_data_
     for storage in (from_env(ApiSettings, merged).storage, from_env(WorkerServiceSettings, merged).storage):
         assert (storage.backend, storage.s3_bucket) == ("s3", "model-trainer")
     targets = {patch.target.name: patch.patch for patch in kustomization.patches if patch.target is not None}
-    assert "$patch: delete" in targets.pop("model-trainer-data")
-    assert BASE.names("PersistentVolumeClaim").count("model-trainer-data") == 1
+    # No ReadWriteMany claim is left: corpora reach the workers through the bucket too.
+    for claim in ("model-trainer-data", "model-trainer-corpus"):
+        assert "$patch: delete" in targets.pop(claim)
+        assert BASE.names("PersistentVolumeClaim").count(claim) == 1
     assert sorted(targets) == sorted(SERVICES)
     for name, patch in targets.items():
-        # The patch replaces volume 0, which in the base is the data claim the pod mounts at /data.
+        # The patch replaces volumes 0 and 1, in the base the data and corpus claims the pod mounts at /data
+        # and /corpus, and makes the workers' corpus mount writable (they pull uploaded corpora into it).
         assert "path: /spec/template/spec/volumes/0" in patch and "{name: data, emptyDir:" in patch, name
+        assert "path: /spec/template/spec/volumes/1" in patch and "{name: corpus, emptyDir:" in patch, name
         pod = BASE.workload("Deployment", name).spec.template.spec
-        first = pod.volumes[0]
-        assert (
-            first.persistent_volume_claim is not None
-            and first.persistent_volume_claim.claim_name == "model-trainer-data"
-        )
-        assert any(m.name == first.name and m.mount_path == "/data" for m in pod.containers[0].volume_mounts)
+        for index, (claim, volume, path) in enumerate(
+            [("model-trainer-data", "data", "/data"), ("model-trainer-corpus", "corpus", "/corpus")]
+        ):
+            source = pod.volumes[index]
+            assert source.name == volume and source.persistent_volume_claim is not None, name
+            assert source.persistent_volume_claim.claim_name == claim, name
+            assert any(m.name == volume and m.mount_path == path for m in pod.containers[0].volume_mounts), name
+        mount = pod.containers[0].volume_mounts[1]
+        assert mount.name == "corpus", name
+        removes_read_only = "path: /spec/template/spec/containers/0/volumeMounts/1/readOnly" in patch
+        assert removes_read_only == mount.read_only, name
