@@ -27,6 +27,7 @@ SERVICES = {
     "api": "mt_api",
     "tokenizer-worker": "mt_tokenizer_worker",
     "trainer-worker": "mt_trainer_worker",
+    "webhook-worker": "mt_webhook_worker",
 }
 
 
