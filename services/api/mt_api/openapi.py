@@ -38,6 +38,7 @@ from mt_contracts.requests import (
     TrainRunRequest,
     TrainTokenizerRequest,
 )
+from mt_contracts.webhooks import DELIVERY_ID_PATTERN, WEBHOOK_ID_PATTERN, CreateWebhookRequest
 
 Json = dict[str, object]
 
@@ -56,6 +57,7 @@ BODIES: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("post", "/runs/{run_id}/evaluate"): EvaluateRequest,
     ("post", "/runs/{run_id}/generate"): GenerateRequest,
     ("post", "/runs/{run_id}/export"): ExportRequest,
+    ("post", "/webhooks"): CreateWebhookRequest,
 }
 # Error statuses beyond those every route of its kind answers (400 for parameters or a body, 404 for ids in
 # the path, 413 and 415 for a body, 401 and 403 with API keys, 503 when Redis is down).
@@ -76,7 +78,13 @@ EXTRA_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
 NO_REDIS = frozenset({"/healthz", "/readyz", "/artifacts/{kind}/{item_id}", "/artifacts/{kind}/{item_id}/download"})
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 STREAMS = frozenset({"/runs/{run_id}/logs/stream", "/tokenizers/{tokenizer_id}/logs/stream"})
-_ID_PATTERNS = {"tokenizer_id": TOKENIZER_ID_PATTERN, "run_id": RUN_ID_PATTERN, "eval_id": EVAL_ID_PATTERN}
+_ID_PATTERNS = {
+    "tokenizer_id": TOKENIZER_ID_PATTERN,
+    "run_id": RUN_ID_PATTERN,
+    "eval_id": EVAL_ID_PATTERN,
+    "webhook_id": WEBHOOK_ID_PATTERN,
+    "delivery_id": DELIVERY_ID_PATTERN,
+}
 _DESCRIPTIONS = {
     400: "A parameter or body field is unusable: `errors[]` names each (JSON path) with the fix.",
     401: "No API key, or not a configured one (only when API__KEYS or API__READ_ONLY_KEYS is set).",
@@ -233,7 +241,7 @@ def _refine_operation(path: str, method: str, operation: Json, body: Json | None
         statuses.add(404)
     if path not in PUBLIC_PATHS:
         statuses.add(401)
-        if method == "post":
+        if method in {"post", "delete"}:
             statuses.add(403)
         operation["security"] = [{"bearer": []}, {}]
     if path not in NO_REDIS:

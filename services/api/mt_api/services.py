@@ -25,6 +25,7 @@ from mt_storage.lifecycle import Lifecycle
 from mt_storage.marker import check_storage
 from mt_storage.queue import JobQueue, live_workers
 from mt_storage.store import Mirror, open_store
+from mt_storage.webhooks import WebhookStore
 
 
 class Services:
@@ -47,6 +48,7 @@ class Services:
         self.tokenizer_lifecycle = Lifecycle(self.tokenizers, "tokenizer", stall_after)
         self.run_lifecycle = Lifecycle(self.runs, "run", stall_after)
         self.eval_lifecycle = Lifecycle(self.evals, "evaluation", stall_after)
+        self.webhooks = WebhookStore(redis)
         self.tokenizer_cache = TokenizerCache()
         self.digests = DigestCache()
         self.inference = InferencePool(settings.inference)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mt_api.routes import artifacts, evals, generation, health, logs, runs, tokenizers
+from mt_api.routes import artifacts, evals, generation, health, logs, runs, tokenizers, webhooks
 
 ROUTES = [
     *tokenizers.ROUTES,
@@ -12,4 +12,5 @@ ROUTES = [
     *logs.ROUTES,
     *artifacts.ROUTES,
     *health.ROUTES,
+    *webhooks.ROUTES,
 ]
