@@ -10,7 +10,7 @@ timestamp>.<body>`` and sent with the ``webhook-id``, ``webhook-timestamp`` and 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -27,17 +27,7 @@ WebhookEventType = Literal[
     "eval.succeeded",
     "eval.failed",
 ]
-WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = (
-    "tokenizer.succeeded",
-    "tokenizer.failed",
-    "tokenizer.cancelled",
-    "run.succeeded",
-    "run.failed",
-    "run.cancelled",
-    "run.stalled",
-    "eval.succeeded",
-    "eval.failed",
-)
+WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = get_args(WebhookEventType)
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
 WEBHOOK_ID_PATTERN = "^wh_[0-9A-HJKMNP-TV-Z]{26}$"
 DELIVERY_ID_PATTERN = "^dlv_[0-9a-f]{32}$"

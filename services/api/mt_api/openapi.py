@@ -210,7 +210,7 @@ def refine(litestar_document: Mapping[str, object]) -> Json:
         if not isinstance(item, dict):
             continue
         for method, operation in item.items():
-            if isinstance(operation, dict) and method in {"get", "head", "post"}:
+            if isinstance(operation, dict) and method in {"get", "head", "post", "delete"}:
                 _refine_operation(path, method, operation, bodies.get((method, path)))
     return document
 
