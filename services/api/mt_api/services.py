@@ -103,7 +103,8 @@ class Services:
 
     async def worker_pools(self) -> dict[str, WorkerPool]:
         """Each worker kind's queue and how many of its workers (hosts) have a fresh health key."""
-        pools = {"tokenizer": self.settings.queue.tokenizer, "trainer": self.settings.queue.training}
+        queues = self.settings.queue
+        pools = {"tokenizer": queues.tokenizer, "trainer": queues.training, "webhook": queues.webhooks}
         return {
             kind: WorkerPool(queue=queue, live=await live_workers(self.redis, queue)) for kind, queue in pools.items()
         }
