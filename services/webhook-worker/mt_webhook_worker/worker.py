@@ -8,6 +8,8 @@ volumes. The dispatcher runs in every replica; dispatching is idempotent, so rep
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import msgspec
 from arq.worker import Worker
@@ -27,13 +29,15 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     store = WebhookStore(redis)
     client = httpx.AsyncClient(timeout=httpx.Timeout(hooks.timeout), follow_redirects=False)
     deliverers: list[Deliverer] = []
+    ready = asyncio.Event()
 
     async def deliver(job_id: str, job_try: int) -> None:
-        if deliverers:
-            await deliverers[0].deliver(job_id)
+        await ready.wait()  # the queue connection arrives with the background task, at start-up
+        await deliverers[0].deliver(job_id)
 
     async def dispatcher(queue: JobQueue) -> None:
         deliverers.append(Deliverer(store, queue, settings.queue.webhooks, hooks, client))
+        ready.set()
         await Dispatcher(store, queue, settings.queue.webhooks).run_forever()
 
     async def shutdown() -> None:
