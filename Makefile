@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 demo: setup ## Train a tokenizer and a GPT-2 on Tiny Shakespeare through the API (~5 min; DEMO_STEPS=200: ~1 min)
 	$(BIN)/python scripts/demo.py $(if $(DEMO_STEPS),--max-steps $(DEMO_STEPS))
 
-dev: setup ## Run Redis (embedded unless REDIS__URL is set), the API and both workers; Ctrl-C stops all
+dev: setup ## Run Redis (embedded unless REDIS__URL is set), the API and the workers; Ctrl-C stops all
 	$(BIN)/python scripts/stack.py
 
 test: setup ## Run the test suite (starts its own private redis-server)
@@ -59,7 +59,7 @@ clean-data: ## Delete local artifacts, runs and the embedded Redis data under .d
 COMPOSE := docker compose --project-directory . -f deploy/compose.yml
 .PHONY: start stop restart clean logs
 
-start: ## Build the image and start Redis, the API and both workers with docker compose
+start: ## Build the image and start Redis, the API and the workers with docker compose
 	$(COMPOSE) up -d --build
 
 stop: ## Stop and remove the compose stack's containers (its volumes, and so the data, are kept)

@@ -1,5 +1,5 @@
 """Run the whole Model Trainer stack without Docker: Redis (embedded unless ``REDIS__URL`` is set), the
-API and both workers, each its own process. ``python scripts/stack.py`` runs it in the foreground until
+API and the workers, each its own process. ``python scripts/stack.py`` runs it in the foreground until
 Ctrl-C, which stops every process it started.
 """
 
@@ -27,6 +27,7 @@ SERVICES = {
     "api": "mt_api",
     "tokenizer-worker": "mt_tokenizer_worker",
     "trainer-worker": "mt_trainer_worker",
+    "webhook-worker": "mt_webhook_worker",
 }
 
 
@@ -56,7 +57,7 @@ class Stack:
         return f"http://{host}:{self.env.get('HTTP__PORT', '8000')}"
 
     def start(self, ready_timeout: float = 90.0) -> None:
-        """Start Redis (if needed), the API and both workers; return once ``/readyz`` answers 200 and reports a
+        """Start Redis (if needed), the API and the workers; return once ``/readyz`` answers 200 and reports a
         live worker of each kind.
 
         Raises:

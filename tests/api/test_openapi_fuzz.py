@@ -34,10 +34,11 @@ MAX_EXAMPLES = 8
 
 
 class LiveApi:
-    def __init__(self, url: str, tokenizer_id: str, run_id: str, log: Path) -> None:
+    def __init__(self, url: str, tokenizer_id: str, run_id: str, webhook_id: str, log: Path) -> None:
         self.url = url
         self.tokenizer_id = tokenizer_id
         self.run_id = run_id
+        self.webhook_id = webhook_id
         self.log = log
 
 
@@ -122,7 +123,10 @@ def live_api(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFacto
                 ).raise_for_status()
                 run_id = run.json()["id"]
                 assert _wait_status(client, f"/runs/{run_id}", 300)["status"] == "succeeded"
-        yield LiveApi(url, tokenizer_id, run_id, log)
+            # A public address literal: registered without a DNS lookup; no webhook worker runs to call it.
+            webhook = {"url": "https://93.184.215.14/hook", "events": ["run.succeeded"]}
+            webhook_id = client.post("/webhooks", json=webhook).raise_for_status().json()["webhook"]["id"]
+        yield LiveApi(url, tokenizer_id, run_id, webhook_id, log)
     finally:
         api.terminate()
         try:
@@ -146,6 +150,7 @@ enabled = false
 "path.tokenizer_id" = "{live_api.tokenizer_id}"
 "path.run_id" = "{live_api.run_id}"
 "path.item_id" = "{live_api.tokenizer_id}"
+"path.webhook_id" = "{live_api.webhook_id}"
 # /readyz answers 503 by design here: the workers stopped once the fixtures were made.
 [[operations]]
 include-path = "/readyz"

@@ -47,15 +47,19 @@ async def test_worker_pools_are_counted_per_host_in_the_body_and_the_metrics(
     response = await client.get("/readyz")
     assert (response.status_code, response.json()["workers"]) == (
         200,
-        {"tokenizer": {"queue": "mt:queue:tokenizer", "live": 2}, "trainer": {"queue": "mt:queue:training", "live": 1}},
+        {
+            "tokenizer": {"queue": "mt:queue:tokenizer", "live": 2},
+            "trainer": {"queue": "mt:queue:training", "live": 1},
+            "webhook": {"queue": "mt:queue:webhooks", "live": 0},
+        },
     )
-    assert _live_workers((await client.get("/metrics")).text) == {"tokenizer": 2.0, "trainer": 1.0}
+    assert _live_workers((await client.get("/metrics")).text) == {"tokenizer": 2.0, "trainer": 1.0, "webhook": 0.0}
     # A pool with no live worker is reported, and the API stays ready.
     await redis.delete(health_key("mt:queue:training", "pod-c"))
     response = await client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["workers"]["trainer"] == {"queue": "mt:queue:training", "live": 0}
-    assert _live_workers((await client.get("/metrics")).text) == {"tokenizer": 2.0, "trainer": 0.0}
+    assert _live_workers((await client.get("/metrics")).text) == {"tokenizer": 2.0, "trainer": 0.0, "webhook": 0.0}
 
 
 async def test_first_service_marks_the_storage_and_later_ones_must_see_the_mark(
@@ -93,7 +97,7 @@ async def test_an_api_on_other_storage_than_the_workers_is_not_ready(
     await redis.delete(marker_key(root))
     await redis.set(marker_key(root), "ffffffffffffffffffffffffffffffff")
     body = (await client.get("/readyz")).json()
-    assert set(body["workers"]) == {"tokenizer", "trainer"} and body["status"] == "unavailable"
+    assert set(body["workers"]) == {"tokenizer", "trainer", "webhook"} and body["status"] == "unavailable"
 
 
 async def test_an_unwritable_storage_root_is_not_ready(

@@ -152,6 +152,7 @@ async def test_health_and_readiness_without_workers(client: AsyncTestClient[Lite
         "workers": {
             "tokenizer": {"queue": "mt:queue:tokenizer", "live": 0},
             "trainer": {"queue": "mt:queue:training", "live": 0},
+            "webhook": {"queue": "mt:queue:webhooks", "live": 0},
         },
     }
 

@@ -32,7 +32,13 @@ from tests.deploy.manifests import (
 
 COMPOSE_FILE = load_compose()
 APP = {name: COMPOSE_FILE.services[name] for name in SERVICES}
-WORKERS = {"tokenizer-worker": "TOKENIZER_WORKERS", "trainer-worker": "TRAINER_WORKERS"}
+WORKERS = {
+    "tokenizer-worker": "TOKENIZER_WORKERS",
+    "trainer-worker": "TRAINER_WORKERS",
+    "webhook-worker": "WEBHOOK_WORKERS",
+}
+# The services that read or write artifacts; the webhook worker needs only Redis and the network.
+STORAGE_SERVICES = ("api", "tokenizer-worker", "trainer-worker")
 
 
 def _named_volumes(service: ComposeService) -> dict[str, str]:
@@ -171,7 +177,9 @@ def test_environment_sets_only_settings_keys_with_valid_values() -> None:
 
 def test_the_api_and_both_workers_share_the_storage_volumes_and_only_the_api_writes_the_corpus() -> None:
     assert sorted(COMPOSE_FILE.volumes) == ["artifacts", "minio-data", "redis-data", "runs"]
-    for name, service in APP.items():
+    assert APP["webhook-worker"].volumes == []
+    for name in STORAGE_SERVICES:
+        service = APP[name]
         env = service.environment
         # The API commits uploads (PUT /corpora/{name}) into the corpus root; the workers only read it.
         corpus = f"./corpus:{env['APP__CORPUS_ROOT']}" + ("" if name == "api" else ":ro")

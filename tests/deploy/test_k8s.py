@@ -52,6 +52,11 @@ NAMESPACE = "model-trainer"
 # The oldest Kubernetes release docs/deploy.md promises, and the newest the installed schemas know.
 VERSIONS = ("1.29", kubernetes_validate.latest_version())
 WORKERS = {"tokenizer-worker": "QUEUE__TOKENIZER", "trainer-worker": "QUEUE__TRAINING"}
+# The webhook worker: a worker too, but it needs neither the data claims nor the object store, and its
+# short network calls are not scaled by queue depth.
+WEBHOOK_WORKER = "webhook-worker"
+ALL_WORKERS = (*WORKERS, WEBHOOK_WORKER)
+STORAGE_SERVICES = [name for name in SERVICES if name != WEBHOOK_WORKER]
 SECRET = "model-trainer-secrets"
 # The app's own routes, without starting it (create_app connects to nothing until its lifespan starts).
 ROUTE_PATHS = {route.path for route in create_app(ApiSettings()).routes}
@@ -99,6 +104,7 @@ def test_base_holds_the_deployment() -> None:
             "HorizontalPodAutoscaler/api",
             "Deployment/tokenizer-worker",
             "Deployment/trainer-worker",
+            "Deployment/webhook-worker",
             "NetworkPolicy/redis",
             "NetworkPolicy/api",
             "NetworkPolicy/workers",
@@ -148,6 +154,8 @@ def test_pods_read_their_secrets_from_the_existing_secret_each_only_its_own() ->
     for name in WORKERS:
         worker = _app_container(BASE.workload("Deployment", name))
         assert _secret_refs(worker) == {"REDIS__PASSWORD": (SECRET, "REDIS__PASSWORD", False), **s3}, name
+    webhook_worker = _app_container(BASE.workload("Deployment", WEBHOOK_WORKER))
+    assert _secret_refs(webhook_worker) == {"REDIS__PASSWORD": (SECRET, "REDIS__PASSWORD", False)}
     redis_container = _app_container(BASE.workload("StatefulSet", "redis"))
     assert _secret_refs(redis_container) == {
         "REDIS__PASSWORD": (SECRET, "REDIS__PASSWORD", False),
@@ -189,7 +197,7 @@ def test_api_autoscaler_targets_the_api_deployment() -> None:
     assert BASE.workload("Deployment", "api").spec.replicas is None  # the autoscaler owns the count
 
 
-@pytest.mark.parametrize("name", sorted(WORKERS))
+@pytest.mark.parametrize("name", sorted(ALL_WORKERS))
 def test_workers_have_arq_liveness_resources_and_a_grace_period_longer_than_the_shutdown_grace(name: str) -> None:
     workload = BASE.workload("Deployment", name)
     container = _app_container(workload)
@@ -273,7 +281,9 @@ def test_shared_storage_is_read_write_many_and_mounted_where_the_settings_point(
     }
     data_root = PurePosixPath(CONFIG.data["APP__ARTIFACTS_ROOT"]).parent
     assert PurePosixPath(CONFIG.data["APP__RUNS_ROOT"]).parent == data_root
-    for name in SERVICES:
+    webhook_pod = BASE.workload("Deployment", WEBHOOK_WORKER).spec.template.spec
+    assert [v.persistent_volume_claim for v in webhook_pod.volumes if v.persistent_volume_claim is not None] == []
+    for name in STORAGE_SERVICES:
         pod = BASE.workload("Deployment", name).spec.template.spec
         sources = {v.name: v.persistent_volume_claim for v in pod.volumes if v.persistent_volume_claim is not None}
         assert {source.claim_name for source in sources.values()} <= set(claims)
@@ -367,7 +377,7 @@ def test_only_the_api_and_the_workers_reach_redis() -> None:
     policy = _policy(BASE, "redis")
     assert _selected(policy, BASE) == {"redis"}
     assert policy.spec.policy_types == ["Ingress"]
-    assert _peer_workloads(policy, BASE) == {"api", "tokenizer-worker", "trainer-worker"}
+    assert _peer_workloads(policy, BASE) == {"api", *ALL_WORKERS}
     (rule,) = policy.spec.ingress
     assert all(peer.namespace_selector is None for peer in rule.from_)  # this namespace only
     assert {port.port for port in rule.ports} == {"redis"} <= _port_names(BASE, {"redis"})
@@ -383,7 +393,7 @@ def test_only_the_ingress_controller_reaches_the_api_and_nobody_the_workers() ->
     assert peer.namespace_selector.match_labels == {"kubernetes.io/metadata.name": "ingress-nginx"}
     assert {port.port for port in rule.ports} == {"http"} <= _port_names(BASE, {"api"})
     workers = _policy(BASE, "workers")
-    assert _selected(workers, BASE) == set(WORKERS)
+    assert _selected(workers, BASE) == set(ALL_WORKERS)
     assert (workers.spec.policy_types, workers.spec.ingress) == (["Ingress"], [])
     # Every pod is under a policy.
     covered = set().union(*(_selected(_policy(BASE, name), BASE) for name in BASE.names("NetworkPolicy")))
@@ -416,7 +426,7 @@ def test_object_store_overlay_sets_s3_storage_and_gives_each_pod_a_private_data_
     for claim in ("model-trainer-data", "model-trainer-corpus"):
         assert "$patch: delete" in targets.pop(claim)
         assert BASE.names("PersistentVolumeClaim").count(claim) == 1
-    assert sorted(targets) == sorted(SERVICES)
+    assert sorted(targets) == sorted(STORAGE_SERVICES)
     for name, patch in targets.items():
         # The patch replaces volumes 0 and 1, in the base the data and corpus claims the pod mounts at /data
         # and /corpus, and makes the workers' corpus mount writable (they pull uploaded corpora into it).

@@ -40,11 +40,12 @@ def test_stack_starts_ready_and_stops_every_process(tmp_path: Path, corpus_root:
                 "workers": {
                     "tokenizer": {"queue": "mt:queue:tokenizer", "live": 1},
                     "trainer": {"queue": "mt:queue:training", "live": 1},
+                    "webhook": {"queue": "mt:queue:webhooks", "live": 1},
                 },
             },
         )
         processes = list(stack.processes.values())
-        assert len(processes) == 3
+        assert len(processes) == 4  # the API and three workers
     assert all(process.poll() is not None for process in processes)
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()

@@ -41,6 +41,7 @@ from mt_contracts.requests import (
     TrainTokenizerRequest,
 )
 from mt_contracts.tokenizers import EncodeResponse
+from mt_contracts.webhooks import CreateWebhookRequest, Delivery, DeliveryPage, Webhook, WebhookPage, WebhookSecret
 
 T = TypeVar("T")
 ArtifactKind = Literal["tokenizers", "models"]
@@ -246,6 +247,36 @@ def prometheus_metrics() -> Call[str]:
     return Call("GET", "/metrics", _text)
 
 
+def create_webhook(request: CreateWebhookRequest) -> Call[WebhookSecret]:
+    body = codec.encode(request)
+    return Call("POST", "/webhooks", _decoder(WebhookSecret), body=body, ok_statuses=frozenset({201}))
+
+
+def list_webhooks() -> Call[WebhookPage]:
+    return Call("GET", "/webhooks", _decoder(WebhookPage))
+
+
+def get_webhook(webhook_id: str) -> Call[Webhook]:
+    return Call("GET", f"/webhooks/{_seg(webhook_id)}", _decoder(Webhook))
+
+
+def delete_webhook(webhook_id: str) -> Call[None]:
+    return Call("DELETE", f"/webhooks/{_seg(webhook_id)}", _nothing, ok_statuses=frozenset({204}))
+
+
+def rotate_webhook_secret(webhook_id: str) -> Call[WebhookSecret]:
+    return Call("POST", f"/webhooks/{_seg(webhook_id)}/rotate-secret", _decoder(WebhookSecret), body=b"{}")
+
+
+def webhook_deliveries(webhook_id: str, limit: int = 20) -> Call[DeliveryPage]:
+    return Call("GET", f"/webhooks/{_seg(webhook_id)}/deliveries", _decoder(DeliveryPage), query={"limit": limit})
+
+
+def redeliver(webhook_id: str, delivery_id: str) -> Call[Delivery]:
+    path = f"/webhooks/{_seg(webhook_id)}/deliveries/{_seg(delivery_id)}/redeliver"
+    return Call("POST", path, _decoder(Delivery), body=b"{}")
+
+
 def stream_path(job_id: str) -> str:
     """The SSE path of a job, by its id's prefix (``tok_`` or ``run_``).
 
@@ -297,4 +328,11 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("GET", "/corpora"): "list_corpora",
     ("GET", "/corpora/{name}"): "get_corpus",
     ("DELETE", "/corpora/{name}"): "delete_corpus",
+    ("POST", "/webhooks"): "create_webhook",
+    ("GET", "/webhooks"): "list_webhooks",
+    ("GET", "/webhooks/{webhook_id}"): "get_webhook",
+    ("DELETE", "/webhooks/{webhook_id}"): "delete_webhook",
+    ("POST", "/webhooks/{webhook_id}/rotate-secret"): "rotate_webhook_secret",
+    ("GET", "/webhooks/{webhook_id}/deliveries"): "webhook_deliveries",
+    ("POST", "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): "redeliver",
 }

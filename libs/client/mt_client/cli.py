@@ -39,6 +39,7 @@ from mt_contracts.requests import (
     TrainRunRequest,
     TrainTokenizerRequest,
 )
+from mt_contracts.webhooks import WEBHOOK_EVENT_TYPES, CreateWebhookRequest, WebhookEventType
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DETACHED = 0, 1, 2, 3, 130
 STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
@@ -848,6 +849,105 @@ def corpora_delete(name: str, as_json: bool) -> None:
     _emit({"deleted": name}) if _as_json() else _console().print(f"corpus {name} deleted", markup=False)
 
 
+# ---------------------------------------------------------------- webhooks
+
+
+@cli.group()
+def webhooks() -> None:
+    """Endpoints told when jobs end (signed, Standard Webhooks): create, list, deliveries, redeliver."""
+
+
+@webhooks.command("create")
+@click.argument("url")
+@click.option("--event", "events", multiple=True, required=True, type=click.Choice(WEBHOOK_EVENT_TYPES), help="Repeat.")
+@click.option("--description", default="", help="A note for you.")
+@json_option
+def webhooks_create(url: str, events: tuple[WebhookEventType, ...], description: str, as_json: bool) -> None:
+    """Register URL for the --event types; prints the signing secret, shown this once."""
+    with _client() as client:
+        created = client.create_webhook(CreateWebhookRequest(url=url, events=list(events), description=description))
+    if _as_json():
+        _emit(created)
+        return
+    _console().print(f"webhook {created.webhook.id} -> {created.webhook.url}")
+    _console().print(f"secret (shown once): {created.secret}", markup=False)
+
+
+@webhooks.command("list")
+@json_option
+def webhooks_list(as_json: bool) -> None:
+    """Every endpoint, newest first."""
+    with _client() as client:
+        page = client.list_webhooks()
+    if _as_json():
+        _emit(page)
+        return
+    table = Table("id", "url", "events", "created_at", title="webhooks", title_justify="left")
+    for hook in page.items:
+        table.add_row(hook.id, hook.url, ", ".join(hook.events), hook.created_at.isoformat())
+    _console().print(table)
+
+
+@webhooks.command("get")
+@click.argument("webhook_id")
+@json_option
+def webhooks_get(webhook_id: str, as_json: bool) -> None:
+    """One endpoint (never its secret)."""
+    with _client() as client:
+        hook = client.get_webhook(webhook_id)
+    _emit(hook) if _as_json() else _console().print(f"{hook.id} {hook.url} {', '.join(hook.events)}")
+
+
+@webhooks.command("delete")
+@click.argument("webhook_id")
+@json_option
+def webhooks_delete(webhook_id: str, as_json: bool) -> None:
+    """Forget an endpoint: nothing more is sent to it."""
+    with _client() as client:
+        client.delete_webhook(webhook_id)
+    _emit({"deleted": webhook_id}) if _as_json() else _console().print(f"webhook {webhook_id} deleted")
+
+
+@webhooks.command("rotate-secret")
+@click.argument("webhook_id")
+@json_option
+def webhooks_rotate(webhook_id: str, as_json: bool) -> None:
+    """A new signing secret, shown once (the previous one also signs for 24 hours)."""
+    with _client() as client:
+        rotated = client.rotate_webhook_secret(webhook_id)
+    _emit(rotated) if _as_json() else _console().print(f"secret (shown once): {rotated.secret}", markup=False)
+
+
+@webhooks.command("deliveries")
+@click.argument("webhook_id")
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True, help="How many.")
+@json_option
+def webhooks_deliveries(webhook_id: str, limit: int, as_json: bool) -> None:
+    """The endpoint's deliveries, newest first, with their attempts."""
+    with _client() as client:
+        page = client.webhook_deliveries(webhook_id, limit)
+    if _as_json():
+        _emit(page)
+        return
+    table = Table("id", "event", "status", "attempts", "last", title=webhook_id, title_justify="left")
+    for delivery in page.items:
+        last = delivery.attempts[-1] if delivery.attempts else None
+        outcome = "" if last is None else (last.error or str(last.status_code))
+        table.add_row(delivery.id, delivery.event_type, delivery.status, str(len(delivery.attempts)), outcome)
+    _console().print(table)
+
+
+@webhooks.command("redeliver")
+@click.argument("webhook_id")
+@click.argument("delivery_id")
+@json_option
+def webhooks_redeliver(webhook_id: str, delivery_id: str, as_json: bool) -> None:
+    """Send a delivery's event again, now, with the same webhook-id."""
+    with _client() as client:
+        delivery = client.redeliver(webhook_id, delivery_id)
+    _emit(delivery) if _as_json() else _console().print(f"delivery {delivery.id} {delivery.status}")
+
+
 # ---------------------------------------------------------------- health
 
 
@@ -908,6 +1008,13 @@ COMMANDS: dict[tuple[str, str], str] = {
     ("GET", "/corpora"): "corpora list",
     ("GET", "/corpora/{name}"): "corpora show",
     ("DELETE", "/corpora/{name}"): "corpora delete",
+    ("POST", "/webhooks"): "webhooks create",
+    ("GET", "/webhooks"): "webhooks list",
+    ("GET", "/webhooks/{webhook_id}"): "webhooks get",
+    ("DELETE", "/webhooks/{webhook_id}"): "webhooks delete",
+    ("POST", "/webhooks/{webhook_id}/rotate-secret"): "webhooks rotate-secret",
+    ("GET", "/webhooks/{webhook_id}/deliveries"): "webhooks deliveries",
+    ("POST", "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): "webhooks redeliver",
 }
 
 

@@ -52,6 +52,7 @@ from mt_contracts.requests import (
     TrainTokenizerRequest,
 )
 from mt_contracts.tokenizers import EncodeResponse
+from mt_contracts.webhooks import CreateWebhookRequest, Delivery, DeliveryPage, Webhook, WebhookPage, WebhookSecret
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -436,6 +437,34 @@ class Client(_Base):
         """``GET /metrics``: Prometheus text."""
         return self.send(calls.prometheus_metrics())
 
+    def create_webhook(self, request: CreateWebhookRequest) -> WebhookSecret:
+        """``POST /webhooks``: the endpoint and its signing secret (shown this once)."""
+        return self.send(calls.create_webhook(request))
+
+    def list_webhooks(self) -> WebhookPage:
+        """``GET /webhooks``, newest first."""
+        return self.send(calls.list_webhooks())
+
+    def get_webhook(self, webhook_id: str) -> Webhook:
+        """``GET /webhooks/{id}``."""
+        return self.send(calls.get_webhook(webhook_id))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """``DELETE /webhooks/{id}``."""
+        self.send(calls.delete_webhook(webhook_id))
+
+    def rotate_webhook_secret(self, webhook_id: str) -> WebhookSecret:
+        """``POST /webhooks/{id}/rotate-secret``: a new secret (the previous one also signs for 24 hours)."""
+        return self.send(calls.rotate_webhook_secret(webhook_id))
+
+    def webhook_deliveries(self, webhook_id: str, limit: int = 20) -> DeliveryPage:
+        """``GET /webhooks/{id}/deliveries``, newest first, with their attempts."""
+        return self.send(calls.webhook_deliveries(webhook_id, limit))
+
+    def redeliver(self, webhook_id: str, delivery_id: str) -> Delivery:
+        """``POST /webhooks/{id}/deliveries/{delivery_id}/redeliver``: one more attempt, now."""
+        return self.send(calls.redeliver(webhook_id, delivery_id))
+
     def follow(self, job_id: str, *, last_event_id: str | None = None, tail: int | None = None) -> Iterator[Streamed]:
         """The job's events (``run_`` or ``tok_`` id) from its live stream until its terminal status event,
         which is the last one yielded. ``last_event_id`` resumes after that event; otherwise the stream starts
@@ -703,6 +732,27 @@ class AsyncClient(_Base):
 
     async def prometheus_metrics(self) -> str:
         return await self.send(calls.prometheus_metrics())
+
+    async def create_webhook(self, request: CreateWebhookRequest) -> WebhookSecret:
+        return await self.send(calls.create_webhook(request))
+
+    async def list_webhooks(self) -> WebhookPage:
+        return await self.send(calls.list_webhooks())
+
+    async def get_webhook(self, webhook_id: str) -> Webhook:
+        return await self.send(calls.get_webhook(webhook_id))
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self.send(calls.delete_webhook(webhook_id))
+
+    async def rotate_webhook_secret(self, webhook_id: str) -> WebhookSecret:
+        return await self.send(calls.rotate_webhook_secret(webhook_id))
+
+    async def webhook_deliveries(self, webhook_id: str, limit: int = 20) -> DeliveryPage:
+        return await self.send(calls.webhook_deliveries(webhook_id, limit))
+
+    async def redeliver(self, webhook_id: str, delivery_id: str) -> Delivery:
+        return await self.send(calls.redeliver(webhook_id, delivery_id))
 
     async def follow(
         self, job_id: str, *, last_event_id: str | None = None, tail: int | None = None

@@ -110,6 +110,7 @@ class QueueSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     tokenizer: str = "mt:queue:tokenizer"
     training: str = "mt:queue:training"
+    webhooks: str = "mt:queue:webhooks"
 
 
 class HttpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -217,6 +218,31 @@ class EstimateSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     throughput_runs: int = 5
 
 
+class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Webhook deliveries (``mt_storage.webhooks``).
+
+    ``allow_private_addresses`` lets endpoints resolve to private, loopback, link-local or other non-public
+    addresses (off: such an endpoint is refused at registration and at every delivery, SSRF). ``timeout`` is
+    seconds per HTTP attempt (connect, send, receive each). A failed attempt ``n`` (1-based) is retried after
+    ``retry_first_seconds * retry_factor ** (n - 1)`` seconds until ``max_attempts`` attempts were made: the
+    defaults retry after 5 s, 20 s, 80 s, 5.3 min, 21 min, 1.4 h, 5.7 h and 22.8 h, the last about 30 hours
+    after the first. ``concurrency`` is how many deliveries one webhook worker sends at once.
+    """
+
+    allow_private_addresses: bool = False
+    timeout: float = 10.0
+    retry_first_seconds: float = 5.0
+    retry_factor: float = 4.0
+    max_attempts: int = 9
+    concurrency: int = 16
+
+    def retry_delay(self, attempt: int) -> float | None:
+        """Seconds from failed attempt ``attempt`` (1-based) to the next, or ``None`` when it was the last."""
+        if attempt >= self.max_attempts:
+            return None
+        return self.retry_first_seconds * self.retry_factor ** (attempt - 1)
+
+
 class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Settings of the HTTP gateway."""
 
@@ -230,6 +256,7 @@ class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     inference: InferenceSettings = InferenceSettings()
     corpus: CorpusSettings = CorpusSettings()
     estimate: EstimateSettings = EstimateSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
 
 class WorkerServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -240,6 +267,7 @@ class WorkerServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=T
     storage: StorageSettings = StorageSettings()
     queue: QueueSettings = QueueSettings()
     worker: WorkerSettings = WorkerSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
 
 def from_env(settings_type: type[S], environ: Mapping[str, str]) -> S:

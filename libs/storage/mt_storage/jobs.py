@@ -16,7 +16,7 @@ A record created in a ``group`` (the evaluations of one run) is also indexed in 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 import msgspec
@@ -33,6 +33,9 @@ ACTIVE_STATUSES = frozenset({"running", "cancelling"})
 FINISHED_STREAM_TTL_SECONDS = 7 * 24 * 3600
 
 R = TypeVar("R", bound=Job)
+# What else a write appends, in its own transaction: ``(stream key, event bytes)`` pairs computed from the
+# record before and after (the lifecycle's webhook outbox entries).
+Appends = Callable[[R, R], Sequence[tuple[str, bytes]]]
 
 
 class JobStore(Generic[R]):
@@ -170,11 +173,15 @@ class JobStore(Generic[R]):
         raw = await self._redis.get(self.key(job_id))
         return None if raw is None else self._decode(raw)
 
-    async def transact(self, job_id: str, decide: Callable[[R], R | None]) -> R | None:
+    async def transact(
+        self, job_id: str, decide: Callable[[R], R | None], appends: Appends[R] | None = None
+    ) -> R | None:
         """Replace the stored record with ``decide(current)`` atomically; ``None`` from ``decide`` writes
         nothing. ``decide`` may run more than once (when another writer got there first) and may raise to
         abort. Keeps the active set and, when the status or error changes, appends a ``status`` event to the
-        job's live stream in the same transaction. Returns the written record or ``None``.
+        job's live stream in the same transaction, with what ``appends(current, updated)`` gives (each
+        ``(stream, data)`` as an ``event`` field), so those entries exist exactly when the write does.
+        Returns the written record or ``None``.
 
         Raises:
             RecordNotFound: no record has this id.
@@ -210,6 +217,8 @@ class JobStore(Generic[R]):
                             pipe.expire(stream, FINISHED_STREAM_TTL_SECONDS)
                         else:
                             pipe.persist(stream)  # a resumed run's stream lives as long as the run
+                    for outbox, data in appends(current, updated) if appends is not None else ():
+                        pipe.xadd(outbox, {"event": data})
                     await pipe.execute()
                     return updated
                 except WatchError:

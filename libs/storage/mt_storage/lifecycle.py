@@ -9,6 +9,11 @@ the job to another worker (``requeue`` clears ``owner``) or another attempt star
 raises ``LeaseLost`` and writes nothing. A lease is fresh while its last renewal is at most
 ``stall_after_seconds`` old; ``start`` and the reaper's transitions never take a job whose lease is fresh.
 (Martin Kleppmann, "How to do distributed locking", 2016: fencing tokens.)
+
+Every write that ends a job also writes its webhook event to the outbox (``mt_storage.outbox``) in the
+same transaction, and so does a reaper's take-back of a stalled run (``run.stalled``, once per stall: the
+transition that takes the job out of ``running``/``cancelling`` happens once), so each event exists exactly
+when its transition does, however many workers race for it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from mt_contracts.jobs import Job, JobError, JobStatus, utcnow
 from mt_contracts.lifecycle import JobKind, Transition, next_status
 from mt_storage import StorageError
 from mt_storage.jobs import ACTIVE_STATUSES, JobStore, R
+from mt_storage.outbox import outbox_entries
 
 Change = Callable[[R], R]
 
@@ -71,6 +77,12 @@ class Lifecycle(Generic[R]):
     def _to(self, transition: Transition, current: JobStatus) -> JobStatus | None:
         return next_status(self.kind, transition, current)
 
+    async def _transact(self, job_id: str, decide: Callable[[R], R | None], *, stalled: bool = False) -> R | None:
+        """``store.transact`` with the webhook events of the write in its transaction (``outbox_entries``)."""
+        return await self.store.transact(
+            job_id, decide, lambda before, after: outbox_entries(self.kind, before, after, stalled=stalled)
+        )
+
     async def create(self, record: R, group: str | None = None) -> None:
         """Store a new ``queued`` job (see ``JobStore.create``)."""
         await self.store.create(record, group)
@@ -97,7 +109,7 @@ class Lifecycle(Generic[R]):
                 record, target, now, started_at=now, heartbeat_at=now, attempts=record.attempts + 1, owner=token
             )
 
-        written = await self.store.transact(job_id, decide)
+        written = await self._transact(job_id, decide)
         if written is None or written.owner != token or not token:
             return None
         return Lease(self, written, token)
@@ -117,7 +129,7 @@ class Lifecycle(Generic[R]):
             target = self._to("cancel", record.status)
             return None if target is None else _moved(record, target, now)
 
-        return await self.store.transact(job_id, decide)
+        return await self._transact(job_id, decide)
 
     async def resume(self, job_id: str, change: Change[R]) -> R | None:
         """Put an ended job back on the queue with ``change`` applied (its new request); ``None`` when the
@@ -131,12 +143,12 @@ class Lifecycle(Generic[R]):
             resumed = _moved(change(record), target, now, error=None, finished_at=None, attempts=0, owner=None)
             return msgspec.structs.replace(resumed, restarts=0)
 
-        return await self.store.transact(job_id, decide)
+        return await self._transact(job_id, decide)
 
     async def fail_queued(self, job_id: str, error: JobError) -> R | None:
         """Fail a job nobody runs yet (it could not be enqueued); ``None`` when it is no longer queued."""
         now = utcnow()
-        return await self.store.transact(
+        return await self._transact(
             job_id, lambda r: _moved(r, "failed", now, error=error) if r.status == "queued" else None
         )
 
@@ -156,7 +168,7 @@ class Lifecycle(Generic[R]):
                 return None
             return _moved(record, target, now, owner=None, **({"error": error} if error is not None else {}))
 
-        return await self.store.transact(job_id, decide)
+        return await self._transact(job_id, decide, stalled=True)
 
 
 class Lease(Generic[R]):
@@ -188,7 +200,7 @@ class Lease(Generic[R]):
                 return msgspec.structs.replace(changed, updated_at=now, heartbeat_at=now, **fields)
             return _moved(changed, target, now, heartbeat_at=now, **fields)
 
-        written = await self.lifecycle.store.transact(self.job_id, decide)
+        written = await self.lifecycle._transact(self.job_id, decide)
         if written is None:
             raise LeaseLost(f"{self.lifecycle.kind} {self.job_id} was not written")
         self.job = written

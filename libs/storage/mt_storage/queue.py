@@ -64,7 +64,7 @@ class JobQueue(Protocol):
     """Puts a job on a named queue (``job_id`` is our id; enqueueing an id already queued does nothing) and
     asks the worker running a job to stop it."""
 
-    async def enqueue(self, task: str, job_id: str, queue_name: str) -> bool: ...
+    async def enqueue(self, task: str, job_id: str, queue_name: str, defer_seconds: float = 0.0) -> bool: ...
 
     async def abort(self, job_id: str) -> None: ...
 
@@ -96,9 +96,13 @@ class ArqJobQueue:
         )
         return cls(pool)
 
-    async def enqueue(self, task: str, job_id: str, queue_name: str) -> bool:
-        """Returns False when a job with this id is already queued, running or has a result."""
-        job = await self.pool.enqueue_job(task, job_id, _job_id=job_id, _queue_name=queue_name, _expires=JOB_EXPIRES)
+    async def enqueue(self, task: str, job_id: str, queue_name: str, defer_seconds: float = 0.0) -> bool:
+        """Returns False when a job with this id is already queued, running or has a result. A job with
+        ``defer_seconds`` runs no sooner than that many seconds from now."""
+        defer = timedelta(seconds=defer_seconds) if defer_seconds > 0 else None
+        job = await self.pool.enqueue_job(
+            task, job_id, _job_id=job_id, _queue_name=queue_name, _expires=JOB_EXPIRES, _defer_by=defer
+        )
         return job is not None
 
     async def abort(self, job_id: str) -> None:
@@ -283,10 +287,12 @@ def worker_main(
     create: Callable[[WorkerServiceSettings], Worker],
     queue_of: Callable[[WorkerServiceSettings], str],
     argv: Sequence[str] | None = None,
+    *,
+    uses_storage: bool = True,
 ) -> int:
     """The command line of a worker service (``python -m <prog>``): read settings from the environment, log
-    JSON to stdout and run until SIGINT/SIGTERM (exit 2 at once when its artifact storage is not the
-    deployment's: ``mt_storage.marker``); ``--check`` is the liveness probe instead (exit 0 when this
+    JSON to stdout and run until SIGINT/SIGTERM (exit 2 at once when it ``uses_storage`` and its artifact
+    storage is not the deployment's: ``mt_storage.marker``); ``--check`` is the liveness probe instead (exit 0 when this
     host's worker refreshed its own health key in time, else 1)."""
     parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=f"Run the {prog} worker.")
     parser.add_argument(
@@ -302,7 +308,7 @@ def worker_main(
         return check_health(settings.redis.dsn, queue_of(settings))
     configure_logging(settings.app.log_level)
     try:
-        reason = asyncio.run(_storage_reason(settings))
+        reason = asyncio.run(_storage_reason(settings)) if uses_storage else None
         if reason is not None:
             print(f"{prog}: {reason}", file=sys.stderr)
             return 2

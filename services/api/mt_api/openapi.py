@@ -40,6 +40,7 @@ from mt_contracts.requests import (
     TrainRunRequest,
     TrainTokenizerRequest,
 )
+from mt_contracts.webhooks import DELIVERY_ID_PATTERN, WEBHOOK_ID_PATTERN, CreateWebhookRequest
 
 Json = dict[str, object]
 
@@ -58,6 +59,7 @@ BODIES: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("post", "/runs/{run_id}/evaluate"): EvaluateRequest,
     ("post", "/runs/{run_id}/generate"): GenerateRequest,
     ("post", "/runs/{run_id}/export"): ExportRequest,
+    ("post", "/webhooks"): CreateWebhookRequest,
 }
 # Error statuses beyond those every route of its kind answers (400 for parameters or a body, 404 for ids in
 # the path, 413 and 415 for a body, 401 and 403 with API keys, 503 when Redis is down).
@@ -85,6 +87,8 @@ _ID_PATTERNS = {
     "run_id": RUN_ID_PATTERN,
     "eval_id": EVAL_ID_PATTERN,
     "name": CORPUS_NAME_PATTERN,
+    "webhook_id": WEBHOOK_ID_PATTERN,
+    "delivery_id": DELIVERY_ID_PATTERN,
 }
 # The 200 answer of a train route with ?dry_run=true.
 DRY_RUNS: dict[str, type[msgspec.Struct]] = {"/tokenizers/train": TokenizerEstimate, "/runs/train": RunEstimate}

@@ -32,6 +32,7 @@ from mt_storage.lifecycle import Lifecycle
 from mt_storage.marker import check_storage
 from mt_storage.queue import JobQueue, live_workers
 from mt_storage.store import Mirror, open_store
+from mt_storage.webhooks import WebhookStore
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class Services:
         self.tokenizer_lifecycle = Lifecycle(self.tokenizers, "tokenizer", stall_after)
         self.run_lifecycle = Lifecycle(self.runs, "run", stall_after)
         self.eval_lifecycle = Lifecycle(self.evals, "evaluation", stall_after)
+        self.webhooks = WebhookStore(redis)
         self.tokenizer_cache = TokenizerCache()
         self.digests = DigestCache()
         self.inference = InferencePool(settings.inference)
@@ -172,7 +174,8 @@ class Services:
 
     async def worker_pools(self) -> dict[str, WorkerPool]:
         """Each worker kind's queue and how many of its workers (hosts) have a fresh health key."""
-        pools = {"tokenizer": self.settings.queue.tokenizer, "trainer": self.settings.queue.training}
+        queues = self.settings.queue
+        pools = {"tokenizer": queues.tokenizer, "trainer": queues.training, "webhook": queues.webhooks}
         return {
             kind: WorkerPool(queue=queue, live=await live_workers(self.redis, queue)) for kind, queue in pools.items()
         }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mt_api.routes import artifacts, corpora, evals, generation, health, logs, runs, tokenizers
+from mt_api.routes import artifacts, corpora, evals, generation, health, logs, runs, tokenizers, webhooks
 
 ROUTES = [
     *tokenizers.ROUTES,
@@ -13,4 +13,5 @@ ROUTES = [
     *artifacts.ROUTES,
     *health.ROUTES,
     *corpora.ROUTES,
+    *webhooks.ROUTES,
 ]

@@ -1,0 +1,199 @@
+"""Webhook signing checked by the Standard Webhooks reference library, the SSRF address rules, and the
+transactional outbox on a real Redis: one event per transition however many writers race, and a dispatch
+repeated after a crash creates nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+from arq.constants import job_key_prefix
+from redis.asyncio import Redis
+from standardwebhooks import Webhook as ReferenceWebhook
+from standardwebhooks import WebhookVerificationError
+
+from mt_contracts import codec
+from mt_contracts.jobs import JobError, RunJob
+from mt_contracts.requests import TrainRunRequest
+from mt_contracts.settings import WebhookSettings
+from mt_contracts.webhooks import Webhook, WebhookEvent
+from mt_storage.embedded_redis import EmbeddedRedis
+from mt_storage.jobs import run_jobs
+from mt_storage.lifecycle import Lifecycle
+from mt_storage.outbox import OUTBOX_KEY
+from mt_storage.queue import ArqJobQueue
+from mt_storage.webhooks import (
+    AddressRefused,
+    Dispatcher,
+    StoredWebhook,
+    WebhookStore,
+    check_url,
+    delivery_id,
+    is_public,
+    new_secret,
+    sign,
+    signed_headers,
+)
+
+QUEUE = "mt:queue:test-webhooks"
+RUN_ID = "run_01JDQ8ZQ00000000000000000A"
+BODY = b'{"type":"run.succeeded","data":{"id":"run_1"}}'
+
+
+def test_signatures_verify_with_the_reference_library() -> None:
+    secret = new_secret()
+    assert secret.startswith("whsec_") and len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
+    timestamp = int(datetime.now(UTC).timestamp())
+    headers = signed_headers([secret], "msg_1", timestamp, BODY)
+    reference = ReferenceWebhook(secret)
+    assert reference.verify(BODY, headers) == {"type": "run.succeeded", "data": {"id": "run_1"}}
+    when = datetime.fromtimestamp(timestamp, UTC)
+    assert sign(secret, "msg_1", timestamp, BODY) == reference.sign("msg_1", when, BODY.decode())
+    with pytest.raises(WebhookVerificationError):
+        reference.verify(BODY + b" ", headers)
+    with pytest.raises(WebhookVerificationError):
+        ReferenceWebhook(new_secret()).verify(BODY, headers)
+
+
+def test_a_rotated_endpoint_signs_with_both_secrets_for_a_day() -> None:
+    old, new = new_secret(), new_secret()
+    now = datetime.now(UTC)
+    webhook = Webhook(id="wh_1", url="https://example.com/hook", events=["run.succeeded"], created_at=now)
+    rotated = StoredWebhook(webhook=webhook, secret=new, previous_secret=old, previous_until=now + timedelta(hours=24))
+    headers = signed_headers(rotated.signing_secrets(now), "msg_2", int(now.timestamp()), BODY)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    ReferenceWebhook(old).verify(BODY, headers)
+    ReferenceWebhook(new).verify(BODY, headers)
+    assert rotated.signing_secrets(now + timedelta(hours=25)) == [new]
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.215.14", True),
+        ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),  # cloud metadata
+        ("100.64.0.1", False),  # carrier-grade NAT
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("::1", False),
+        ("fe80::1%eth0", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),
+    ],
+)
+def test_only_public_addresses_are_public(address: str, public: bool) -> None:
+    assert is_public(address) is public
+
+
+async def test_urls_are_checked_after_resolution() -> None:
+    for url, fragment in [
+        ("ftp://example.com/x", "http:// or https://"),
+        ("http:///nohost", "http:// or https://"),
+        ("http://127.0.0.1:9/hook", "resolves to 127.0.0.1"),
+        ("http://localhost:9/hook", "non-public"),
+        ("http://[::1]/hook", "resolves to ::1"),
+    ]:
+        with pytest.raises(AddressRefused, match=fragment):
+            await check_url(url, allow_private=False)
+    await check_url("http://127.0.0.1:9/hook", allow_private=True)
+    await check_url("http://93.184.215.14/hook", allow_private=False)
+
+
+def test_the_default_retry_schedule_spans_more_than_a_day() -> None:
+    settings = WebhookSettings()
+    delays = [settings.retry_delay(attempt) for attempt in range(1, settings.max_attempts + 1)]
+    assert delays == [5.0, 20.0, 80.0, 320.0, 1280.0, 5120.0, 20480.0, 81920.0, None]
+    assert sum(delay for delay in delays if delay is not None) > 24 * 3600
+
+
+def _run() -> RunJob:
+    now = datetime.now(UTC)
+    request = TrainRunRequest(tokenizer_id="tok_01JDQ8ZQ00000000000000000A", corpus_path="a.txt")
+    return RunJob(id=RUN_ID, request=request, created_at=now, updated_at=now)
+
+
+async def _outbox(redis: Redis) -> list[WebhookEvent]:
+    entries = await redis.xrange(OUTBOX_KEY)
+    return [codec.decode(fields[b"event"], WebhookEvent) for _, fields in entries]
+
+
+async def test_racing_terminal_transitions_write_one_event(redis: Redis, redis_server: EmbeddedRedis) -> None:
+    # Eight writers on eight connections race to fail the same queued run: one transaction wins.
+    clients = [Redis.from_url(redis_server.url) for _ in range(8)]
+    try:
+        lifecycles = [Lifecycle(run_jobs(client), "run", 60.0) for client in clients]
+        await lifecycles[0].create(_run())
+        error = JobError(code="enqueue_failed", message="x")
+        written = await asyncio.gather(*(lifecycle.fail_queued(RUN_ID, error) for lifecycle in lifecycles))
+    finally:
+        for client in clients:
+            await client.aclose()
+    assert sum(record is not None for record in written) == 1
+    events = await _outbox(redis)
+    assert [(event.type, event.data.id, event.data.status) for event in events] == [("run.failed", RUN_ID, "failed")]
+    assert events[0].data.error == error and events[0].data.location == f"/runs/{RUN_ID}"
+
+
+async def test_a_reaped_stalled_run_emits_stalled_once(redis: Redis, redis_server: EmbeddedRedis) -> None:
+    lifecycle = Lifecycle(run_jobs(redis), "run", 1.0)
+    await lifecycle.create(_run())
+    assert await lifecycle.start(RUN_ID) is not None
+    beat = datetime.now(UTC) - timedelta(seconds=30)
+    await lifecycle.store.transact(RUN_ID, lambda r: msgspec.structs.replace(r, heartbeat_at=beat))
+    assert await _outbox(redis) == []  # writes that end nothing send nothing
+    other = Redis.from_url(redis_server.url)
+    try:
+        rival = Lifecycle(run_jobs(other), "run", 1.0)
+        error = JobError(code="worker_lost", message="gone")
+        results = await asyncio.gather(lifecycle.reap(RUN_ID, "fail", error), rival.reap(RUN_ID, "fail", error))
+    finally:
+        await other.aclose()
+    assert sum(result is not None for result in results) == 1
+    assert [(e.type, e.data.status) for e in await _outbox(redis)] == [
+        ("run.stalled", "stalled"),
+        ("run.failed", "failed"),
+    ]
+
+
+@pytest.fixture
+async def queue(redis: Redis, redis_server: EmbeddedRedis) -> AsyncIterator[ArqJobQueue]:
+    queue = await ArqJobQueue.connect(redis_server.url)
+    yield queue
+    await queue.close()
+
+
+async def test_a_repeated_dispatch_creates_one_delivery_and_one_job(redis: Redis, queue: ArqJobQueue) -> None:
+    store = WebhookStore(redis)
+    now = datetime.now(UTC)
+    hook = Webhook(id="wh_01JDQ8ZQ00000000000000000A", url="http://x.test/", events=["run.failed"], created_at=now)
+    other = Webhook(id="wh_01JDQ8ZQ00000000000000000B", url="http://y.test/", events=["run.succeeded"], created_at=now)
+    for webhook in (hook, other):
+        await store.create(StoredWebhook(webhook=webhook, secret=new_secret()))
+    lifecycle = Lifecycle(run_jobs(redis), "run", 60.0)
+    await lifecycle.create(_run())
+    await lifecycle.fail_queued(RUN_ID, JobError(code="x", message="y"))
+    (entry_id, fields), *_ = await redis.xrange(OUTBOX_KEY)
+    dispatcher = Dispatcher(store, queue, QUEUE)
+    assert await dispatcher.dispatch_once() == 1
+    # A dispatcher that died before deleting the entry: the next one dispatches it again.
+    await redis.xadd(OUTBOX_KEY, fields)
+    assert await dispatcher.dispatch_once() == 1
+    assert await redis.xlen(OUTBOX_KEY) == 0
+    deliveries = await store.deliveries(hook.id, 10)
+    event = codec.decode(fields[b"event"], WebhookEvent)
+    assert [(d.id, d.event_id, d.status, d.attempts) for d in deliveries] == [
+        (delivery_id(event.id, hook.id), event.id, "pending", [])
+    ]
+    assert await store.deliveries(other.id, 10) == []
+    assert await redis.zcard(QUEUE) == 1
+    assert await redis.exists(job_key_prefix + f"{deliveries[0].id}:a1") == 1
+    assert entry_id is not None
