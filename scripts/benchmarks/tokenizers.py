@@ -26,7 +26,7 @@ from benchmarks._common import SHAKESPEARE, median
 from mt_contracts import codec
 from mt_contracts.requests import TrainTokenizerRequest
 from mt_contracts.tokenizer_process import TokenizerSpec
-from mt_contracts.tokenizers import BpeConfig, SentencePieceConfig, TokenizerConfig, resolve_config
+from mt_contracts.tokenizers import BpeConfig, RustBpeConfig, SentencePieceConfig, TokenizerConfig, resolve_config
 from mt_tokenizer_worker.methods.sentencepiece import trainer_options
 
 REPEATS = 5
@@ -71,6 +71,8 @@ def library_options(config: TokenizerConfig) -> dict[str, str | int | float | bo
             # The library samples input_sentence_size lines itself (our pipeline does it, seeded).
             sampling = {"input_sentence_size": config.input_sentence_size, "shuffle_input_sentence": True}
             return {**trainer_options(config), **sampling, "seed": config.seed}
+        case RustBpeConfig():
+            return {"vocab_size": config.vocab_size - len(config.special_tokens), "pattern": config.pattern}
 
 
 def measure(command: list[str], stdin: bytes | None = None) -> tuple[float, float]:
