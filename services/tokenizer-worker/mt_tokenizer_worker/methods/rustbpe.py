@@ -84,11 +84,9 @@ def to_hf_tokenizer(ranks: dict[bytes, int], pattern: str, special_tokens: list[
     is listed, ordered by the rank of the token they make (the conversion transformers uses for tiktoken
     vocabularies, ``convert_slow_tokenizer.TikTokenConverter``).
     """
-    symbols = byte_symbols()
-
-    def spell(token: bytes) -> str:
-        return "".join(symbols[byte] for byte in token)
-
+    # Latin-1 decoding maps each byte to the code point of its value, which translate() maps to its symbol.
+    table = dict(enumerate(byte_symbols()))
+    spelled = {token: token.decode("latin-1").translate(table) for token in ranks}
     merges: list[tuple[str, str]] = []
     for token in sorted(ranks, key=ranks.__getitem__):
         splits = [(token[:cut], token[cut:]) for cut in range(1, len(token))]
@@ -96,8 +94,8 @@ def to_hf_tokenizer(ranks: dict[bytes, int], pattern: str, special_tokens: list[
             ((left, right) for left, right in splits if left in ranks and right in ranks),
             key=lambda pair: (ranks[pair[0]], ranks[pair[1]]),
         )
-        merges.extend((spell(left), spell(right)) for left, right in valid)
-    tokenizer = Tokenizer(models.BPE(vocab={spell(token): rank for token, rank in ranks.items()}, merges=merges))
+        merges.extend((spelled[left], spelled[right]) for left, right in valid)
+    tokenizer = Tokenizer(models.BPE(vocab={spelled[token]: rank for token, rank in ranks.items()}, merges=merges))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
