@@ -26,11 +26,11 @@ def median(values: list[float]) -> float:
 
 
 def spread(values: list[float], digits: int = 1) -> str:
-    """``median (min–max)`` of ``values``, rounded to ``digits``; the median alone for fewer than 5 values is
-    not called one: it is then ``values: a, b``."""
+    """``median (min-max)`` of ``values``, rounded to ``digits``; the median alone for fewer than 5 values is
+    not called one: it is then ``values a, b``."""
     if len(values) < 5:
         return "values " + ", ".join(f"{value:.{digits}f}" for value in values)
-    return f"{median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+    return f"{median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def load() -> str:

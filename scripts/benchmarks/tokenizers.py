@@ -109,7 +109,7 @@ def write_feed(corpus_root: Path, request: TrainTokenizerRequest, feed: Path) ->
     split): NUL-separated pieces for the BPE methods, the training lines for SentencePiece."""
     config = resolve_config(request)
     method = METHODS[request.method]
-    files, skipped = resolve_corpus_files(corpus_root, request.corpus_path)
+    files, _ = resolve_corpus_files(corpus_root, request.corpus_path)
     reader = CorpusReader(files, root=corpus_root.resolve(), max_line_bytes=method.max_line_bytes(config))
     split = HoldoutSplit(
         reader.batches(), config.holdout_fraction, config.seed, corpus_bytes=sum(p.stat().st_size for p in files)
@@ -285,7 +285,7 @@ def main() -> str:
             "## Tokenizer training (issues 3, 19)",
             "",
             f"A {megabytes:g} MiB corpus (Tiny Shakespeare's lines shuffled with a seeded RNG and repeated), "
-            f"vocab_size {VOCAB_SIZE}, {runs} alternating runs: medians with min–max. The library alone is a fresh "
+            f"vocab_size {VOCAB_SIZE}, {runs} alternating runs: medians with min-max. The library alone is a fresh "
             "process fed exactly what our method feeds it (the same held-out split, the same pieces or lines), "
             "timed from process start to its saved output; 'same output' says whether the two tokenizers are "
             "identical. Ours is the whole job process: reading and decoding the corpus, the held-out split, "
