@@ -263,7 +263,8 @@ def main() -> str:
             rows.append(
                 f"| {label} | {spread(lib_s)} | {spread(ours_s)} | {spread(ratios, 2)} | {spread(overhead, 2)} | "
                 f"{phases[0]:.2f} / {phases[1]:.2f} / {phases[2]:.2f} | "
-                f"{median([r.peak_mb for r in pair.library]):,.0f} | {median([o.run.peak_mb for o in pair.ours]):,.0f} | "
+                f"{median([r.peak_mb for r in pair.library]):,.0f} | "
+                f"{median([o.run.peak_mb for o in pair.ours]):,.0f} | "
                 f"{'yes' if pair.same else '**no**'} | {before} → {load()} |"
             )
         before = load()
@@ -289,7 +290,7 @@ def main() -> str:
             "process fed exactly what our method feeds it (the same held-out split, the same pieces or lines), "
             "timed from process start to its saved output; 'same output' says whether the two tokenizers are "
             "identical. Ours is the whole job process: reading and decoding the corpus, the held-out split, "
-            "training, held-out statistics, artifacts and manifest. 'Overhead' = ours − library − our held-out "
+            "training, held-out statistics, artifacts and manifest. 'Overhead' = ours - library - our held-out "
             "statistics phase (goal for SentencePiece: ≤ 0.5 s; time ratio ≤ 1.10 where the library takes "
             "≥ 10 s). Phases come from the job's log events: before training (resolving the corpus, counting "
             "lines) / training (reading overlapped with the library's training) / statistics.",
