@@ -6,7 +6,8 @@ inputs shifted by one, what ``labels=`` computes), ``torch.optim.AdamW``, same c
 file. ``BENCH_TRAINING_REPEATS`` (default 2: the larger size takes minutes a run on a loaded 2-core machine)
 alternating runs; with fewer than 5 the table gives their mean, not a median. Ours is the real
 ``python -m mt_trainer_worker.training`` subprocess; its steady-state tokens per second come from its own
-progress events (first quarter of steps skipped as warm-up). MFU = model FLOPs per second / a float32 matmul peak measured in the same run; model
+progress events (first quarter of steps skipped as warm-up). MFU = model FLOPs per second / a float32 matmul
+peak measured in the same run; model
 FLOPs per token = 6 N + 12 L T E (Kaplan et al. 2020; Chowdhery et al. 2022, appendix B).
 """
 
