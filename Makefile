@@ -40,6 +40,9 @@ test: setup ## Run the test suite (starts its own private redis-server)
 	$(BIN)/python -m pytest
 
 bench: setup ## Run the benchmarks (several minutes) and write docs/benchmarks.md
+	@# The gateway benchmark's load generator is Debian's wrk: installed when running as root, else named.
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } \
+		|| echo "bench: the gateway benchmark needs wrk: sudo apt-get install wrk"
 	$(BIN)/python scripts/bench.py $(BENCH)
 
 lint: setup ## ruff check, ruff format --check, mypy --strict and the guard script

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from pathlib import Path
 
@@ -22,3 +23,16 @@ def bpe_tokenizer(out_dir: Path, vocab_size: int) -> Path:
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
+
+
+def spread(values: list[float], digits: int = 1) -> str:
+    """``median (min-max)`` of ``values``, rounded to ``digits``; the median alone for fewer than 5 values is
+    not called one: it is then ``values a, b``."""
+    if len(values) < 5:
+        return "values " + ", ".join(f"{value:.{digits}f}" for value in values)
+    return f"{median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def load() -> str:
+    """The machine's 1-minute load average now (other engineers share this machine)."""
+    return f"{os.getloadavg()[0]:.2f}"

@@ -8,7 +8,8 @@ whatever the size, time linear in size, >= 5 MB/s on 2 cores.
 The reference, run on the same corpus in the same run, is the tokenizer library alone: the files' lines
 read with Python's text reader and joined into the same pieces (``piece_batches``), ``encode_batch_fast``
 called on them and the ids dropped, so the ratio shows what our pipeline (reading with the corpus rules,
-splitting, counting, writing) costs on top of the encoding itself.
+splitting, counting, writing) costs on top of the encoding itself. ``BENCH_REPEATS`` (default 5) alternating
+runs per size (ours first on even runs): medians with min-max, peak RSS of both sides, load average recorded.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import msgspec
 
-from benchmarks._common import SHAKESPEARE, bpe_tokenizer
+from benchmarks._common import SHAKESPEARE, bpe_tokenizer, load, median, spread
 
 FILE_MB = 32
 VOCAB_SIZE = 8192
@@ -92,6 +93,7 @@ def _run(code: str, *args: str) -> Measured:
 
 def main() -> str:
     sizes = [int(part) for part in os.environ.get("BENCH_DATA_MB", "64,256").split(",")]
+    runs = int(os.environ.get("BENCH_REPEATS", "5"))
     rows = []
     per_mb = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,15 +102,26 @@ def main() -> str:
         for megabytes in sizes:
             corpus = work / f"corpus-{megabytes}"
             size = write_corpus(corpus, megabytes)
-            reference = _run(_LIBRARY, str(corpus), str(tokenizer))
-            measured = _run(_CHILD, str(corpus), str(tokenizer), str(work / f"cache-{megabytes}"))
+            mb = size / 2**20
+            before = load()
+            ours: list[Measured] = []
+            library: list[Measured] = []
+            for repeat in range(runs):
+                for side in ("ours", "library") if repeat % 2 == 0 else ("library", "ours"):
+                    if side == "ours":
+                        cache = work / f"cache-{megabytes}"
+                        ours.append(_run(_CHILD, str(corpus), str(tokenizer), str(cache)))
+                        shutil.rmtree(cache)
+                    else:
+                        library.append(_run(_LIBRARY, str(corpus), str(tokenizer)))
             shutil.rmtree(corpus)
-            shutil.rmtree(work / f"cache-{megabytes}")
-            per_mb.append(measured.seconds / (size / 2**20))
+            per_mb.append(median([m.seconds for m in ours]) / mb)
+            ratios = [r.seconds / m.seconds for r, m in zip(library, ours, strict=True)]
             rows.append(
-                f"| {size / 2**20:,.0f} | {size / 2**20 / reference.seconds:.2f} "
-                f"| {size / 2**20 / measured.seconds:.2f} | {reference.seconds / measured.seconds:.2f} "
-                f"| {measured.tokens:,} | {measured.peak_rss_mb:,.0f} |"
+                f"| {mb:,.0f} | {spread([mb / r.seconds for r in library], 2)} "
+                f"| {spread([mb / m.seconds for m in ours], 2)} | {spread(ratios, 2)} "
+                f"| {ours[0].tokens:,} | {median([r.peak_rss_mb for r in library]):,.0f} "
+                f"| {median([m.peak_rss_mb for m in ours]):,.0f} | {before} → {load()} |"
             )
     linearity = per_mb[-1] / per_mb[0] if len(per_mb) > 1 else 1.0
     return "\n".join(
@@ -116,14 +129,16 @@ def main() -> str:
             "## Data preparation (issue 4)",
             "",
             f"`prepare_data` on generated corpora ({FILE_MB} MB files of shuffled Tiny Shakespeare lines), "
-            f"byte-level BPE with vocab_size {VOCAB_SIZE}, one process per size. "
-            f"Time per MB, largest over smallest size: {linearity:.2f} (1.00 = linear). "
+            f"byte-level BPE with vocab_size {VOCAB_SIZE}, one fresh process per run, {runs} alternating runs per "
+            "size: medians with min-max; peak RSS medians. "
+            f"Median time per MB, largest over smallest size: {linearity:.2f} (1.00 = linear). "
             "Reference: the tokenizer library alone (`encode_batch_fast` on the same pieces of lines, ids "
             "dropped) on the same corpus.",
             "Goals: peak RSS <= 500 MB at any size; time linear in size; >= 5 MB/s on 2 cores.",
             "",
-            "| corpus MB | library alone MB/s | ours MB/s | ours / library | tokens | peak RSS MB |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| corpus MB | library alone MB/s | ours MB/s | ours / library (time) | tokens | library peak RSS MB "
+            "| ours peak RSS MB | load average before → after |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
             *rows,
         ]
     )

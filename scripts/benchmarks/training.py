@@ -1,15 +1,20 @@
 """Training throughput: our training process against a plain reference loop.
 
-The reference is the loop anyone would write: ``GPT2LMHeadModel`` with ``labels=``, ``torch.optim.AdamW``,
-same config, same threads, same token file. Ours is the real ``python -m mt_trainer_worker.training``
-subprocess; its steady-state tokens per second come from its own progress events (first quarter of steps
-skipped as warm-up). MFU = model FLOPs per second / a float32 matmul peak measured in the same run; model
+The reference is the loop anyone would write: ``GPT2LMHeadModel`` (its dropout set to the run's, as ours is;
+``GPT2Config`` defaults to 0.1), the next-token cross-entropy of its logits (``logits[:, :-1]`` against the
+inputs shifted by one, what ``labels=`` computes), ``torch.optim.AdamW``, same config, same threads, same token
+file. ``BENCH_TRAINING_REPEATS`` (default 2: the larger size takes minutes a run on a loaded 2-core machine)
+alternating runs; with fewer than 5 the table gives their mean, not a median. Ours is the real
+``python -m mt_trainer_worker.training`` subprocess; its steady-state tokens per second come from its own
+progress events (first quarter of steps skipped as warm-up). MFU = model FLOPs per second / a float32 matmul
+peak measured in the same run; model
 FLOPs per token = 6 N + 12 L T E (Kaplan et al. 2020; Chowdhery et al. 2022, appendix B).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from benchmarks._common import SHAKESPEARE, bpe_tokenizer, median
+from benchmarks._common import SHAKESPEARE, bpe_tokenizer, load, median
 from mt_contracts import codec
 from mt_contracts.events import ProgressEvent
 from mt_contracts.requests import TrainRunRequest
@@ -34,7 +39,7 @@ SIZES = {
 # Without native bf16 (AVX512-BF16 or AMX) bf16 autocast is many times slower than fp32 on a CPU (0.08x
 # measured on an AVX2-only EPYC), so it is then measured on the small size only.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-REPEATS = 2
+REPEATS = int(os.environ.get("BENCH_TRAINING_REPEATS", "2"))
 VOCAB_SIZE = 2048
 
 
@@ -114,6 +119,9 @@ def reference(tokens: torch.Tensor, request: TrainRunRequest, vocab_size: int) -
         n_embd=request.n_embd,
         n_layer=request.n_layer,
         n_head=request.n_head,
+        resid_pdrop=request.dropout,
+        embd_pdrop=request.dropout,
+        attn_pdrop=request.dropout,
     )
     model = GPT2LMHeadModel(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=request.learning_rate)
@@ -141,6 +149,7 @@ def model_flops_per_token(request: TrainRunRequest, vocab_size: int) -> float:
 
 def main() -> str:
     rows = []
+    loads = [load()]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         tokenizer_dir = work / "tokenizer"
@@ -172,11 +181,14 @@ def main() -> str:
                 f"| {bf16_rate} | {bf16_ratio} | {median(ours_fp32) * flops / peak:.1%} "
                 f"| {losses['reference']:.3f} / {losses['ours']:.3f} / {bf16_loss} |"
             )
+            loads.append(load())
+    summary = f"median of {REPEATS}" if REPEATS >= 5 else f"mean of {REPEATS} (too few for a median)"
     return "\n".join(
         [
             "## Training throughput (issue 4)",
             "",
-            f"Tokens per second, median of {REPEATS} alternating runs; vocab_size {VOCAB_SIZE}, Tiny Shakespeare. "
+            f"Tokens per second, {summary} alternating runs; vocab_size {VOCAB_SIZE}, Tiny Shakespeare. "
+            f"1-minute load average before and after each size: {', '.join(loads)}. "
             f"float32 matmul peak measured in the same run: {peak / 1e9:,.0f} GFLOP/s. "
             f"Native bf16 on this CPU: {', '.join(bf16_flags) or 'none (bf16 measured on the small size only)'}.",
             "Goals: ours / reference >= 1.0 in fp32; bf16 / fp32 >= 1.3 where bf16 helps.",

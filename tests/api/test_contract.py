@@ -264,12 +264,14 @@ async def test_the_document_declares_bodies_errors_and_unions(client: AsyncTestC
         "oneOf": [
             {"$ref": "#/components/schemas/BpeTokenizerRequest"},
             {"$ref": "#/components/schemas/SentencePieceTokenizerRequest"},
+            {"$ref": "#/components/schemas/RustBpeTokenizerRequest"},
         ],
         "discriminator": {
             "propertyName": "method",
             "mapping": {
                 "bpe": "#/components/schemas/BpeTokenizerRequest",
                 "sentencepiece": "#/components/schemas/SentencePieceTokenizerRequest",
+                "rustbpe": "#/components/schemas/RustBpeTokenizerRequest",
             },
         },
     }

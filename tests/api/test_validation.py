@@ -46,6 +46,17 @@ async def assert_nothing_written(redis: Redis, api_settings: ApiSettings) -> Non
             "min_frequency",
             "applies to method 'bpe' only",
         ),
+        (
+            {"corpus_path": "small.txt", "method": "rustbpe", "min_frequency": 3},
+            "min_frequency",
+            "applies to method 'bpe' only",
+        ),
+        (
+            {"corpus_path": "small.txt", "method": "rustbpe", "byte_fallback": True},
+            "byte_fallback",
+            "applies to method 'sentencepiece' only",
+        ),
+        ({"corpus_path": "small.txt", "method": "rustbpe", "vocab_size": 258}, "vocab_size", "at least 259"),
         ({"corpus_path": "small.txt", "method": "sentencepiece", "model_type": "char"}, "model_type", "Invalid enum"),
         ({"corpus_path": "small.txt", "encoding_errors": "ignore"}, "encoding_errors", "Invalid enum value"),
         ({"corpus_path": "small.txt", "holdout_fraction": 0.9}, "holdout_fraction", "<= 0.5"),
@@ -169,11 +180,14 @@ async def test_openapi_schema_lists_the_routes(client: AsyncTestClient[Litestar]
         "/runs/{run_id}",
     } <= set(schema["paths"])
     request = schema["components"]["schemas"]["TrainTokenizerRequest"]
-    assert request["properties"]["method"]["enum"] == ["bpe", "sentencepiece"]
+    assert request["properties"]["method"]["enum"] == ["bpe", "rustbpe", "sentencepiece"]
     assert request["required"] == ["corpus_path"]
     sentencepiece = schema["components"]["schemas"]["SentencePieceTokenizerRequest"]
     model_type, _ = sentencepiece["properties"]["model_type"]["anyOf"]
     assert model_type == {"description": "sentencepiece only; default unigram.", "enum": ["bpe", "unigram"]}
+    rust = schema["components"]["schemas"]["RustBpeTokenizerRequest"]["properties"]
+    assert rust["method"] == {"enum": ["rustbpe"]}
+    assert rust["min_frequency"]["type"] == rust["model_type"]["type"] == "null"
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from mt_contracts import codec
 from mt_contracts.jobs import JobAccepted, TokenizerJob, TokenizerPage
 from mt_contracts.manifests import TokenizerManifest
 from mt_contracts.settings import ApiSettings, WorkerServiceSettings
-from mt_contracts.tokenizers import EncodeResponse
+from mt_contracts.tokenizers import EncodeResponse, RustBpeConfig
 from mt_storage.files import sha256_file
 from mt_storage.process import SCRATCH_PREFIX
 from tests.helpers import running_workers, wait_for, worker_process
@@ -93,6 +93,34 @@ async def test_both_methods_train_list_and_encode_through_the_api(
         assert failed == TokenizerPage(items=[], next_cursor=None)
 
 
+async def test_a_rustbpe_tokenizer_trains_and_encodes_through_the_api(
+    api_settings: ApiSettings, worker_settings: WorkerServiceSettings
+) -> None:
+    body = {"corpus_path": "small.txt", "method": "rustbpe", "vocab_size": 500}
+    async with AsyncTestClient(app=create_app(api_settings)) as client, running_workers(worker_settings):
+        job = await _finished(
+            client, await _submit(client, body), timeout=300
+        )  # workers start slowly on a loaded machine
+        assert job.status == "succeeded", job.error
+        assert job.result is not None and job.result.statistics is not None
+        assert job.result.vocab_size == job.result.statistics.vocab_size == 500
+        heldout = job.result.statistics.heldout
+        assert heldout is not None and heldout.roundtrip_exact_rate == 1.0 and heldout.bytes_per_token > 2.0
+        directory = Path(job.result.artifact_dir)
+        manifest = codec.decode((directory / "manifest.json").read_bytes(), TokenizerManifest)
+        assert manifest.method == "rustbpe" and isinstance(manifest.config, RustBpeConfig)
+        assert "rustbpe" in manifest.versions
+        assert all(sha256_file(directory / f.path) == f.sha256 for f in manifest.files)
+        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        assert tokenizer.token_to_id("<|endoftext|>") == 498
+        hf = AutoTokenizer.from_pretrained(directory)
+        assert hf(TEXT)["input_ids"] == tokenizer.encode(TEXT).ids
+        assert hf.decode(hf(TEXT)["input_ids"]) == TEXT
+        response = await client.post(f"/tokenizers/{job.id}/encode", json={"text": TEXT})
+        assert response.status_code == 200, response.text
+        assert codec.decode(response.content, EncodeResponse).ids == tokenizer.encode(TEXT).ids
+
+
 @pytest.mark.parametrize(
     ("files", "body", "code", "message"),
     [
@@ -131,7 +159,9 @@ async def test_user_errors_fail_the_job_once_with_a_stable_code(
     for name, data in files.items():
         (Path(api_settings.app.corpus_root) / name).write_bytes(data)
     async with AsyncTestClient(app=create_app(api_settings)) as client, running_workers(worker_settings):
-        job = await _finished(client, await _submit(client, body))
+        job = await _finished(
+            client, await _submit(client, body), timeout=300
+        )  # workers start slowly on a loaded machine
     assert job.status == "failed" and job.error is not None
     assert (job.error.code, job.attempts) == (code, 1)
     assert message in job.error.message

@@ -78,9 +78,9 @@ def corpus(tmp_path: Path, shakespeare: str) -> Path:
     return root
 
 
-@pytest.mark.parametrize("method", ["bpe", "sentencepiece"])
+@pytest.mark.parametrize("method", ["bpe", "sentencepiece", "rustbpe"])
 def test_training_is_deterministic_and_the_manifest_describes_it(
-    tmp_path: Path, corpus: Path, method: Literal["bpe", "sentencepiece"]
+    tmp_path: Path, corpus: Path, method: Literal["bpe", "sentencepiece", "rustbpe"]
 ) -> None:
     request = TrainTokenizerRequest(corpus_path="books", method=method, vocab_size=500, holdout_fraction=0.1)
     first = _run(tmp_path, request)
@@ -116,8 +116,10 @@ def test_training_is_deterministic_and_the_manifest_describes_it(
     assert events == ["reading", "training", "statistics", "writing"]
 
 
-@pytest.mark.parametrize("method", ["bpe", "sentencepiece"])
-def test_tricky_text_round_trips(tmp_path: Path, corpus: Path, method: Literal["bpe", "sentencepiece"]) -> None:
+@pytest.mark.parametrize("method", ["bpe", "sentencepiece", "rustbpe"])
+def test_tricky_text_round_trips(
+    tmp_path: Path, corpus: Path, method: Literal["bpe", "sentencepiece", "rustbpe"]
+) -> None:
     _run(tmp_path, TrainTokenizerRequest(corpus_path="books", method=method, vocab_size=500))
     tokenizer = Tokenizer.from_file(str(tmp_path / "art" / TOKENIZER_ID / "tokenizer.json"))
     for line in [*TRICKY.lstrip("\ufeff").replace("\r\n", "\n").splitlines(keepends=True), TRICKY[1:]]:
@@ -265,7 +267,10 @@ async def test_the_training_process_hands_its_events_and_outcome_to_the_worker(t
     assert not Path(spec.log_path).exists() and not (Path(spec.out_dir) / "manifest.json").exists()
 
 
-@pytest.mark.parametrize(("method", "unused"), [("bpe", "sentencepiece"), ("sentencepiece", "redis")])
+@pytest.mark.parametrize(
+    ("method", "unused"),
+    [("bpe", "sentencepiece"), ("bpe", "rustbpe"), ("sentencepiece", "redis"), ("rustbpe", "sentencepiece")],
+)
 def test_the_training_process_loads_only_what_its_method_needs(method: str, unused: str) -> None:
     # Each of redis, asyncio and an unused method's library costs a job's process megabytes of memory.
     code = (

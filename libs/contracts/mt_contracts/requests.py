@@ -26,7 +26,7 @@ CorpusPath = Annotated[
 SpecialToken = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
-TokenizerMethodName = Literal["bpe", "sentencepiece"]
+TokenizerMethodName = Literal["bpe", "sentencepiece", "rustbpe"]
 EncodingErrors = Literal["strict", "replace"]
 BPE_ONLY_OPTIONS = ("min_frequency", "max_token_length")
 SENTENCEPIECE_ONLY_OPTIONS = (
@@ -42,7 +42,8 @@ SENTENCEPIECE_ONLY_OPTIONS = (
 
 class TrainTokenizerRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``POST /tokenizers/train``: train a tokenizer on a corpus with ``method`` ``bpe`` (byte-level BPE, HF
-    ``tokenizers``) or ``sentencepiece`` (``model_type`` ``unigram`` or ``bpe``).
+    ``tokenizers``), ``sentencepiece`` (``model_type`` ``unigram`` or ``bpe``) or ``rustbpe`` (byte-level BPE
+    after GPT-4's regex pre-tokenisation, trained by karpathy's ``rustbpe``; it takes no method options).
 
     ``vocab_size`` counts every token: for ``bpe`` the 256 byte symbols, the learned merges and the special
     tokens. ``<|endoftext|>`` is always the first special token (documents are separated by it in training
@@ -104,7 +105,11 @@ class TrainTokenizerRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=T
 
     def options_for_other_method(self) -> list[str]:
         """Names of the options sent that do not apply to ``method``."""
-        other = SENTENCEPIECE_ONLY_OPTIONS if self.method == "bpe" else BPE_ONLY_OPTIONS
+        other = {
+            "bpe": SENTENCEPIECE_ONLY_OPTIONS,
+            "sentencepiece": BPE_ONLY_OPTIONS,
+            "rustbpe": BPE_ONLY_OPTIONS + SENTENCEPIECE_ONLY_OPTIONS,
+        }[self.method]
         return [name for name in other if getattr(self, name) is not None]
 
 

@@ -17,6 +17,11 @@ SENTENCEPIECE_MAX_SENTENCE_LENGTH = 4192
 SENTENCEPIECE_INPUT_SENTENCE_SIZE = 2_000_000
 # SentencePiece's unknown piece; with byte fallback, pieces <0x00>..<0xFF> are reserved too.
 SENTENCEPIECE_UNK = "<unk>"
+# GPT-4's pre-tokenisation (tiktoken's cl100k_base), rustbpe's default: words with their leading space or
+# punctuation, numbers in groups of up to three digits, punctuation runs, newlines apart from other spaces.
+GPT4_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
 
 
 class BpeConfig(msgspec.Struct, frozen=True, kw_only=True, tag_field="method", tag="bpe"):
@@ -52,12 +57,36 @@ class SentencePieceConfig(msgspec.Struct, frozen=True, kw_only=True, tag_field="
     encoding_errors: EncodingErrors
 
 
-TokenizerConfig = BpeConfig | SentencePieceConfig
+class RustBpeConfig(msgspec.Struct, frozen=True, kw_only=True, tag_field="method", tag="rustbpe"):
+    """Byte-level BPE trained by ``rustbpe`` after regex pre-tokenisation with ``pattern`` (GPT-4's, as
+    tiktoken's ``cl100k_base`` splits text), every option resolved. ``special_tokens`` starts with
+    ``<|endoftext|>`` and takes the last ids."""
+
+    vocab_size: int
+    special_tokens: list[str]
+    pattern: str
+    seed: int
+    holdout_fraction: float
+    text_field: str
+    encoding_errors: EncodingErrors
+
+
+TokenizerConfig = BpeConfig | SentencePieceConfig | RustBpeConfig
 
 
 def resolve_config(request: TrainTokenizerRequest) -> TokenizerConfig:
     """The request with every default filled in for its method."""
     special_tokens = with_end_of_text(request.special_tokens)
+    if request.method == "rustbpe":
+        return RustBpeConfig(
+            vocab_size=request.vocab_size,
+            special_tokens=special_tokens,
+            pattern=GPT4_PATTERN,
+            seed=request.seed,
+            holdout_fraction=request.holdout_fraction,
+            text_field=request.text_field,
+            encoding_errors=request.encoding_errors,
+        )
     if request.method == "bpe":
         return BpeConfig(
             vocab_size=request.vocab_size,

@@ -180,6 +180,7 @@ def _request_schemas() -> tuple[Json, dict[tuple[str, str], Json]]:
         [
             ("BpeTokenizerRequest", ["bpe"], False, SENTENCEPIECE_ONLY_OPTIONS),
             ("SentencePieceTokenizerRequest", ["sentencepiece"], True, BPE_ONLY_OPTIONS),
+            ("RustBpeTokenizerRequest", ["rustbpe"], True, BPE_ONLY_OPTIONS + SENTENCEPIECE_ONLY_OPTIONS),
         ],
     )
     schemas.update(variants)

@@ -9,7 +9,13 @@ from pathlib import Path
 from mt_api import Conflict, InvalidField, NotFound
 from mt_contracts.evaluation import Weights
 from mt_contracts.jobs import RunJob, TokenizerJob
-from mt_contracts.requests import EvaluateRequest, TrainRunRequest, TrainTokenizerRequest, with_end_of_text
+from mt_contracts.requests import (
+    SENTENCEPIECE_ONLY_OPTIONS,
+    EvaluateRequest,
+    TrainRunRequest,
+    TrainTokenizerRequest,
+    with_end_of_text,
+)
 from mt_contracts.tokenizers import SENTENCEPIECE_UNK
 from mt_storage import CorpusPathError
 from mt_storage.checkpoints import CheckpointNotKept, NoWeights, resolve_weights
@@ -54,8 +60,8 @@ def check_tokenizer_request(request: TrainTokenizerRequest, corpus_root: Path) -
     SentencePiece's unknown piece) and one learned token; the corpus inside the root. Every problem found is
     listed in the one ``InvalidField``."""
     problems = Problems()
-    other = "sentencepiece" if request.method == "bpe" else "bpe"
     for name in request.options_for_other_method():
+        other = "sentencepiece" if name in SENTENCEPIECE_ONLY_OPTIONS else "bpe"
         problems.add(name, f"{name} applies to method {other!r} only; remove it or send method={other!r}")
     for index, token in enumerate(request.special_tokens):
         if not token.strip():
@@ -71,7 +77,7 @@ def check_tokenizer_request(request: TrainTokenizerRequest, corpus_root: Path) -
                 "byte_fallback the pieces <0x00> to <0xFF>); choose another special token",
             )
     specials = len(with_end_of_text(request.special_tokens))
-    if request.method == "bpe":
+    if request.method in ("bpe", "rustbpe"):
         needed = BYTE_ALPHABET_SIZE + specials + 1
         parts = f"256 byte symbols, {specials} special token(s) and one merge"
     elif request.byte_fallback is False:

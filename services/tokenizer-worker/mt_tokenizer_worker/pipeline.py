@@ -25,7 +25,7 @@ from mt_tokenizer_worker.methods.base import TOKENIZER_JSON
 from mt_tokenizer_worker.sampling import sample_lines
 from mt_tokenizer_worker.statistics import HoldoutSplit, heldout_statistics, length_histogram
 
-VERSIONED_PACKAGES = ("tokenizers", "sentencepiece")
+VERSIONED_PACKAGES = ("tokenizers", "sentencepiece", "rustbpe")
 
 
 def train_tokenizer(spec: TokenizerSpec, log: EventLog) -> TokenizerTrained:

@@ -24,7 +24,17 @@ def _sentencepiece() -> TokenizerMethod:
     return SentencePieceMethod()
 
 
-_FACTORIES: dict[str, Callable[[], TokenizerMethod]] = {"bpe": _bpe, "sentencepiece": _sentencepiece}
+def _rustbpe() -> TokenizerMethod:
+    from mt_tokenizer_worker.methods.rustbpe import RustBpeMethod
+
+    return RustBpeMethod()
+
+
+_FACTORIES: dict[str, Callable[[], TokenizerMethod]] = {
+    "bpe": _bpe,
+    "sentencepiece": _sentencepiece,
+    "rustbpe": _rustbpe,
+}
 
 
 class _Methods(Mapping[str, TokenizerMethod]):
