@@ -328,7 +328,7 @@ runs.add_command(
             click.Option(["--detach"], is_flag=True, help="Print the id and return; do not follow."),
             click.Option(["--json", "as_json"], is_flag=True, help="Print the API's JSON (JSON lines when following)."),
         ],
-        help=_help("Queue a GPT-2 training run, then follow it (unless --detach).", TrainRunRequest),
+        help=_help("Queue a training run, then follow it (unless --detach).", TrainRunRequest),
     )
 )
 

@@ -17,7 +17,7 @@ from mt_api import Conflict, InvalidField, NotFound
 from mt_api.body import json_body
 from mt_api.routes.common import accepted, cancel, enqueue, new_id, page
 from mt_api.services import Services
-from mt_api.validation import check_run_request
+from mt_api.validation import check_init_from, check_run_request
 from mt_contracts.events import ProgressEvent, ValidationEvent, decode_job_event
 from mt_contracts.ids import is_run_id
 from mt_contracts.jobs import (
@@ -41,9 +41,15 @@ from mt_storage.lifecycle import shown
 async def train_run(
     payload: NamedDependency[TrainRunRequest], services: NamedDependency[Services]
 ) -> Response[JobAccepted]:
-    """Queue a GPT-2 training run with a succeeded tokenizer. Answers 202 with the new ``run_`` id."""
+    """Queue a training run with a succeeded tokenizer, from scratch or from another run's weights
+    (``init_from``). Answers 202 with the new ``run_`` id."""
     tokenizer = await services.tokenizers.get(payload.tokenizer_id)
     await asyncio.to_thread(check_run_request, payload, tokenizer, services.layout.corpus_root)  # walks the corpus
+    if payload.init_from is not None:
+        parent = await services.runs.get(payload.init_from.run_id)
+        if parent is not None:
+            await services.fetch_weights(parent.id, parent.request.tokenizer_id, payload.init_from.checkpoint)
+        check_init_from(services.layout, payload, parent)
     now = utcnow()
     job = RunJob(id=new_id("run"), request=payload, created_at=now, updated_at=now)
     await services.run_lifecycle.create(job)
