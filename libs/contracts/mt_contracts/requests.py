@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from mt_contracts.families import ModelName
+from mt_contracts.families import DEFAULT_MODEL, ModelName
 from mt_contracts.ids import RUN_ID_PATTERN, TOKENIZER_ID_PATTERN
 
 END_OF_TEXT = "<|endoftext|>"
@@ -134,7 +134,9 @@ class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 
     tokenizer_id: Annotated[str, Meta(pattern=TOKENIZER_ID_PATTERN)]
     corpus_path: CorpusPath
-    model: Annotated[ModelName, Meta(description="The model family: gpt2 or llama (mt_contracts.families).")] = "gpt2"
+    model: Annotated[ModelName, Meta(description="The model family: gpt2 or llama (mt_contracts.families).")] = (
+        DEFAULT_MODEL
+    )
     n_layer: Annotated[int, Meta(ge=1, le=48)] = 4
     n_head: Annotated[int, Meta(ge=1, le=64)] = 4
     n_embd: Annotated[int, Meta(ge=8, le=4096)] = 128

@@ -20,8 +20,20 @@ if TYPE_CHECKING:
     from mt_contracts.requests import TrainRunRequest
 
 ModelName = Literal["gpt2", "llama"]
+# The family of a request that names none (every request before families existed).
+DEFAULT_MODEL: ModelName = "gpt2"
 
-__all__ = ["FAMILIES", "HfConfig", "ModelFamily", "ModelName", "check_model", "count_parameters", "family_of"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "FAMILIES",
+    "OPTION_OWNERS",
+    "HfConfig",
+    "ModelFamily",
+    "ModelName",
+    "check_model",
+    "count_parameters",
+    "family_of",
+]
 
 FAMILIES: dict[str, ModelFamily] = {Gpt2Family.name: Gpt2Family(), LlamaFamily.name: LlamaFamily()}
 # Every family-specific field of the request, with the family that takes it.
