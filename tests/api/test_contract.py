@@ -69,6 +69,8 @@ def _wrong_values(kind: msgspec.inspect.Type) -> list[object]:
             return [1, True, ["x"]]
         case msgspec.inspect.ListType() | msgspec.inspect.TupleType():
             return ["x", {"0": "x"}]
+        case msgspec.inspect.StructType():
+            return ["x", ["x"], 1]
         case msgspec.inspect.NoneType():
             return []
     raise AssertionError(f"no wrong values for {kind}")

@@ -88,7 +88,8 @@ class RunWork:
 
     async def _init_from(self, job: RunJob) -> tuple[Weights | None, ParentRun | None]:
         """The weights of the request's ``init_from`` run and what the manifest records of them (the file
-        and its sha256 now), brought from the object store first when there is one.
+        and its sha256 now), brought from the object store first when there is one; on an attempt that
+        resumes from the run's own checkpoint, no weights and the record of the first attempt.
 
         Raises:
             JobFailed: ``weights_missing`` when they are gone (a checkpoint pruned since the API checked it).
@@ -96,6 +97,13 @@ class RunWork:
         init_from = job.request.init_from
         if init_from is None:
             return None, None
+        spec_path = self.layout.run_spec(job.id)
+        if read_index(self.layout.run_dir(job.id)) and spec_path.is_file():
+            # A later attempt resumes from this run's own checkpoint: the parent's weights (which a still
+            # running parent may have pruned since) are not loaded again, and the record of them is kept.
+            previous = codec.decode(spec_path.read_bytes(), RunSpec)
+            if previous.parent is not None:
+                return None, previous.parent
         tokenizer_id = job.request.tokenizer_id  # the API checked that the parent run has the same one
         if self.mirror is not None:
             await asyncio.to_thread(self.mirror.pull_run, init_from.run_id, tokenizer_id)
