@@ -15,7 +15,7 @@ from mt_contracts.requests import InitFrom, TrainRunRequest
 from mt_storage.layout import Layout
 
 PARENT = "run_01JDQ8ZQ0000000000000000AA"
-BASE = {"tokenizer_id": "tok_01JDQ8ZQ0000000000000000AA", "corpus_path": "x.txt"}
+BASE: dict[str, object] = {"tokenizer_id": "tok_01JDQ8ZQ0000000000000000AA", "corpus_path": "x.txt"}
 LLAMA = {**BASE, "model": "llama", "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 32}
 
 
