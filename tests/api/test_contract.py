@@ -69,6 +69,8 @@ def _wrong_values(kind: msgspec.inspect.Type) -> list[object]:
             return [1, True, ["x"]]
         case msgspec.inspect.ListType() | msgspec.inspect.TupleType():
             return ["x", {"0": "x"}]
+        case msgspec.inspect.StructType():
+            return ["x", ["x"], 1]
         case msgspec.inspect.NoneType():
             return []
     raise AssertionError(f"no wrong values for {kind}")
@@ -282,6 +284,20 @@ async def test_the_document_declares_bodies_errors_and_unions(client: AsyncTestC
     assert bpe["properties"]["min_frequency"]["anyOf"][0]["type"] == "integer"
     assert sentencepiece["properties"]["model_type"]["anyOf"][0]["enum"] == ["bpe", "unigram"]
     assert bpe["required"] == ["corpus_path"] and sentencepiece["required"] == ["corpus_path", "method"]
+    run_body = paths["/runs/train"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert run_body["oneOf"] == [
+        {"$ref": "#/components/schemas/Gpt2RunRequest"},
+        {"$ref": "#/components/schemas/LlamaRunRequest"},
+    ]
+    assert run_body["discriminator"]["propertyName"] == "model"
+    gpt2, llama = schemas["Gpt2RunRequest"], schemas["LlamaRunRequest"]
+    assert gpt2["properties"]["n_kv_head"] == {"type": "null", "description": "Not with model gpt2: absent or null."}
+    assert llama["properties"]["n_kv_head"]["anyOf"][0] == {
+        "type": "integer", "minimum": 1, "maximum": 64,
+        "description": "llama only: key/value heads (grouped-query attention).",
+    }  # fmt: skip
+    assert gpt2["required"] == ["tokenizer_id", "corpus_path"] and llama["required"][-1] == "model"
+    assert gpt2["properties"]["init_from"] == llama["properties"]["init_from"]
     for name in ("TrainRunRequest", "EncodeRequest", "ResumeRunRequest", "GenerateRequest", "ExportRequest"):
         assert schemas[name]["additionalProperties"] is False, name
     assert set(train["responses"]) == {"200", "202", "400", "401", "403", "413", "415", "503"}

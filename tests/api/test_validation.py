@@ -15,6 +15,7 @@ from mt_api.app import create_app
 from mt_contracts.settings import ApiSettings
 
 GOOD_RUN = {"tokenizer_id": "tok_01JDQ8ZQ0000000000000000AA", "corpus_path": "small.txt"}
+UNKNOWN_RUN = "run_01JDQ8ZQ0000000000000000AA"
 
 
 @pytest.fixture
@@ -125,6 +126,16 @@ async def test_symlink_out_of_the_corpus_root_is_refused(
         ({"learning_rate": 0}, 400, "learning_rate", "> 0.0"),
         ({"batch_size": "many"}, 400, "batch_size", "Expected `int`"),
         ({}, 404, "tokenizer_id", "no tokenizer tok_01JDQ8ZQ0000000000000000AA"),
+        ({"model": "mamba"}, 400, "model", "Invalid enum value 'mamba'"),
+        ({"n_kv_head": 2}, 400, "n_kv_head", "applies to model 'llama' only; remove it or send model='llama'"),
+        ({"intermediate_size": 256}, 400, "intermediate_size", "applies to model 'llama' only"),
+        ({"model": "llama", "n_head": 4, "n_kv_head": 3}, 400, "n_kv_head", "n_head=4 must be divisible by n_kv_head"),
+        ({"model": "llama", "n_head": 4, "n_embd": 130}, 400, "n_embd", "n_embd=130 must be divisible by n_head=4"),
+        ({"model": "llama", "n_head": 4, "n_embd": 20}, 400, "n_embd", "n_embd/n_head=5 must be even for rotary"),
+        ({"model": "llama", "intermediate_size": 4}, 400, "intermediate_size", ">= 8"),
+        ({"init_from": {"run_id": "run_bad"}}, 400, "init_from.run_id", "matching regex"),
+        ({"init_from": {"run_id": UNKNOWN_RUN, "step": 3}}, 400, "init_from", "unknown field `step`"),
+        ({"init_from": {"run_id": UNKNOWN_RUN, "checkpoint": -1}}, 400, "init_from.checkpoint", ">= 0"),
     ],
 )
 async def test_bad_run_requests_are_refused(

@@ -17,8 +17,11 @@ from mt_client import AsyncClient, Client
 from mt_client.calls import OPERATIONS
 from mt_client.cli import COMMANDS, EXIT_USAGE, cli, run
 from mt_client.options import build_request
-from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
+from mt_contracts.requests import InitFrom, TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.settings import ApiSettings
+
+TOK = "tok_01JDQ8ZQ0000000000000000AA"
+RUN = "run_01JDQ8ZQ0000000000000000AA"
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("get", "post", "put", "patch", "delete", "head")
@@ -68,7 +71,9 @@ def test_train_options_are_the_contract_fields() -> None:
         command = _command(f"{group} train")
         assert command is not None
         names = {param.name for param in command.params} - {"detach", "as_json", "dry_run"}
-        assert names == set(struct.__struct_fields__)
+        # A nested body (a run's init_from) is one option per field of it.
+        nested = {"init_from": {"init_from_run_id", "init_from_checkpoint"}}
+        assert names == {option for field in struct.__struct_fields__ for option in nested.get(field, {field})}
     runs_train = _command("runs train")
     assert runs_train is not None
     n_layer = next(param for param in runs_train.params if param.name == "n_layer")
@@ -78,6 +83,11 @@ def test_train_options_are_the_contract_fields() -> None:
     assert (n_layer.type.min, n_layer.type.max) == (1, 48)
     assert n_layer.show_default == "4"
     assert n_layer.help is not None and "transformer blocks" in n_layer.help
+    values = {"tokenizer_id": TOK, "corpus_path": "x.txt", "init_from_run_id": RUN, "init_from_checkpoint": 20}
+    assert build_request(TrainRunRequest, values).init_from == InitFrom(run_id=RUN, checkpoint=20)
+    assert build_request(TrainRunRequest, {**values, "init_from_run_id": None, "init_from_checkpoint": None}) == (
+        TrainRunRequest(tokenizer_id=TOK, corpus_path="x.txt")
+    )
     corpus = next(param for param in runs_train.params if param.name == "corpus_path")
     assert corpus.required
 

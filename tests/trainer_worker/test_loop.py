@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from mt_contracts.requests import TrainRunRequest
 from mt_trainer_worker.training.loop import learning_rate_at, score_tokens
-from mt_trainer_worker.training.models import MODEL_FAMILIES
+from mt_trainer_worker.training.models import build_model
 
 REQUEST = TrainRunRequest(
     tokenizer_id="tok_01JDQ8ZQ0000000000000000AA",
@@ -34,7 +34,7 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine() -> None:
 
 def test_score_tokens_scores_every_token_once_and_matches_a_direct_computation() -> None:
     torch.manual_seed(0)
-    model = MODEL_FAMILIES["gpt2"].build(REQUEST, vocab_size=50, end_of_text_id=0)
+    model = build_model(REQUEST, vocab_size=50, end_of_text_id=0)
     tokens = torch.randint(0, 50, (29,), dtype=torch.int64).to(torch.uint16)
 
     total, count = score_tokens(model, tokens, block_size=8, batch_size=2, device=torch.device("cpu"))

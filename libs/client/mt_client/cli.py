@@ -359,7 +359,7 @@ runs.add_command(
             DRY_RUN_OPTION,
             click.Option(["--json", "as_json"], is_flag=True, help="Print the API's JSON (JSON lines when following)."),
         ],
-        help=_help("Queue a GPT-2 training run, then follow it (unless --detach).", TrainRunRequest),
+        help=_help("Queue a training run, then follow it (unless --detach).", TrainRunRequest),
     )
 )
 

@@ -115,6 +115,10 @@ def struct_options(struct: type[msgspec.Struct], skip: frozenset[str] = frozense
         if field.name in skip:
             continue
         shape = _shape(field.type)
+        if isinstance(shape.type, mi.StructType):
+            # A nested body (``init_from``): one option per field of it, ``--<field>_<its field>``.
+            params.extend(_nested_options(field.name, shape.type))
+            continue
         help_text = (shape.description or _doc_sentence(struct.__doc__ or "", field.name) or field.name).rstrip(".")
         default = None if field.required else _default_text(field)
         kind = shape.type
@@ -149,6 +153,31 @@ def struct_options(struct: type[msgspec.Struct], skip: frozenset[str] = frozense
     return params
 
 
+def _nested_options(prefix: str, info: mi.StructType) -> list[click.Parameter]:
+    """Options for the fields of the nested Struct at field ``prefix``; none is required on the command line
+    (the nested body is optional), the contract checks what is given."""
+    params: list[click.Parameter] = []
+    for field in info.fields:
+        shape = _shape(field.type)
+        text = (shape.description or field.name).rstrip(".")
+        params.append(
+            click.Option(_decls(f"{prefix}_{field.name}", False), type=_param_type(shape.type), help=f"{text}.")
+        )
+    return params
+
+
+def _nested_fields(struct: type[msgspec.Struct]) -> dict[str, tuple[str, ...]]:
+    """The fields of ``struct`` that are nested Structs, with the names of their own fields."""
+    info = mi.type_info(struct)
+    nested: dict[str, tuple[str, ...]] = {}
+    if isinstance(info, mi.StructType):
+        for field in info.fields:
+            kind = _shape(field.type).type
+            if isinstance(kind, mi.StructType):
+                nested[field.name] = tuple(sub.name for sub in kind.fields)
+    return nested
+
+
 def struct_fields(struct: type[msgspec.Struct]) -> frozenset[str]:
     """The names of ``struct``'s fields."""
     return frozenset(struct.__struct_fields__)
@@ -161,11 +190,15 @@ def build_request(struct: type[S], values: Mapping[str, object]) -> S:
     Raises:
         click.BadParameter: a value the contract refuses, naming the option.
     """
-    given = {
+    given: dict[str, object] = {
         name: list(value) if isinstance(value, tuple) else value
         for name, value in values.items()
         if name in struct.__struct_fields__ and value is not None and value != ()
     }
+    for name, subfields in _nested_fields(struct).items():
+        inner = {sub: values[f"{name}_{sub}"] for sub in subfields if values.get(f"{name}_{sub}") is not None}
+        if inner:
+            given[name] = inner
     try:
         return msgspec.convert(given, struct)
     except msgspec.ValidationError as exc:

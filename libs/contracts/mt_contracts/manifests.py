@@ -63,9 +63,23 @@ class Timings(msgspec.Struct, frozen=True, kw_only=True):
     saving: float
 
 
+class ParentRun(msgspec.Struct, frozen=True, kw_only=True):
+    """The run whose weights a run started from (its ``init_from``): ``checkpoint`` is the step asked for
+    (``None``: its final weights), ``step`` the training step those weights come from, ``weights`` the file
+    loaded (relative to the parent's run folder for a checkpoint, its model folder for final weights) and
+    ``sha256`` that file's hex digest when the run started."""
+
+    run_id: str
+    checkpoint: int | None
+    step: int
+    weights: str
+    sha256: str
+
+
 class ModelManifest(msgspec.Struct, frozen=True, kw_only=True):
     """``artifacts/models/<run_id>/manifest.json``: the resolved request (seed included), data, device,
-    threads, timings, training tokens per second, final metrics, kept checkpoints and every file."""
+    threads, timings, training tokens per second, final metrics, kept checkpoints, every file, and the
+    ``parent`` run whose weights it started from (``init_from``; ``None`` when it started from scratch)."""
 
     run_id: str
     tokenizer_id: str
@@ -82,6 +96,7 @@ class ModelManifest(msgspec.Struct, frozen=True, kw_only=True):
     timings: Timings | None = None
     tokens_per_second: float = 0.0
     checkpoints: list[CheckpointInfo] = msgspec.field(default_factory=list)
+    parent: ParentRun | None = None
 
 
 class RunManifest(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from mt_contracts.ids import TOKENIZER_ID_PATTERN
+from mt_contracts.families import DEFAULT_MODEL, ModelName
+from mt_contracts.ids import RUN_ID_PATTERN, TOKENIZER_ID_PATTERN
 
 END_OF_TEXT = "<|endoftext|>"
 DEFAULT_MAX_STEPS = 2000
@@ -119,10 +120,11 @@ def with_end_of_text(special_tokens: list[str]) -> list[str]:
 
 
 class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``POST /runs/train``: train a GPT-2 language model with a finished tokenizer.
+    """``POST /runs/train``: train a language model of family ``model`` (``gpt2`` or ``llama``, see
+    ``mt_contracts.families``) with a finished tokenizer.
 
-    Sizes follow GPT-2's names: ``n_layer`` transformer blocks of width ``n_embd`` with ``n_head`` attention
-    heads over a context of ``block_size`` tokens. One optimiser step sees
+    Sizes follow GPT-2's names in every family: ``n_layer`` transformer blocks of width ``n_embd`` with
+    ``n_head`` attention heads over a context of ``block_size`` tokens. One optimiser step sees
     ``batch_size * block_size * gradient_accumulation_steps`` tokens. The budget is ``max_steps`` steps, or
     ``max_tokens`` training tokens (give one; 2,000 steps when neither is given). The learning rate warms up
     linearly for ``warmup_steps``, then follows a cosine decay to ``min_learning_rate`` at the last step
@@ -130,12 +132,16 @@ class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     Loshchilov & Hutter 2019. ``val_fraction`` of the corpus (its tail, cut at a line boundary) is held out.
     A checkpoint is written every ``checkpoint_interval`` steps and at the end; the last
     ``keep_checkpoints`` are kept. ``device`` ``auto`` picks CUDA when present; ``precision`` ``bf16`` runs
-    the forward pass under bfloat16 autocast.
+    the forward pass under bfloat16 autocast. ``n_kv_head`` and ``intermediate_size`` are the ``llama``
+    family's own (``null`` when not sent: ``n_head``, and the SwiGLU width ``ceil(8 * n_embd / 3 / 64) * 64``);
+    sending one with another family is a 400. ``init_from`` starts from another run's weights.
     """
 
     tokenizer_id: Annotated[str, Meta(pattern=TOKENIZER_ID_PATTERN)]
     corpus_path: CorpusPath
-    model: Literal["gpt2"] = "gpt2"
+    model: Annotated[ModelName, Meta(description="The model family: gpt2 or llama (mt_contracts.families).")] = (
+        DEFAULT_MODEL
+    )
     n_layer: Annotated[int, Meta(ge=1, le=48)] = 4
     n_head: Annotated[int, Meta(ge=1, le=64)] = 4
     n_embd: Annotated[int, Meta(ge=8, le=4096)] = 128
@@ -160,6 +166,14 @@ class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     keep_checkpoints: Annotated[int, Meta(ge=1, le=100)] = 3
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
+    # llama only (mt_contracts.families.llama)
+    n_kv_head: (
+        Annotated[int, Meta(ge=1, le=64, description="llama only: key/value heads (grouped-query attention).")] | None
+    ) = None
+    intermediate_size: (
+        Annotated[int, Meta(ge=8, le=65536, description="llama only: width of the SwiGLU MLP.")] | None
+    ) = None
+    init_from: InitFrom | None = None
 
     @property
     def tokens_per_step(self) -> int:
@@ -197,6 +211,15 @@ CheckpointStep = Annotated[
 ]
 MAX_NEW_TOKENS = 1024
 MAX_SAMPLES = 16
+
+
+class InitFrom(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``init_from`` of a run request: start from run ``run_id``'s final weights, or from its kept
+    ``checkpoint``. The run must use the same tokenizer and model shapes; only the weights are taken (the
+    optimizer, schedule and data position start afresh)."""
+
+    run_id: Annotated[str, Meta(pattern=RUN_ID_PATTERN, description="The run whose weights this run starts from.")]
+    checkpoint: CheckpointStep | None = None
 
 
 class EvaluateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

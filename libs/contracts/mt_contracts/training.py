@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import msgspec
 
+from mt_contracts.evaluation import Weights
 from mt_contracts.events import CheckpointEvent, Failed, LogEvent, ProgressEvent, Resumed, ValidationEvent
 from mt_contracts.jobs import RunMetrics
-from mt_contracts.manifests import ModelManifest
+from mt_contracts.manifests import ModelManifest, ParentRun
 from mt_contracts.requests import TrainRunRequest
 
 
@@ -22,7 +23,9 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     ``work_dir`` is scratch space owned by this run; ``run_dir`` holds ``checkpoints/`` and their index. When a
     checkpoint exists there, training resumes from the latest. ``dataset_cache`` holds prepared token files
     shared by runs on the same corpus and tokenizer. ``progress_interval`` is seconds; ``runs_root`` and
-    ``artifacts_root`` name the roots that error messages give paths relative to.
+    ``artifacts_root`` name the roots that error messages give paths relative to. ``init_weights`` are the
+    weights of the request's ``init_from`` run, loaded before the first step when the run has no checkpoint
+    of its own yet; ``parent`` is what the manifest records of them.
     """
 
     run_id: str
@@ -37,6 +40,8 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     progress_interval: float = 2.0
     runs_root: str = ""
     artifacts_root: str = ""
+    init_weights: Weights | None = None
+    parent: ParentRun | None = None
 
 
 class Finished(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="finished"):

@@ -25,6 +25,8 @@ CHECKPOINTS_DIR = "checkpoints"
 INDEX = "checkpoints.json"
 MODEL_CONFIG = "config.json"
 TOKENIZER_JSON = "tokenizer.json"
+# The final weights in a model folder, as save_pretrained writes them (safetensors).
+WEIGHTS_FILE = "model.safetensors"
 
 
 class NoWeights(StorageError):

@@ -46,3 +46,13 @@ def load_model(weights: Weights, device: torch.device | None = None) -> PreTrain
     if device is not None:
         torch.nn.Module.to(model, device)
     return model
+
+
+def load_weights_into(model: torch.nn.Module, weights: Weights) -> None:
+    """Copy the parameters of ``weights`` into ``model`` in place (its parameters stay the same tensors, so an
+    optimizer built on them stays valid). The two must have the same architecture and shapes.
+
+    Raises:
+        ChildFailure: ``weights_missing`` when a file is gone. RuntimeError: a key or shape differs.
+    """
+    model.load_state_dict(load_model(weights).state_dict())

@@ -26,6 +26,7 @@ from typing import NamedTuple
 from tokenizers import Tokenizer
 
 from mt_contracts.corpora import RunEstimate, TokenizerEstimate
+from mt_contracts.families import count_parameters
 from mt_contracts.jobs import RunJob
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.settings import EstimateSettings
@@ -120,19 +121,6 @@ def estimate_tokenizer(
     )
 
 
-def gpt2_parameters(request: TrainRunRequest, vocab_size: int) -> int:
-    """Parameters of ``transformers``' GPT-2 with tied input and output embeddings: token and position
-    embeddings ``(vocab_size + block_size) * n_embd``, per block ``12 n_embd^2 + 13 n_embd`` (attention
-    ``4 n_embd^2 + 4 n_embd``, MLP ``8 n_embd^2 + 5 n_embd``, two layer norms ``4 n_embd``) and the final layer
-    norm ``2 n_embd``. tests/trainer_worker checks it against the family's model built on the meta device."""
-    d = request.n_embd
-    return (vocab_size + request.block_size) * d + request.n_layer * (12 * d * d + 13 * d) + 2 * d
-
-
-# Parameter count of each model family (``TrainRunRequest.model``), without torch: the API never imports it.
-PARAMETER_COUNTS: dict[str, Callable[[TrainRunRequest, int], int]] = {"gpt2": gpt2_parameters}
-
-
 def flops_per_token(request: TrainRunRequest, n_params: int) -> int:
     """Training FLOPs per token: ``6 N + 6 n_layer block_size n_embd`` (Kaplan et al. 2020; module docstring)."""
     return 6 * n_params + 6 * request.n_layer * request.block_size * request.n_embd
@@ -223,12 +211,11 @@ def estimate_run(
 
     Raises:
         OSError: the tokenizer or a corpus file cannot be read.
-        KeyError: no parameter count for ``request.model`` (a family missing from ``PARAMETER_COUNTS``).
     """
     corpus_bytes, corpus_lines = corpus_counts(corpus_root, request.corpus_path, files)
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     vocab_size = tokenizer.get_vocab_size()
-    n_params = PARAMETER_COUNTS[request.model](request, vocab_size)
+    n_params = count_parameters(request, vocab_size)  # the family's own count, without torch
     per_token = flops_per_token(request, n_params)
     warnings: list[str] = []
     split = run_split_key(request.val_fraction, request.seed)

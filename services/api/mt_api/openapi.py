@@ -3,9 +3,9 @@
 Litestar describes each route's parameters and success response; this module adds what it cannot see:
 every error status a route answers (RFC 9457 problem JSON, ``application/problem+json``), the request
 bodies (decoded by ``mt_api.body``, so Litestar never saw them) with ``additionalProperties: false``, the
-method-specific tokenizer options and the evaluation ``split`` as tagged unions (``oneOf`` with a
-``discriminator``), the formats of ids, cursors and event ids, and ``?access_token`` on the stream routes.
-``/schema`` is Swagger UI served from the vendored ``static/swagger-ui`` (swagger-ui-dist, see its
+method-specific tokenizer options, the model families' own run fields and the evaluation ``split`` as tagged
+unions (``oneOf`` with a ``discriminator``), the formats of ids, cursors and event ids, and ``?access_token``
+on the stream routes. ``/schema`` is Swagger UI served from the vendored ``static/swagger-ui`` (swagger-ui-dist, see its
 ``package.json`` and ``LICENSE``): no CDN, no web fonts.
 """
 
@@ -27,6 +27,7 @@ from mt_api.auth import PUBLIC
 from mt_api.errors import PROBLEM_JSON, Problem
 from mt_contracts.corpora import CORPUS_NAME_PATTERN, RunEstimate, TokenizerEstimate
 from mt_contracts.events import EVENT_KINDS
+from mt_contracts.families import DEFAULT_MODEL, FAMILIES, OPTION_OWNERS
 from mt_contracts.ids import EVAL_ID_PATTERN, RUN_ID_PATTERN, TOKENIZER_ID_PATTERN
 from mt_contracts.jobs import JobAccepted
 from mt_contracts.requests import (
@@ -185,6 +186,23 @@ def _request_schemas() -> tuple[Json, dict[tuple[str, str], Json]]:
     )
     schemas.update(variants)
     bodies["post", "/tokenizers/train"] = union
+
+    # A run's model families, from their registry: each variant takes its own fields only.
+    run_variants, run_union = _variants(
+        _obj(schemas, "TrainRunRequest"),
+        "model",
+        [
+            (
+                f"{family.name.capitalize()}RunRequest",
+                [family.name],
+                family.name != DEFAULT_MODEL,
+                tuple(option for option, owner in OPTION_OWNERS.items() if owner != family.name),
+            )
+            for family in FAMILIES.values()
+        ],
+    )
+    schemas.update(run_variants)
+    bodies["post", "/runs/train"] = run_union
 
     evaluate = _obj(schemas, "EvaluateRequest")
     variants, union = _variants(

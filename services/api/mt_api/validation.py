@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mt_api import Conflict, InvalidField, NotFound
 from mt_contracts.evaluation import Weights
+from mt_contracts.families import check_model, family_of
 from mt_contracts.jobs import RunJob, TokenizerJob
 from mt_contracts.requests import (
     SENTENCEPIECE_ONLY_OPTIONS,
@@ -93,11 +94,11 @@ def check_tokenizer_request(request: TrainTokenizerRequest, corpus_root: Path) -
 
 
 def check_run_request(request: TrainRunRequest, tokenizer: TokenizerJob | None, corpus_root: Path) -> None:
-    """Model shape consistent, schedule consistent, corpus inside the root (every problem listed in one 400),
-    then the tokenizer: known (else 404) and finished (else 409)."""
+    """Model sizes usable by its family (``mt_contracts.families``), schedule consistent, corpus inside the
+    root (every problem listed in one 400), then the tokenizer: known (else 404) and finished (else 409)."""
     problems = Problems()
-    if request.n_embd % request.n_head:
-        problems.add("n_embd", f"n_embd={request.n_embd} must be divisible by n_head={request.n_head}")
+    for field, message in check_model(request):
+        problems.add(field, message)
     if request.max_steps is not None and request.max_tokens is not None:
         problems.add("max_tokens", "give max_steps or max_tokens, not both")
     if request.warmup_steps > request.total_steps:
@@ -135,12 +136,43 @@ def check_eval_request(request: EvaluateRequest, corpus_root: Path) -> None:
         )
 
 
-def check_weights(layout: Layout, run: RunJob, checkpoint: int | None) -> Weights:
+def check_weights(layout: Layout, run: RunJob, checkpoint: int | None, field: str = "checkpoint") -> Weights:
     """The run's final weights or its kept ``checkpoint``: ``Conflict`` (409) when the run has no final
-    weights yet, ``NotFound`` (404, field ``checkpoint``) when no kept checkpoint has that step."""
+    weights yet, ``NotFound`` (404, on ``field``) when no kept checkpoint has that step."""
     try:
         return resolve_weights(layout, run.id, run.request.tokenizer_id, checkpoint)
     except NoWeights as exc:
         raise Conflict(f"run {run.id} is {run.status} and has no final weights yet; name a kept checkpoint") from exc
     except CheckpointNotKept as exc:
-        raise NotFound(str(exc), field="checkpoint") from exc
+        raise NotFound(str(exc), field=field) from exc
+
+
+def check_init_from(layout: Layout, request: TrainRunRequest, parent: RunJob | None) -> Weights | None:
+    """The weights of ``request.init_from`` (``None`` without one): the run known (else ``NotFound``, 404, on
+    ``init_from.run_id``), its weights there (``check_weights``: 409, or 404 on ``init_from.checkpoint``), and
+    the same tokenizer, family and shapes (else one ``InvalidField``, 400, naming every field that differs)."""
+    init_from = request.init_from
+    if init_from is None:
+        return None
+    if parent is None:
+        raise NotFound(f"no run {init_from.run_id} to start from", field="init_from.run_id")
+    theirs = parent.request
+    problems = Problems()
+    if theirs.tokenizer_id != request.tokenizer_id:
+        problems.add(
+            "tokenizer_id",
+            f"init_from run {parent.id} was trained with tokenizer {theirs.tokenizer_id}; send that tokenizer_id",
+        )
+    if theirs.model != request.model:
+        problems.add("model", f"init_from run {parent.id} is a {theirs.model!r} model; send model={theirs.model!r}")
+    else:
+        ours, shape = family_of(request).shape(request), family_of(theirs).shape(theirs)
+        for field, value in shape.items():
+            if ours[field] != value:
+                problems.add(
+                    field,
+                    f"init_from run {parent.id} has {field}={value} and this run {field}={ours[field]}: weights of "
+                    f"another shape cannot be loaded; send {field}={value}",
+                )
+    problems.raise_any()
+    return check_weights(layout, parent, init_from.checkpoint, field="init_from.checkpoint")

@@ -13,17 +13,17 @@ from pathlib import Path
 import msgspec
 
 from mt_contracts import codec
-from mt_contracts.evaluation import EvalMessage, EvalSpec, Evaluated, decode_eval_message
+from mt_contracts.evaluation import EvalMessage, EvalSpec, Evaluated, Weights, decode_eval_message
 from mt_contracts.events import CheckpointEvent, ChildEvent, LogEvent, ProgressEvent, Resumed, ValidationEvent
 from mt_contracts.jobs import EvalJob, RunJob
-from mt_contracts.manifests import RunManifest
+from mt_contracts.manifests import ParentRun, RunManifest
 from mt_contracts.settings import WorkerSettings
 from mt_contracts.training import Finished, RunSpec, TrainingMessage, decode_message
 from mt_storage import CorpusPathError, StorageError
-from mt_storage.checkpoints import read_index, resolve_weights
+from mt_storage.checkpoints import WEIGHTS_FILE, read_index, resolve_weights
 from mt_storage.child import os_failure
 from mt_storage.corpus import resolve_corpus
-from mt_storage.files import atomic_write_bytes
+from mt_storage.files import atomic_write_bytes, sha256_file
 from mt_storage.joblog import JobLog
 from mt_storage.jobs import JobStore
 from mt_storage.layout import LOGS, MANIFEST, Layout
@@ -67,6 +67,7 @@ class RunWork:
             files = resolve_corpus(self.layout.corpus_root, job.request.corpus_path)
         except CorpusPathError as exc:
             raise JobFailed("corpus_unavailable", str(exc)) from exc
+        init_weights, parent = await self._init_from(job)
         spec = RunSpec(
             run_id=job.id,
             tokenizer_id=job.request.tokenizer_id,
@@ -80,10 +81,54 @@ class RunWork:
             progress_interval=self.settings.progress_interval,
             runs_root=str(self.layout.runs_root),
             artifacts_root=str(self.layout.artifacts_root),
+            init_weights=init_weights,
+            parent=parent,
         )
         data = codec.encode(spec)
         _write(self.layout, self.layout.run_spec(job.id), data)
         return Prepared(data, self.layout.run_process_log(job.id))
+
+    async def _init_from(self, job: RunJob) -> tuple[Weights | None, ParentRun | None]:
+        """The weights of the request's ``init_from`` run and what the manifest records of them (the file
+        and its sha256 now), brought from the object store first when there is one; on an attempt that
+        resumes from the run's own checkpoint, no weights and the record of the first attempt.
+
+        Raises:
+            JobFailed: ``weights_missing`` when they are gone (a checkpoint pruned since the API checked it).
+        """
+        init_from = job.request.init_from
+        if init_from is None:
+            return None, None
+        spec_path = self.layout.run_spec(job.id)
+        if read_index(self.layout.run_dir(job.id)) and spec_path.is_file():
+            # A later attempt resumes from this run's own checkpoint: the parent's weights (which a still
+            # running parent may have pruned since) are not loaded again, and the record of them is kept.
+            previous = codec.decode(spec_path.read_bytes(), RunSpec)
+            if previous.parent is not None:
+                return None, previous.parent
+        tokenizer_id = job.request.tokenizer_id  # the API checked that the parent run has the same one
+        if self.mirror is not None:
+            await asyncio.to_thread(self.mirror.pull_run, init_from.run_id, tokenizer_id)
+        try:
+            weights = resolve_weights(self.layout, init_from.run_id, tokenizer_id, init_from.checkpoint)
+        except StorageError as exc:
+            raise JobFailed("weights_missing", f"the init_from weights are gone: {exc}") from exc
+        if weights.checkpoint is None:
+            path, root = Path(weights.model_dir) / WEIGHTS_FILE, Path(weights.model_dir)
+        else:
+            path, root = Path(weights.checkpoint_path), self.layout.run_dir(init_from.run_id)
+        try:
+            sha256 = await asyncio.to_thread(sha256_file, path)
+        except FileNotFoundError as exc:
+            raise JobFailed("weights_missing", f"the init_from weights {path.name} are gone") from exc
+        parent = ParentRun(
+            run_id=weights.run_id,
+            checkpoint=weights.checkpoint,
+            step=weights.step,
+            weights=str(path.relative_to(root)),
+            sha256=sha256,
+        )
+        return weights, parent
 
     def decode(self, line: bytes) -> TrainingMessage:
         return decode_message(line)

@@ -17,7 +17,7 @@ from mt_api import Conflict, InvalidField, NotFound
 from mt_api.body import json_body
 from mt_api.routes.common import DRY_RUN, accepted, admit, cancel, enqueue, new_id, page
 from mt_api.services import Services
-from mt_api.validation import check_run_request
+from mt_api.validation import check_init_from, check_run_request
 from mt_contracts.corpora import RunEstimate
 from mt_contracts.events import ProgressEvent, ValidationEvent, decode_job_event
 from mt_contracts.ids import is_run_id
@@ -44,10 +44,16 @@ async def train_run(
     services: NamedDependency[Services],
     dry_run: Annotated[bool, Parameter(description=DRY_RUN)] = False,
 ) -> Response[JobAccepted] | Response[RunEstimate]:
-    """Queue a GPT-2 training run with a succeeded tokenizer. Answers 202 with the new ``run_`` id; with
-    ``dry_run=true``, 200 with the estimate and nothing queued or written."""
+    """Queue a training run with a succeeded tokenizer, from scratch or from another run's weights
+    (``init_from``). Answers 202 with the new ``run_`` id; with ``dry_run=true``, 200 with the estimate and
+    nothing queued or written."""
     tokenizer = await services.tokenizers.get(payload.tokenizer_id)
     await asyncio.to_thread(check_run_request, payload, tokenizer, services.layout.corpus_root)  # walks the corpus
+    if payload.init_from is not None:
+        parent = await services.runs.get(payload.init_from.run_id)
+        if parent is not None:
+            await services.fetch_weights(parent.id, parent.request.tokenizer_id, payload.init_from.checkpoint)
+        check_init_from(services.layout, payload, parent)
     estimate = await services.run_estimate(payload, strict=dry_run)
     if dry_run and estimate is not None:
         return Response(estimate, status_code=HTTP_200_OK)

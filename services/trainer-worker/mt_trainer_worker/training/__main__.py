@@ -131,6 +131,7 @@ def run(spec: RunSpec, writer: Channel, stop: threading.Event) -> Finished:
         ),
         tokens_per_second=trained.tokens_seen / trained.seconds if trained.seconds > 0 else 0.0,
         checkpoints=read_index(Path(spec.run_dir)),
+        parent=spec.parent,
     )
     return Finished(metrics=metrics, model_dir=str(model_dir), manifest=manifest)
 

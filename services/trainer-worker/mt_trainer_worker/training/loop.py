@@ -25,10 +25,11 @@ from mt_contracts.training import RunSpec
 from mt_storage.checkpoints import MODEL_CONFIG
 from mt_storage.child import Channel
 from mt_storage.files import atomic_write_bytes
+from mt_storage.torch_weights import load_weights_into
 from mt_trainer_worker.training import TrainingFailure
 from mt_trainer_worker.training.checkpoints import Counters, load_latest, save_checkpoint
 from mt_trainer_worker.training.data import PreparedData, open_tokens
-from mt_trainer_worker.training.models import MODEL_FAMILIES, logits_of
+from mt_trainer_worker.training.models import build_model, logits_of
 
 LN2 = math.log(2.0)
 
@@ -159,14 +160,25 @@ def train(spec: RunSpec, data: PreparedData, writer: Channel, stop: threading.Ev
         torch.set_num_threads(request.threads)
     device = pick_device(request.device)
     with device:  # parameters are created on the device, not moved there
-        model = MODEL_FAMILIES[request.model].build(request, data.vocab_size, data.end_of_text_id)
+        model = build_model(request, data.vocab_size, data.end_of_text_id)
     model.train(True)
     optimizer = build_optimizer(model, request)
     generator = torch.Generator().manual_seed(request.seed)
     run_dir = Path(spec.run_dir)
     # The architecture beside the checkpoints, so evaluation, generation and export can load any of them.
     atomic_write_bytes(run_dir / MODEL_CONFIG, model.config.to_json_string().encode())
-    counters = load_latest(run_dir, model, optimizer, generator) or Counters()
+    counters = load_latest(run_dir, model, optimizer, generator)
+    if counters is None and spec.init_weights is not None:
+        # init_from: the parent's weights, once; a resume continues from this run's own checkpoint instead.
+        load_weights_into(model, spec.init_weights)
+        writer.write(
+            "info",
+            "init_from",
+            f"starting from the weights of run {spec.init_weights.run_id} at step {spec.init_weights.step}",
+            run_id=spec.init_weights.run_id,
+            step=spec.init_weights.step,
+        )
+    counters = counters or Counters()
     job_id = spec.run_id
     if counters.step:
         writer.send(Resumed(step=counters.step))

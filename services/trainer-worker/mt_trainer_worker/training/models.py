@@ -1,51 +1,30 @@
-"""Model families behind one small Protocol, looked up by the request's ``model``.
+"""Building the model of a run request from its family (``mt_contracts.families``: the one registry of
+families, shared with the API's validation and parameter counting).
 
-Adding a family (a Llama-style model, say) is one module that implements ``ModelFamily`` and one entry in
-``MODEL_FAMILIES``.
+Every family is a ``transformers`` causal LM described by ``HfConfig``, so building is the same for all:
+the config through ``AutoConfig.for_model``, the model through ``AutoModelForCausalLM.from_config`` with
+PyTorch's scaled dot-product attention. Adding a family needs no change here.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
-
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
+from mt_contracts.families import family_of
 from mt_contracts.requests import TrainRunRequest
 
 
-class ModelFamily(Protocol):
-    """Builds a causal language model that maps ``(batch, T) int64`` token ids to
-    ``(batch, T, vocab_size)`` float logits and saves with ``save_pretrained``."""
-
-    name: ClassVar[str]
-
-    def build(self, request: TrainRunRequest, vocab_size: int, end_of_text_id: int) -> PreTrainedModel: ...
-
-
-class Gpt2Family:
-    """GPT-2 (Radford et al. 2019) from ``transformers``, with PyTorch's scaled dot-product attention."""
-
-    name: ClassVar[str] = "gpt2"
-
-    def build(self, request: TrainRunRequest, vocab_size: int, end_of_text_id: int) -> PreTrainedModel:
-        config = GPT2Config(
-            vocab_size=vocab_size,
-            n_positions=request.block_size,
-            n_embd=request.n_embd,
-            n_layer=request.n_layer,
-            n_head=request.n_head,
-            resid_pdrop=request.dropout,
-            embd_pdrop=request.dropout,
-            attn_pdrop=request.dropout,
-            bos_token_id=end_of_text_id,
-            eos_token_id=end_of_text_id,
-        )
-        config._attn_implementation = "sdpa"
-        return GPT2LMHeadModel(config)
-
-
-MODEL_FAMILIES: dict[str, ModelFamily] = {Gpt2Family.name: Gpt2Family()}
+def build_model(request: TrainRunRequest, vocab_size: int, end_of_text_id: int) -> PreTrainedModel:
+    """A freshly initialised model of ``request.model`` whose embedding has ``vocab_size`` rows; it maps
+    ``(batch, T) int64`` token ids to ``(batch, T, vocab_size)`` float logits and saves with
+    ``save_pretrained``. Parameters are created on torch's current default device."""
+    described = family_of(request).hf_config(request, vocab_size, end_of_text_id)
+    config = AutoConfig.for_model(described.model_type, **described.options)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(f"built a {type(model).__name__}, not a PreTrainedModel")
+    return model
 
 
 def logits_of(model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
