@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -24,11 +24,11 @@ PREPARED_JSON = "prepared.json"
 PIECE_CHARS = 2 * 1024
 
 
-def corpus_fingerprint(files: list[Path]) -> str:
-    """sha256 over each file's name, size and content digest, in order."""
+def corpus_fingerprint(files: list[Path], file_digest: Callable[[Path], str] = sha256_file) -> str:
+    """sha256 over each file's name, size and content digest (``file_digest``, hex sha256), in order."""
     digest = hashlib.sha256()
     for path in files:
-        digest.update(f"{path.name}\0{path.stat().st_size}\0{sha256_file(path)}\n".encode())
+        digest.update(f"{path.name}\0{path.stat().st_size}\0{file_digest(path)}\n".encode())
     return digest.hexdigest()
 
 

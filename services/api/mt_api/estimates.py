@@ -17,6 +17,7 @@ Sources of the formulas:
 
 from __future__ import annotations
 
+import functools
 import random
 import statistics
 from collections.abc import Callable, Iterator
@@ -146,6 +147,24 @@ class _Sample(NamedTuple):
     document_bytes: list[int]
 
 
+# A real submission is estimated too, so the costly parts are cached in this process: a file's sha256 by
+# (path, inode, size, mtime in ns), as git's index caches stat data, and a sampled encode by its dataset key
+# (corpus digest, tokenizer digest, split) and sample size. Estimates only: no security check reads these.
+_SAMPLES: dict[tuple[str, int], _Sample] = {}
+_SAMPLES_KEPT = 64
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest_of(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    return sha256_file(Path(path))
+
+
+def _file_digest(path: Path) -> str:
+    """``sha256_file(path)``, computed again only when the file's stat data changed."""
+    stat = path.stat()
+    return _digest_of(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 def _train_documents(files: list[Path], val_fraction: float, seed: int) -> Iterator[Iterator[str]]:
     """The training split's documents as the training process splits them (``mt_storage.datasets``)."""
     if len(files) == 1:
@@ -219,14 +238,19 @@ def estimate_run(
     per_token = flops_per_token(request, n_params)
     warnings: list[str] = []
     split = run_split_key(request.val_fraction, request.seed)
-    key = dataset_key(corpus_fingerprint(files), sha256_file(tokenizer_file), split)
+    key = dataset_key(corpus_fingerprint(files, _file_digest), _file_digest(tokenizer_file), split)
     fetch(dataset_cache / key[:32] / PREPARED_JSON)
     cached = cached_counts(dataset_cache, key)
     sample: _Sample | None = None
     if cached is not None:
         train_tokens = cached.train_tokens
     else:
-        sample = _sample(tokenizer, request, files, settings.sample_bytes)
+        sample = _SAMPLES.get((key, settings.sample_bytes))
+        if sample is None:
+            sample = _sample(tokenizer, request, files, settings.sample_bytes)
+            _SAMPLES[(key, settings.sample_bytes)] = sample
+            while len(_SAMPLES) > _SAMPLES_KEPT:
+                _SAMPLES.pop(next(iter(_SAMPLES)))
         ratio = sample.sampled_tokens / max(1, sample.sampled_bytes)
         train_tokens = round(sample.train_bytes * ratio) + sample.train_documents
         if sample.sampled_bytes == sample.train_bytes and sample.distinct_tokens < vocab_size // 4:
