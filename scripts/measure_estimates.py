@@ -24,6 +24,7 @@ from mt_contracts.tokenizer_process import TokenizerSpec
 
 METHODS: list[tuple[str, dict[str, object]]] = [
     ("bpe", {"method": "bpe"}),
+    ("rustbpe", {"method": "rustbpe"}),
     ("sentencepiece-unigram", {"method": "sentencepiece", "model_type": "unigram"}),
     ("sentencepiece-bpe", {"method": "sentencepiece", "model_type": "bpe"}),
 ]

@@ -31,7 +31,7 @@ from mt_contracts.families import count_parameters
 from mt_contracts.jobs import RunJob
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.settings import EstimateSettings
-from mt_contracts.tokenizers import SENTENCEPIECE_INPUT_SENTENCE_SIZE
+from mt_contracts.tokenizers import SENTENCEPIECE_INPUT_SENTENCE_SIZE, SENTENCEPIECE_MODEL_TYPE
 from mt_storage.corpora import corpus_name_of, read_corpus
 from mt_storage.corpus import count_lines, iter_corpus_lines
 from mt_storage.datasets import (
@@ -61,9 +61,10 @@ class Cost(NamedTuple):
 
 # Measured by scripts/measure_estimates.py (two sizes, a line through them; docs/estimates.md).
 TOKENIZER_COSTS: dict[str, Cost] = {
-    "bpe": Cost(2.03, 0.94, 48e6, 0.33e6),
-    "sentencepiece-unigram": Cost(3.45, 1.72, 53e6, 19e6),
-    "sentencepiece-bpe": Cost(2.07, 0.26, 53e6, 9e6),
+    "bpe": Cost(0.85, 0.19, 46e6, 0.67e6),
+    "rustbpe": Cost(0.41, 0.18, 49e6, 0.67e6),
+    "sentencepiece-unigram": Cost(0.93, 0.46, 55e6, 18e6),
+    "sentencepiece-bpe": Cost(0.58, 0.12, 58e6, 7.7e6),
 }
 # Peak RSS of a training process around a tiny model: the interpreter, torch and transformers (measured: a
 # 1-layer GPT-2 forward and backward, 369 MB; docs/estimates.md).
@@ -71,7 +72,10 @@ RUN_BASE_BYTES = 370e6
 
 
 def _cost_key(request: TrainTokenizerRequest) -> str:
-    return "bpe" if request.method == "bpe" else f"sentencepiece-{request.model_type}"
+    """The ``TOKENIZER_COSTS`` row of a request: its method, and SentencePiece's model type (default unigram)."""
+    if request.method != "sentencepiece":
+        return request.method
+    return f"sentencepiece-{request.model_type or SENTENCEPIECE_MODEL_TYPE}"
 
 
 def corpus_counts(corpus_root: Path, corpus_path: str, files: list[Path]) -> tuple[int, int]:

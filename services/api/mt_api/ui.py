@@ -181,7 +181,26 @@ def form_fields(request_type: type[msgspec.Struct]) -> list[FormField]:
     info = msgspec.inspect.type_info(request_type)
     if not isinstance(info, msgspec.inspect.StructType):
         raise TypeError(f"{request_type.__name__} is not a Struct")
-    return [_field(field) for field in info.fields]
+    fields: list[FormField] = []
+    for field in info.fields:
+        nested = _nested(field.type)
+        if nested is None:
+            fields.append(_field(field))
+            continue
+        # A nested body (a run's init_from) is one input per field of it, named ``<field>.<subfield>`` (the
+        # page nests them again); all optional: the body is sent when one of them is filled in.
+        for sub in nested.fields:
+            one = _field(sub)
+            fields.append(msgspec.structs.replace(one, name=f"{field.name}.{sub.name}", required=False, optional=True))
+    return fields
+
+
+def _nested(info: msgspec.inspect.Type) -> msgspec.inspect.StructType | None:
+    """The Struct type of an optional or plain nested-body field, else ``None``."""
+    if isinstance(info, msgspec.inspect.UnionType):
+        structs = [member for member in info.types if isinstance(member, msgspec.inspect.StructType)]
+        return structs[0] if len(structs) == 1 else None
+    return info if isinstance(info, msgspec.inspect.StructType) else None
 
 
 FORMS = {

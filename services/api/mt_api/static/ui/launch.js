@@ -36,7 +36,10 @@
     const body = {};
     for (const input of form.querySelectorAll("[data-kind]:not(form)")) {
       const parsed = value(input);
-      if (parsed !== undefined) body[input.name] = parsed;
+      if (parsed === undefined) continue;
+      const [outer, inner] = input.name.split(".");  // init_from.run_id: a field of a nested body
+      if (inner === undefined) body[outer] = parsed;
+      else (body[outer] = body[outer] || {})[inner] = parsed;
     }
     result.textContent = "submitting…";
     const answer = await api(form.dataset.endpoint, { method: "POST", body });
@@ -49,8 +52,11 @@
     const unplaced = [];
     let first = null;
     for (const problem of (answer.data && answer.data.errors) || []) {
-      const name = (problem.field || "").split(/[.[]/)[0];
-      const box = form.querySelector('.field-error[data-field="' + CSS.escape(name) + '"]');
+      // The input the field names: itself (init_from.run_id), else the field it is in (betas[1] -> betas).
+      const field = problem.field || "";
+      const named = form.querySelector('.field-error[data-field="' + CSS.escape(field) + '"]');
+      const name = named ? field : field.split(/[.[]/)[0];
+      const box = named || form.querySelector('.field-error[data-field="' + CSS.escape(name) + '"]');
       if (!box) {
         unplaced.push((problem.field || "body") + ": " + problem.message);
         continue;
