@@ -75,7 +75,12 @@ async def test_access_says_what_the_key_may_do(
 
 def test_run_form_follows_the_contract() -> None:
     fields = {field.name: field for field in form_fields(TrainRunRequest)}
-    assert list(fields) == [field.name for field in msgspec.structs.fields(TrainRunRequest)]
+    # Every field of the contract, a nested body (init_from) as one optional input per field of it.
+    nested = {"init_from": ["init_from.run_id", "init_from.checkpoint"]}
+    names = [field.name for field in msgspec.structs.fields(TrainRunRequest)]
+    assert list(fields) == [name for field in names for name in nested.get(field, [field])]
+    assert (fields["init_from.run_id"].kind, fields["init_from.run_id"].optional) == ("str", True)
+    assert not fields["init_from.run_id"].required and fields["init_from.checkpoint"].kind == "int"
     assert fields["n_layer"] == FormField(
         name="n_layer",
         kind="int",
