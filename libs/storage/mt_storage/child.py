@@ -74,10 +74,12 @@ class Channel:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def open_channel(job_id: str) -> Channel:
+def open_channel(job_id: str, main: bool = True) -> Channel:
     """A ``Channel`` on this process's original stdout; anything else printed on stdout afterwards (by a
-    library, say) goes to stderr instead, which the worker keeps as the job's process log."""
-    fd = os.dup(sys.stdout.fileno())
+    library, say) goes to stderr instead, which the worker keeps as the job's process log. A process that is
+    not ``main`` (a torchrun rank other than 0, whose stdout is rank 0's pipe too) writes its messages to
+    stderr as well."""
+    fd = os.dup((sys.stdout if main else sys.stderr).fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     return Channel(fd, job_id)
 
