@@ -7,6 +7,7 @@ Imported by child processes only (tokenizer training, training, evaluation): it 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -99,6 +100,22 @@ def watch_parent(channel: Channel, interval: float = PARENT_CHECK_SECONDS) -> th
     thread = threading.Thread(target=watch, name="parent-watch", daemon=True)
     thread.start()
     return thread
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process once its parent is gone (Linux ``PR_SET_PDEATHSIG``). A torchrun
+    rank runs in a session of its own, out of reach of a stop sent to the worker's child group: a SIGTERM
+    reaches it through torchrun, which forwards it, and a SIGKILL of torchrun (a stop past its grace, or a job
+    that is another worker's now) must end it too, at once, before it writes anything more."""
+    if sys.platform != "linux":
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request: nothing would signal it
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _relative(path: str | None, roots: Mapping[str, str]) -> str:

@@ -26,7 +26,6 @@ from pathlib import Path
 from types import FrameType
 
 import torch
-import torch.distributed as dist
 
 from mt_contracts import codec
 from mt_contracts.events import Failed, ValidationEvent
@@ -35,7 +34,7 @@ from mt_contracts.logs import timestamp
 from mt_contracts.manifests import DatasetInfo, ModelManifest, Timings
 from mt_contracts.training import Finished, RunSpec
 from mt_storage.checkpoints import read_index
-from mt_storage.child import Channel, failure, leave, open_channel, watch_parent
+from mt_storage.child import Channel, die_with_parent, failure, leave, open_channel, watch_parent
 from mt_storage.files import atomic_move, file_entries
 from mt_trainer_worker.training import distributed
 from mt_trainer_worker.training.data import open_tokens, prepare_data
@@ -159,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = codec.decode(Path(args.spec_file).read_bytes() if args.spec_file else sys.stdin.buffer.read(), RunSpec)
     ranks = ranks_from_env(os.environ)
+    if ranks.world_size > 1:
+        die_with_parent()  # torchrun's ranks are in sessions of their own
     # Keep the real stdout for messages (rank 0's); route stray prints from libraries to stderr.
     writer = open_channel(spec.run_id, ranks.main)
     if args.nice:
@@ -182,12 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     except StopTraining as exc:
         writer.write("info", "stopped", str(exc), step=exc.step)
         return 143
-    except dist.DistError as exc:
-        # A peer rank (or its node) is gone: not the run's fault; the worker restarts the group from the
-        # last checkpoint.
-        writer.write("error", "peer_failed", f"rank {ranks.rank}: a collective failed: {exc}", rank=ranks.rank)
-        return 1
     except Exception as exc:  # noqa: BLE001 - any crash must still end with a failed message
+        if distributed.is_peer_failure(exc, ranks):
+            # A peer rank (or its node) is gone: not this run's fault, so no failed message; the worker
+            # starts the whole group again from the last checkpoint.
+            writer.write("error", "peer_failed", f"rank {ranks.rank}: a collective failed: {exc}", rank=ranks.rank)
+            return 1
         writer.send(failure(exc, "lower batch_size, block_size or n_embd", roots))
         return 1
     finally:

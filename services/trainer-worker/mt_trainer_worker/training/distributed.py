@@ -77,6 +77,21 @@ def all_sum(values: list[float], ranks: Ranks, device: torch.device) -> list[flo
     return [float(value) for value in tensor.tolist()]
 
 
+# What gloo and NCCL errors say when a peer is gone: they are often plain RuntimeErrors, not DistErrors.
+_PEER_FAILURE_MARKERS = ("gloo", "nccl", "connection closed", "connection reset", "timed out")
+
+
+def is_peer_failure(exc: BaseException, ranks: Ranks) -> bool:
+    """Whether ``exc`` is a collective that failed because another rank (or its node) is gone, rather than
+    an error of this rank's own."""
+    if ranks.world_size == 1:
+        return False
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(marker in text for marker in _PEER_FAILURE_MARKERS)
+
+
 def barrier(ranks: Ranks) -> None:
     """Wait until every rank reaches this point; nothing for a single process."""
     if ranks.world_size > 1:
