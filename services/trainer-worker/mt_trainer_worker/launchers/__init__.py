@@ -66,5 +66,6 @@ def launchers() -> dict[str, LauncherFactory]:
     """The registry: each launcher's name and how it is built (imported here, so each module stays alone)."""
     from mt_trainer_worker.launchers.local import LocalLauncher
     from mt_trainer_worker.launchers.torchrun import TorchrunLauncher
+    from mt_trainer_worker.launchers.trainjob import TrainJobLauncher
 
-    return {"local": LocalLauncher, "torchrun": TorchrunLauncher}
+    return {"local": LocalLauncher, "torchrun": TorchrunLauncher, "k8s-trainjob": TrainJobLauncher}
