@@ -84,7 +84,7 @@ def render_trainjob(
             "runtimeRef": {"name": settings.k8s_runtime, "apiGroup": GROUP, "kind": "ClusterTrainingRuntime"},
             "trainer": {
                 "image": settings.k8s_image,
-                "command": [*TORCHRUN, "-m", "mt_trainer_worker.training", "--spec-file", str(spec_path)],  # fmt: skip
+                "command": [*TORCHRUN, "-m", "mt_trainer_worker.training", "--spec-file", str(spec_path)],
                 "numNodes": request.nnodes,
                 "numProcPerNode": request.nproc_per_node,
                 "env": env,
