@@ -331,10 +331,10 @@ def open_tokens(path: str, dtype: str) -> torch.Tensor:
 class WindowStream:
     """The training windows of a run as one seeded stream: window ``i`` starts at element ``i`` of a sequence
     of uniform draws in ``[0, len(tokens) - block_size)``, drawn ``CHUNK`` at a time from a generator seeded
-    with ``(seed, chunk number)``. Any process can read any stretch of it, so rank ``r`` of ``W`` reads its
-    own ``batch_size`` rows of each global micro-batch of ``batch_size * W`` windows, the union being what one
-    process with ``batch_size * W`` reads; and a checkpoint needs only the position, in windows (its tokens
-    over ``block_size``), to continue the stream at any world size.
+    with ``(seed, chunk number)``. A process can read whichever stretch of it it needs, so rank ``r`` of ``W``
+    reads its own ``batch_size`` rows of each global micro-batch of ``batch_size * W`` windows, the union being
+    what one process with ``batch_size * W`` reads; and a checkpoint needs only the position, in windows (its
+    tokens over ``block_size``), to continue the stream at every world size.
     """
 
     CHUNK = 4096
