@@ -113,6 +113,9 @@ async def test_symlink_out_of_the_corpus_root_is_refused(
         ({"tokenizer_id": "tok_bad"}, 400, "tokenizer_id", "matching regex"),
         ({"learning_rate": 0}, 400, "learning_rate", "> 0.0"),
         ({"batch_size": "many"}, 400, "batch_size", "Expected `int`"),
+        ({"nproc_per_node": 2}, 400, "nproc_per_node", "needs launcher torchrun"),
+        ({"launcher": "local", "nnodes": 2}, 400, "nnodes", "launcher local runs one process"),
+        ({"launcher": "mpirun"}, 400, "launcher", "Invalid enum value 'mpirun'"),
         ({}, 404, "tokenizer_id", "no tokenizer tok_01JDQ8ZQ0000000000000000AA"),
     ],
 )
