@@ -28,6 +28,8 @@ from mt_storage.corpus import CorpusDecodeError, CorpusFormatError
 
 # How often a child checks that the worker that started it is still alive (seconds).
 PARENT_CHECK_SECONDS = 1.0
+# The variable naming the worker's pid for processes it starts through another (torchrun's ranks).
+SUPERVISOR_ENV = "MT_SUPERVISOR_PID"
 
 
 class ChildFailure(Exception):
@@ -85,14 +87,30 @@ def open_channel(job_id: str, main: bool = True) -> Channel:
     return Channel(fd, job_id)
 
 
-def watch_parent(channel: Channel, interval: float = PARENT_CHECK_SECONDS) -> threading.Thread:
+def watch_parent(
+    channel: Channel, interval: float = PARENT_CHECK_SECONDS, supervisor: int | None = None
+) -> threading.Thread:
     """Start a daemon thread that stops this process (SIGTERM to itself, so training checkpoints first) once
     the worker that started it is gone: the reaper hands its job to another worker, and an orphan still
-    working would write the same folders beside it."""
+    working would write the same folders beside it. A torchrun rank's parent is torchrun: ``supervisor``
+    names the worker's pid (``SUPERVISOR_ENV``), watched as well."""
     parent = os.getppid()
 
+    def alive() -> bool:
+        if os.getppid() != parent:
+            return False
+        if supervisor is None:
+            return True
+        try:
+            os.kill(supervisor, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def watch() -> None:
-        while os.getppid() == parent:
+        while alive():
             time.sleep(interval)
         channel.parent_gone.set()
         os.kill(os.getpid(), signal.SIGTERM)

@@ -28,6 +28,7 @@ from mt_contracts.queue import JOIN_RUN_TASK
 from mt_contracts.requests import TrainRunRequest
 from mt_contracts.settings import LauncherSettings
 from mt_contracts.training import Rendezvous
+from mt_storage.child import SUPERVISOR_ENV
 from mt_storage.process import Command, run_child
 from mt_storage.runner import JobFailed
 from mt_trainer_worker.launchers import LaunchContext
@@ -73,7 +74,11 @@ def torchrun_command(
         "--monitor-interval", "0.5",
         "-m", module, "--nice", str(niceness), "--spec-file", str(spec_path),
     ]  # fmt: skip
-    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // rendezvous.nproc_per_node))}
+    env = {
+        "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // rendezvous.nproc_per_node)),
+        # The ranks' parent is torchrun: they watch this worker too, and stop once it is gone.
+        SUPERVISOR_ENV: str(os.getpid()),
+    }
     if settings.socket_ifname:
         env |= {"GLOO_SOCKET_IFNAME": settings.socket_ifname, "NCCL_SOCKET_IFNAME": settings.socket_ifname}
     return Command(argv=argv, env=env, spec_on_stdin=False)

@@ -34,7 +34,7 @@ from mt_contracts.logs import timestamp
 from mt_contracts.manifests import DatasetInfo, ModelManifest, Timings
 from mt_contracts.training import Finished, RunSpec
 from mt_storage.checkpoints import read_index
-from mt_storage.child import Channel, die_with_parent, failure, leave, open_channel, watch_parent
+from mt_storage.child import SUPERVISOR_ENV, Channel, die_with_parent, failure, leave, open_channel, watch_parent
 from mt_storage.files import atomic_move, file_entries
 from mt_trainer_worker.training import distributed
 from mt_trainer_worker.training.data import open_tokens, prepare_data
@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             raise StopTraining(f"stopped by signal {signum} while {writer.phase}")
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    watch_parent(writer)
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    watch_parent(writer, supervisor=int(supervisor) if supervisor else None)
     roots = {"APP__RUNS_ROOT": spec.runs_root, "APP__ARTIFACTS_ROOT": spec.artifacts_root}
     try:
         distributed.start(ranks, pick_device(spec.request.device, ranks.local_rank))
