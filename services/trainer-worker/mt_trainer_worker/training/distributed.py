@@ -53,6 +53,8 @@ def ranks_from_env(environ: Mapping[str, str]) -> Ranks:
 def start(ranks: Ranks, device: torch.device) -> None:
     """Join the run's process group (gloo on the CPU, NCCL on CUDA); nothing for a single process."""
     if ranks.world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL's collectives and barriers run on the current device
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
 
