@@ -93,6 +93,8 @@ class ModelManifest(msgspec.Struct, frozen=True, kw_only=True):
     dataset: DatasetInfo | None = None
     device: str = "cpu"
     threads: int = 0
+    # Training processes (torchrun ranks) of the run's last launch; ``threads`` is per process.
+    world_size: int = 1
     timings: Timings | None = None
     tokens_per_second: float = 0.0
     checkpoints: list[CheckpointInfo] = msgspec.field(default_factory=list)

@@ -12,6 +12,9 @@ TRAIN_TOKENIZER_TASK = "train_tokenizer"
 TRAIN_MODEL_TASK = "train_model"
 # Runs on the training queue, like training: an evaluation also needs a whole worker machine.
 EVALUATE_MODEL_TASK = "evaluate_model"
+# A trainer worker joining another's torchrun run on several nodes; the job id is
+# ``<run_id>:<rendezvous_id>:<node_rank>`` (mt_trainer_worker.launchers.torchrun).
+JOIN_RUN_TASK = "join_run"
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=repr)
 _decoder = msgspec.msgpack.Decoder(dict[str, object])

@@ -119,15 +119,26 @@ def with_end_of_text(special_tokens: list[str]) -> list[str]:
     return [END_OF_TEXT, *(token for token in special_tokens if token != END_OF_TEXT)]
 
 
+LauncherName = Literal["local", "torchrun", "k8s-trainjob"]
+LAUNCHER_DESCRIPTION = (
+    "local: one process; torchrun: nnodes x nproc_per_node processes (DistributedDataParallel) started by "
+    "torchrun on trainer workers; k8s-trainjob: the same processes as a Kubeflow Trainer TrainJob."
+)
+MAX_NODES = 64
+MAX_NPROC_PER_NODE = 64
+
+
 class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``POST /runs/train``: train a language model of family ``model`` (``gpt2`` or ``llama``, see
     ``mt_contracts.families``) with a finished tokenizer.
 
     Sizes follow GPT-2's names in every family: ``n_layer`` transformer blocks of width ``n_embd`` with
     ``n_head`` attention heads over a context of ``block_size`` tokens. One optimiser step sees
-    ``batch_size * block_size * gradient_accumulation_steps`` tokens. The budget is ``max_steps`` steps, or
-    ``max_tokens`` training tokens (give one; 2,000 steps when neither is given). The learning rate warms up
-    linearly for ``warmup_steps``, then follows a cosine decay to ``min_learning_rate`` at the last step
+    ``batch_size * block_size * gradient_accumulation_steps * world_size`` tokens (``batch_size`` is per
+    process; ``world_size = nnodes * nproc_per_node``, 1 with the ``local`` launcher). The budget is
+    ``max_steps`` steps, or ``max_tokens`` training tokens (give one; 2,000 steps when neither is given). The
+    learning rate warms up linearly for ``warmup_steps``, then follows a cosine decay to ``min_learning_rate``
+    at the last step
     (Loshchilov & Hutter, SGDR, 2017). AdamW's ``betas`` and ``weight_decay`` (on matrices only) follow
     Loshchilov & Hutter 2019. ``val_fraction`` of the corpus (its tail, cut at a line boundary) is held out.
     A checkpoint is written every ``checkpoint_interval`` steps and at the end; the last
@@ -174,11 +185,21 @@ class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
         Annotated[int, Meta(ge=8, le=65536, description="llama only: width of the SwiGLU MLP.")] | None
     ) = None
     init_from: InitFrom | None = None
+    launcher: Annotated[LauncherName, Meta(description=LAUNCHER_DESCRIPTION)] = "local"
+    nnodes: Annotated[int, Meta(ge=1, le=MAX_NODES, description="Machines (torchrun, k8s-trainjob).")] = 1
+    nproc_per_node: Annotated[
+        int, Meta(ge=1, le=MAX_NPROC_PER_NODE, description="Training processes per machine (torchrun, k8s-trainjob).")
+    ] = 1
+
+    @property
+    def world_size(self) -> int:
+        """Training processes in all: ``nnodes * nproc_per_node``; each draws ``batch_size`` windows a micro-step."""
+        return self.nnodes * self.nproc_per_node
 
     @property
     def tokens_per_step(self) -> int:
-        """Training tokens one optimiser step consumes."""
-        return self.batch_size * self.block_size * self.gradient_accumulation_steps
+        """Training tokens one optimiser step consumes, over every process of the run."""
+        return self.batch_size * self.block_size * self.gradient_accumulation_steps * self.world_size
 
     @property
     def total_steps(self) -> int:
@@ -193,9 +214,13 @@ class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 class ResumeRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``POST /runs/{id}/resume``: continue a failed or cancelled run from its last checkpoint, optionally
     with a new step budget (``max_steps`` replaces ``max_steps``/``max_tokens``; the cosine schedule then
-    decays to the new last step)."""
+    decays to the new last step), on another ``launcher`` or world size (``nnodes``, ``nproc_per_node``): the
+    checkpoint records its data position in tokens, so the run continues the same stream of batches."""
 
     max_steps: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None
+    launcher: LauncherName | None = None
+    nnodes: Annotated[int, Meta(ge=1, le=MAX_NODES)] | None = None
+    nproc_per_node: Annotated[int, Meta(ge=1, le=MAX_NPROC_PER_NODE)] | None = None
 
 
 class EncodeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -143,6 +143,34 @@ class WorkerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     niceness: int = 10
 
 
+class LauncherSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a trainer worker's machine offers the launchers of ``mt_trainer_worker.launchers``.
+
+    ``max_nproc_per_node`` caps a run's ``nproc_per_node`` (0: this machine's CPU cores, or its GPUs with
+    CUDA). ``rendezvous_host`` is the address other nodes reach this worker at when a ``torchrun`` run on
+    several nodes takes it (the first worker hosts the rendezvous on a free port); ``socket_ifname``, when set,
+    names the network interface gloo and NCCL use (``GLOO_SOCKET_IFNAME``, ``NCCL_SOCKET_IFNAME``);
+    ``rendezvous_timeout`` is seconds to wait for every node. ``k8s_*`` configure ``k8s-trainjob``: the API
+    server (empty: the in-cluster ``https://kubernetes.default.svc``), the service account token and CA
+    files (a token path that does not exist sends no token), the namespace, the trainer image, the Kubeflow Trainer
+    runtime, the persistent volume claim holding the shared roots and where it is mounted.
+    """
+
+    max_nproc_per_node: int = 0
+    rendezvous_host: str = "127.0.0.1"
+    socket_ifname: str = ""
+    rendezvous_timeout: float = 600.0
+    k8s_api_url: str = ""
+    k8s_token_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    k8s_ca_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    k8s_namespace: str = "model-trainer"
+    k8s_image: str = "model-trainer:latest"
+    k8s_runtime: str = "torch-distributed"
+    k8s_data_claim: str = "model-trainer-data"
+    k8s_data_mount: str = "/data"
+    k8s_poll_seconds: float = 2.0
+
+
 class GatewaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Access and live streams of the HTTP gateway.
 
@@ -268,6 +296,7 @@ class WorkerServiceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=T
     queue: QueueSettings = QueueSettings()
     worker: WorkerSettings = WorkerSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    launcher: LauncherSettings = LauncherSettings()
 
 
 def from_env(settings_type: type[S], environ: Mapping[str, str]) -> S:

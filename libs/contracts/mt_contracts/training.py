@@ -44,6 +44,20 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     parent: ParentRun | None = None
 
 
+class Rendezvous(msgspec.Struct, frozen=True, kw_only=True):
+    """One launch of a ``torchrun`` run on several nodes, as the worker that owns the run (node 0) publishes
+    it in Redis for the workers that join it: the address and port of its rendezvous, the launch's id, the
+    shape of the group and the spec every rank reads."""
+
+    run_id: str
+    rendezvous_id: str
+    master_addr: str
+    master_port: int
+    nnodes: int
+    nproc_per_node: int
+    spec: bytes
+
+
 class Finished(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="finished"):
     """The model files are written; ``manifest`` is what the worker commits as ``manifest.json``."""
 

@@ -7,6 +7,7 @@ Imported by child processes only (tokenizer training, training, evaluation): it 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -27,6 +28,8 @@ from mt_storage.corpus import CorpusDecodeError, CorpusFormatError
 
 # How often a child checks that the worker that started it is still alive (seconds).
 PARENT_CHECK_SECONDS = 1.0
+# The variable naming the worker's pid for processes it starts through another (torchrun's ranks).
+SUPERVISOR_ENV = "MT_SUPERVISOR_PID"
 
 
 class ChildFailure(Exception):
@@ -74,22 +77,40 @@ class Channel:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def open_channel(job_id: str) -> Channel:
+def open_channel(job_id: str, main: bool = True) -> Channel:
     """A ``Channel`` on this process's original stdout; anything else printed on stdout afterwards (by a
-    library, say) goes to stderr instead, which the worker keeps as the job's process log."""
-    fd = os.dup(sys.stdout.fileno())
+    library, say) goes to stderr instead, which the worker keeps as the job's process log. A process that is
+    not ``main`` (a torchrun rank other than 0, whose stdout is rank 0's pipe too) writes its messages to
+    stderr as well."""
+    fd = os.dup((sys.stdout if main else sys.stderr).fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     return Channel(fd, job_id)
 
 
-def watch_parent(channel: Channel, interval: float = PARENT_CHECK_SECONDS) -> threading.Thread:
+def watch_parent(
+    channel: Channel, interval: float = PARENT_CHECK_SECONDS, supervisor: int | None = None
+) -> threading.Thread:
     """Start a daemon thread that stops this process (SIGTERM to itself, so training checkpoints first) once
     the worker that started it is gone: the reaper hands its job to another worker, and an orphan still
-    working would write the same folders beside it."""
+    working would write the same folders beside it. A torchrun rank's parent is torchrun: ``supervisor``
+    names the worker's pid (``SUPERVISOR_ENV``), watched as well."""
     parent = os.getppid()
 
+    def alive() -> bool:
+        if os.getppid() != parent:
+            return False
+        if supervisor is None:
+            return True
+        try:
+            os.kill(supervisor, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def watch() -> None:
-        while os.getppid() == parent:
+        while alive():
             time.sleep(interval)
         channel.parent_gone.set()
         os.kill(os.getpid(), signal.SIGTERM)
@@ -97,6 +118,22 @@ def watch_parent(channel: Channel, interval: float = PARENT_CHECK_SECONDS) -> th
     thread = threading.Thread(target=watch, name="parent-watch", daemon=True)
     thread.start()
     return thread
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process once its parent is gone (Linux ``PR_SET_PDEATHSIG``). A torchrun
+    rank runs in a session of its own, out of reach of a stop sent to the worker's child group: a SIGTERM
+    reaches it through torchrun, which forwards it, and a SIGKILL of torchrun (a stop past its grace, or a job
+    that is another worker's now) must end it too, at once, before it writes anything more."""
+    if sys.platform != "linux":
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request: nothing would signal it
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _relative(path: str | None, roots: Mapping[str, str]) -> str:

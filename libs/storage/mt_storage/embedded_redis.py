@@ -44,7 +44,8 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """A ``redis-server`` on 127.0.0.1 with its data in ``data_dir``; a context manager.
+    """A ``redis-server`` on 127.0.0.1 (and any other ``bind`` addresses) with its data in ``data_dir``; a
+    context manager.
 
     ``persistent`` turns on append-only persistence (``appendfsync everysec``); otherwise nothing is saved.
     ``password`` makes clients ``AUTH`` first (it is given to the server in a config file, not on its
@@ -60,8 +61,10 @@ class EmbeddedRedis:
         port: int | None = None,
         binary: Path | None = None,
         password: str = "",
+        bind: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
+        self.bind = ("127.0.0.1", *bind)
         self.persistent = persistent
         self.port = port or free_port()
         self.binary = binary or find_redis_server()
@@ -85,7 +88,9 @@ class EmbeddedRedis:
         args = [
             str(self.binary),
             str(config),
-            "--bind", "127.0.0.1",
+            "--bind", *self.bind,
+            # Addresses beyond loopback are asked for on purpose (a test's network namespaces).
+            "--protected-mode", "yes" if len(self.bind) == 1 else "no",
             "--port", str(self.port),
             "--dir", str(self.data_dir),
             "--save", "",

@@ -1,7 +1,8 @@
 """The worker's side of the one child protocol (``mt_storage.child`` is the child's): every job's work runs
 in a child process started and stopped here, the same way for tokenizer training, training and evaluation.
 
-A child is ``python -m <module> --nice <n>`` in its own process group (so a stop reaches anything it spawned)
+A child is ``python -m <module> --nice <n>`` (or the ``Command`` a launcher made of it: ``torchrun ... -m
+<module>``) in its own process group (so a stop reaches anything it spawned: every rank of a torchrun)
 at a lower CPU priority, with the spec on stdin, one JSON message a line on stdout, stderr appended to a log
 file, and a temporary directory of its own (``TMPDIR``, removed however it ends). One stop policy: SIGTERM to
 the group, the messages it still writes read and handled for up to ``grace`` seconds (a training child writes
@@ -20,6 +21,8 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import msgspec
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,20 @@ _TAIL_BYTES = 16_384
 LineHandler = Callable[[bytes], Awaitable[None]]
 
 
+class Command(msgspec.Struct, frozen=True, kw_only=True):
+    """How one launch of a child starts: ``argv`` (the program first), variables added to its environment, and
+    whether it reads the spec on stdin (a ``torchrun`` reads it from a file: its ranks share stdin)."""
+
+    argv: list[str]
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    spec_on_stdin: bool = True
+
+
+def module_command(module: str, niceness: int) -> Command:
+    """The plain child: ``python -m <module> --nice <niceness>`` with this interpreter."""
+    return Command(argv=[sys.executable, "-m", module, "--nice", str(niceness)])
+
+
 async def run_child(
     module: str,
     spec: bytes,
@@ -51,9 +68,11 @@ async def run_child(
     grace: float,
     on_spawn: Callable[[int], None] | None = None,
     abandon: asyncio.Event | None = None,
+    command: Command | None = None,
 ) -> int:
     """Run child ``module`` on ``spec`` to its end and return its exit code; each stdout line goes to
-    ``on_line`` as it comes, in order. ``on_spawn`` receives the child's pid once it runs.
+    ``on_line`` as it comes, in order. ``on_spawn`` receives the child's pid once it runs. ``command``, when
+    given, replaces ``python -m <module> --nice <niceness>`` (a launcher's ``torchrun``).
 
     On cancellation the child is stopped (see the module docstring; the lines it writes meanwhile still reach
     ``on_line``; further cancels do not cut the stop short) before ``CancelledError`` propagates; when
@@ -63,19 +82,20 @@ async def run_child(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
     try:
+        launch = command or module_command(module, niceness)
         with log_path.open("ab") as stderr:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", module, "--nice", str(niceness),
-                stdin=asyncio.subprocess.PIPE,
+                *launch.argv,
+                stdin=asyncio.subprocess.PIPE if launch.spec_on_stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
                 start_new_session=True,
-                env={**os.environ, **CHILD_ENV, "TMPDIR": scratch},
+                env={**os.environ, **CHILD_ENV, **launch.env, "TMPDIR": scratch},
                 limit=LINE_LIMIT,
             )  # fmt: skip
         if on_spawn is not None:
             on_spawn(process.pid)
-        reader = asyncio.create_task(_read(process, spec, on_line))
+        reader = asyncio.create_task(_read(process, spec if launch.spec_on_stdin else None, on_line))
         try:
             await asyncio.wait({reader})  # unlike awaiting it, a cancel of ours does not cancel the reader
         except asyncio.CancelledError:
@@ -92,15 +112,18 @@ async def run_child(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-async def _read(process: asyncio.subprocess.Process, spec: bytes, on_line: LineHandler) -> None:
-    if process.stdin is None or process.stdout is None:
-        raise RuntimeError("the child has no stdin or stdout pipe")
-    try:
-        process.stdin.write(spec)
-        await process.stdin.drain()
-        process.stdin.close()
-    except (BrokenPipeError, ConnectionResetError):
-        logger.warning("child exited before reading its spec", extra={"event": "child_spec_unread"})
+async def _read(process: asyncio.subprocess.Process, spec: bytes | None, on_line: LineHandler) -> None:
+    if process.stdout is None:
+        raise RuntimeError("the child has no stdout pipe")
+    if spec is not None:
+        if process.stdin is None:
+            raise RuntimeError("the child has no stdin pipe")
+        try:
+            process.stdin.write(spec)
+            await process.stdin.drain()
+            process.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            logger.warning("child exited before reading its spec", extra={"event": "child_spec_unread"})
     async for line in process.stdout:
         await on_line(line)
 

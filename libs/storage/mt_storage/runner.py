@@ -50,7 +50,7 @@ from mt_storage.events import REDIS_DOWN, LivePublisher, wait_idle
 from mt_storage.joblog import JobLog
 from mt_storage.jobs import R
 from mt_storage.lifecycle import Change, Lease, LeaseLost, Lifecycle
-from mt_storage.process import run_child, tail
+from mt_storage.process import Command, run_child, tail
 from mt_storage.queue import JobQueue
 
 logger = logging.getLogger(__name__)
@@ -89,11 +89,17 @@ class JobFailed(Exception):
         self.error = JobError(code=code, message=message)
 
 
+Launch = Callable[[], Awaitable[Command]]
+
+
 class Prepared(msgspec.Struct, frozen=True):
-    """What one attempt runs: the child's ``spec`` (stdin) and where its stderr goes."""
+    """What one attempt runs: the child's ``spec`` (stdin) and where its stderr goes; ``launch``, when set,
+    makes the command of each launch of the child (a launcher's ``torchrun``, with a fresh rendezvous; it may
+    raise ``JobFailed``), else the child is ``python -m <Work.module>``."""
 
     spec: bytes
     process_log: Path
+    launch: Launch | None = None
 
 
 class Work(Protocol[R, S]):
@@ -407,6 +413,10 @@ class JobRunner(Generic[R, S]):
                 log.write("info", "process_started", f"child process {pid}", pid=pid)
 
             try:
+                command = await prepared.launch() if prepared.launch is not None else None
+            except JobFailed as exc:
+                return _Ending(exc.error)
+            try:
                 return_code = await run_child(
                     self.work.module,
                     prepared.spec,
@@ -416,6 +426,7 @@ class JobRunner(Generic[R, S]):
                     grace=self.settings.shutdown_grace,
                     on_spawn=spawned,
                     abandon=abandon,
+                    command=command,
                 )
             except OSError as exc:  # the process log or the child's TMPDIR could not be made
                 return _Ending(_os_error(exc, self._roots))

@@ -93,6 +93,19 @@ def check_tokenizer_request(request: TrainTokenizerRequest, corpus_root: Path) -
     problems.raise_any()
 
 
+def check_launcher(request: TrainRunRequest, problems: Problems) -> None:
+    """``local`` runs one process: ``nnodes`` and ``nproc_per_node`` above 1 need ``torchrun`` or
+    ``k8s-trainjob``."""
+    if request.launcher != "local":
+        return
+    for name in ("nnodes", "nproc_per_node"):
+        value = getattr(request, name)
+        if value > 1:
+            problems.add(
+                name, f"{name}={value} needs launcher torchrun (or k8s-trainjob); launcher local runs one process"
+            )
+
+
 def check_run_request(request: TrainRunRequest, tokenizer: TokenizerJob | None, corpus_root: Path) -> None:
     """Model sizes usable by its family (``mt_contracts.families``), schedule consistent, corpus inside the
     root (every problem listed in one 400), then the tokenizer: known (else 404) and finished (else 409)."""
@@ -110,6 +123,7 @@ def check_run_request(request: TrainRunRequest, tokenizer: TokenizerJob | None, 
             "min_learning_rate",
             f"min_learning_rate={request.min_learning_rate} exceeds learning_rate={request.learning_rate}",
         )
+    check_launcher(request, problems)
     check_corpus(corpus_root, request.corpus_path, problems)
     problems.raise_any()
     if tokenizer is None:

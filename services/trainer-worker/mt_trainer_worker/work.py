@@ -17,7 +17,7 @@ from mt_contracts.evaluation import EvalMessage, EvalSpec, Evaluated, Weights, d
 from mt_contracts.events import CheckpointEvent, ChildEvent, LogEvent, ProgressEvent, Resumed, ValidationEvent
 from mt_contracts.jobs import EvalJob, RunJob
 from mt_contracts.manifests import ParentRun, RunManifest
-from mt_contracts.settings import WorkerSettings
+from mt_contracts.settings import LauncherSettings, WorkerSettings
 from mt_contracts.training import Finished, RunSpec, TrainingMessage, decode_message
 from mt_storage import CorpusPathError, StorageError
 from mt_storage.checkpoints import WEIGHTS_FILE, read_index, resolve_weights
@@ -30,6 +30,7 @@ from mt_storage.layout import LOGS, MANIFEST, Layout
 from mt_storage.lifecycle import Change
 from mt_storage.runner import JobFailed, Prepared
 from mt_storage.store import Mirror
+from mt_trainer_worker.launchers import LaunchContext, launchers
 
 
 def _write(layout: Layout, path: Path, data: bytes) -> None:
@@ -42,15 +43,25 @@ def _write(layout: Layout, path: Path, data: bytes) -> None:
 
 
 class RunWork:
-    """A training run: ``mt_trainer_worker.training`` on a ``RunSpec``."""
+    """A training run: ``mt_trainer_worker.training`` on a ``RunSpec``, started by the run's launcher
+    (``mt_trainer_worker.launchers``)."""
 
     module = "mt_trainer_worker.training"
     out_of_memory_hint = "lower batch_size, block_size or n_embd"
 
-    def __init__(self, layout: Layout, settings: WorkerSettings, mirror: Mirror | None = None) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        settings: WorkerSettings,
+        mirror: Mirror | None = None,
+        launch: LaunchContext | None = None,
+    ) -> None:
         self.layout = layout
         self.settings = settings
         self.mirror = mirror
+        self.launch = launch or LaunchContext(
+            settings=LauncherSettings(), niceness=settings.niceness, layout=layout, training_queue=""
+        )
 
     def logs_path(self, job: RunJob) -> Path:
         return self.layout.run_logs(job.id)
@@ -84,9 +95,16 @@ class RunWork:
             init_weights=init_weights,
             parent=parent,
         )
+        launcher = launchers()[job.request.launcher](self.launch)
+        problem = launcher.check(job.request)
+        if problem is not None:
+            raise JobFailed("launcher_unavailable", problem)
         data = codec.encode(spec)
-        _write(self.layout, self.layout.run_spec(job.id), data)
-        return Prepared(data, self.layout.run_process_log(job.id))
+        spec_path = self.layout.run_spec(job.id)
+        _write(self.layout, spec_path, data)
+        return Prepared(
+            data, self.layout.run_process_log(job.id), launch=lambda: launcher.command(job, self.module, spec_path)
+        )
 
     async def _init_from(self, job: RunJob) -> tuple[Weights | None, ParentRun | None]:
         """The weights of the request's ``init_from`` run and what the manifest records of them (the file

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from mt_contracts.evaluation import Evaluated
 from mt_contracts.jobs import EvalJob, RunJob
-from mt_contracts.queue import EVALUATE_MODEL_TASK, TRAIN_MODEL_TASK
+from mt_contracts.queue import EVALUATE_MODEL_TASK, JOIN_RUN_TASK, TRAIN_MODEL_TASK
 from mt_contracts.settings import WorkerServiceSettings
 from mt_contracts.training import Finished
 from mt_storage.events import LivePublisher
@@ -20,6 +20,8 @@ from mt_storage.lifecycle import Lifecycle
 from mt_storage.queue import JobQueue, QueueTask, build_worker
 from mt_storage.runner import JobRunner, check_timing
 from mt_storage.store import Mirror, open_store
+from mt_trainer_worker.launchers import LaunchContext
+from mt_trainer_worker.launchers.torchrun import join_run
 from mt_trainer_worker.reaper import eval_reaper, run_reaper
 from mt_trainer_worker.work import EvalWork, RunWork
 
@@ -47,9 +49,17 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     def queue() -> JobQueue | None:
         return queues[0] if queues else None
 
+    launch = LaunchContext(
+        settings=settings.launcher,
+        niceness=settings.worker.niceness,
+        layout=layout,
+        training_queue=settings.queue.training,
+        redis=redis,
+        queue=queue,
+    )
     run_runner: JobRunner[RunJob, Finished] = JobRunner(
         runs,
-        RunWork(layout, settings.worker, mirror if mirror.enabled else None),
+        RunWork(layout, settings.worker, mirror if mirror.enabled else None, launch),
         settings.worker,
         queue=queue,
         publisher=publisher,
@@ -81,6 +91,10 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
             return
         await mirror.around_run(run.id, run.request.tokenizer_id, lambda: eval_runner.run(eval_id, job_try), poll)
 
+    async def join(join_id: str, job_try: int) -> None:
+        # Another worker's torchrun run on several nodes: this worker is one of its other nodes.
+        await join_run(join_id, launch, settings.worker.shutdown_grace)
+
     async def shutdown() -> None:
         await publisher.aclose()
         await redis.aclose()
@@ -96,6 +110,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         tasks=[
             QueueTask(TRAIN_MODEL_TASK, train, settings.worker.training_job_timeout),
             QueueTask(EVALUATE_MODEL_TASK, evaluate, settings.worker.eval_job_timeout),
+            QueueTask(JOIN_RUN_TASK, join, settings.worker.training_job_timeout),
         ],
         queue_name=settings.queue.training,
         redis_url=settings.redis.dsn,

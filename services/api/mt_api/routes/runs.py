@@ -17,7 +17,7 @@ from mt_api import Conflict, InvalidField, NotFound
 from mt_api.body import json_body
 from mt_api.routes.common import DRY_RUN, accepted, admit, cancel, enqueue, new_id, page
 from mt_api.services import Services
-from mt_api.validation import check_init_from, check_run_request
+from mt_api.validation import Problems, check_init_from, check_launcher, check_run_request
 from mt_contracts.corpora import RunEstimate
 from mt_contracts.events import ProgressEvent, ValidationEvent, decode_job_event
 from mt_contracts.ids import is_run_id
@@ -123,6 +123,15 @@ async def resume_run(
         if payload.max_steps <= last:
             raise InvalidField(f"max_steps must be past the last checkpoint (step {last})", field="max_steps")
         request = msgspec.structs.replace(request, max_steps=payload.max_steps, max_tokens=None)
+    request = msgspec.structs.replace(
+        request,
+        launcher=payload.launcher or request.launcher,
+        nnodes=payload.nnodes or request.nnodes,
+        nproc_per_node=payload.nproc_per_node or request.nproc_per_node,
+    )
+    launch_problems = Problems()
+    check_launcher(request, launch_problems)
+    launch_problems.raise_any()
     resumed = await services.run_lifecycle.resume(run_id, lambda r: msgspec.structs.replace(r, request=request))
     if resumed is None:
         raise Conflict(f"run {run_id} changed while resuming; try again")

@@ -1,11 +1,11 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
-A checkpoint holds the model weights, the optimizer state (AdamW moments and step counts), the step, the
-RNG states (torch's global generator, used by dropout, and the batch-sampling generator, which is the data
-position), and the run counters. It is written with ``torch.save`` to a temporary file and renamed into
-place; the index ``checkpoints.json`` is rewritten atomically after each one, then checkpoints beyond
-``keep_checkpoints`` are deleted. Loading uses ``weights_only=True``: a checkpoint file can hold tensors and
-plain values only.
+A checkpoint holds the model weights, the optimizer state (AdamW moments and step counts), the step, torch's
+global RNG state (used by dropout; rank 0's), and the run counters, among them the data position in tokens
+(``tokens_seen``: the batch stream of ``data.WindowStream`` continues from it at any world size). It is
+written with ``torch.save`` to a temporary file and renamed into place; the index ``checkpoints.json`` is
+rewritten atomically after each one, then checkpoints beyond ``keep_checkpoints`` are deleted. Loading
+uses ``weights_only=True``: a checkpoint file can hold tensors and plain values only.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class Counters(msgspec.Struct, kw_only=True):
     last_val_loss: float | None = None
     # The step of ``last_val_loss``: a checkpoint carries a validation loss only when it is of its own step.
     last_val_step: int | None = None
+    # Training tokens drawn so far, over every rank: the data position (None in checkpoints that predate it).
+    tokens_seen: int | None = None
 
 
 def save_checkpoint(
@@ -41,7 +43,6 @@ def save_checkpoint(
     keep: int,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
     counters: Counters,
 ) -> CheckpointInfo:
     """Write the checkpoint for ``counters.step``; returns its index entry."""
@@ -52,7 +53,6 @@ def save_checkpoint(
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
-        "sampler_rng": generator.get_state(),
         "counters": codec.encode(counters).decode(),
     }
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
@@ -102,10 +102,8 @@ def _needed_bytes(state: dict[str, object]) -> int:
     return total
 
 
-def load_latest(
-    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
-) -> Counters | None:
-    """Restore the newest checkpoint into ``model``, ``optimizer`` and ``generator`` and return its counters;
+def load_latest(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Counters | None:
+    """Restore the newest checkpoint into ``model``, ``optimizer`` and torch's RNG and return its counters;
     ``None`` when the run has none."""
     index = read_index(run_dir)
     if not index:
@@ -114,5 +112,4 @@ def load_latest(
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
-    generator.set_state(state["sampler_rng"])
     return codec.decode(state["counters"], Counters)

@@ -311,3 +311,37 @@ def open_tokens(path: str, dtype: str) -> torch.Tensor:
     """A token file written by ``prepare_data`` as a 1-D tensor over a memory map (copy-on-write, so the
     file is never modified and pages load on demand)."""
     return torch.from_numpy(np.memmap(path, dtype=np.dtype(dtype), mode="c"))
+
+
+class WindowStream:
+    """The training windows of a run as one seeded stream: window ``i`` starts at element ``i`` of a sequence
+    of uniform draws in ``[0, len(tokens) - block_size)``, drawn ``CHUNK`` at a time from a generator seeded
+    with ``(seed, chunk number)``. A process can read whichever stretch of it it needs, so rank ``r`` of ``W``
+    reads its own ``batch_size`` rows of each global micro-batch of ``batch_size * W`` windows, the union being
+    what one process with ``batch_size * W`` reads; and a checkpoint needs only the position, in windows (its
+    tokens over ``block_size``), to continue the stream at every world size.
+    """
+
+    CHUNK = 4096
+
+    def __init__(self, tokens: torch.Tensor, block_size: int, seed: int) -> None:
+        self.tokens = tokens
+        self.block_size = block_size
+        self.seed = seed
+        self._chunk = -1
+        self._starts: list[int] = []
+
+    def _starts_of(self, chunk: int) -> list[int]:
+        if chunk != self._chunk:
+            generator = torch.Generator().manual_seed((self.seed << 32) | chunk)
+            high = len(self.tokens) - self.block_size
+            self._starts = torch.randint(high, (self.CHUNK,), generator=generator).tolist()
+            self._chunk = chunk
+        return self._starts
+
+    def batch(self, first: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windows ``first .. first + count - 1``: inputs and next-token targets, each ``(count, block_size)
+        int64``."""
+        starts = [self._starts_of(i // self.CHUNK)[i % self.CHUNK] for i in range(first, first + count)]
+        batch = torch.stack([self.tokens[s : s + self.block_size + 1] for s in starts]).to(torch.int64)
+        return batch[:, :-1], batch[:, 1:]

@@ -3,11 +3,20 @@
 AdamW with decoupled weight decay on 2-D weights only (Loshchilov & Hutter, 2019), linear warmup then
 cosine decay, gradient clipping, periodic validation estimates, and a final pass that scores every
 validation token once.
+
+Under torchrun the same loop runs in every rank: the model is wrapped in DistributedDataParallel (gradients
+averaged over ranks, so ``world_size`` ranks of ``batch_size`` take the step one process of
+``batch_size * world_size`` would), each rank reads its own rows of every global batch of one seeded stream
+(``data.WindowStream``), one all-reduce a step carries the training loss and whether any rank was told to
+stop (so every rank stops after the same step), validation is averaged over ranks, and rank 0 alone writes
+checkpoints and events.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import sys
 import threading
 import time
@@ -15,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel
 
 from mt_contracts.events import CheckpointEvent, ProgressEvent, Resumed, ValidationEvent
@@ -26,9 +36,10 @@ from mt_storage.checkpoints import MODEL_CONFIG
 from mt_storage.child import Channel
 from mt_storage.files import atomic_write_bytes
 from mt_storage.torch_weights import load_weights_into
-from mt_trainer_worker.training import TrainingFailure
+from mt_trainer_worker.training import TrainingFailure, distributed
 from mt_trainer_worker.training.checkpoints import Counters, load_latest, save_checkpoint
-from mt_trainer_worker.training.data import PreparedData, open_tokens
+from mt_trainer_worker.training.data import PreparedData, WindowStream, open_tokens
+from mt_trainer_worker.training.distributed import SINGLE, Ranks
 from mt_trainer_worker.training.models import build_model, logits_of
 
 LN2 = math.log(2.0)
@@ -56,17 +67,18 @@ def learning_rate_at(step: int, request: TrainRunRequest, total_steps: int) -> f
     return request.min_learning_rate + cosine * (request.learning_rate - request.min_learning_rate)
 
 
-def pick_device(choice: str) -> torch.device:
-    """``auto``: CUDA when present, else the CPU; ``cpu`` or ``cuda`` as asked.
+def pick_device(choice: str, local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA when present, else the CPU; ``cpu`` or ``cuda`` as asked. On CUDA, rank ``local_rank``
+    of a machine takes GPU ``local_rank``.
 
     Raises:
         TrainingFailure: ``device_unavailable`` when ``cuda`` is asked for and none is present.
     """
     if choice == "cuda" and not torch.cuda.is_available():
         raise TrainingFailure("device_unavailable", "device=cuda was requested but no CUDA device is present")
-    if choice == "cpu":
+    if choice == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cuda", local_rank)
 
 
 class StopTraining(Exception):
@@ -98,33 +110,43 @@ def build_optimizer(model: PreTrainedModel, request: TrainRunRequest) -> torch.o
 
 
 def estimate_val_loss(
-    model: PreTrainedModel, val: torch.Tensor, request: TrainRunRequest, device: torch.device
+    model: torch.nn.Module, val: torch.Tensor, request: TrainRunRequest, device: torch.device, ranks: Ranks
 ) -> float:
-    """Mean cross-entropy (nats per token) on ``eval_iters`` random validation batches, fixed by seed."""
+    """Mean cross-entropy (nats per token) on ``eval_iters`` random validation batches of ``batch_size *
+    world_size`` windows, fixed by seed; each rank scores its ``batch_size`` rows and the mean is taken over
+    ranks (one all-reduce), so it equals one process's estimate with ``batch_size * world_size``."""
     generator = torch.Generator().manual_seed(request.seed + 1)
     block_size = min(request.block_size, len(val) - 1)
+    rows = slice(ranks.rank * request.batch_size, (ranks.rank + 1) * request.batch_size)
     model.train(False)
     losses = []
     with torch.no_grad():
         for _ in range(request.eval_iters):
-            x, y = sample_batch(val, request.batch_size, block_size, generator)
-            logits = logits_of(model, x.to(device))
-            losses.append(F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten()).item())
+            x, y = sample_batch(val, request.batch_size * ranks.world_size, block_size, generator)
+            logits = logits_of(model, x[rows].to(device))
+            losses.append(F.cross_entropy(logits.flatten(0, 1).float(), y[rows].to(device).flatten()).item())
     model.train(True)
-    return sum(losses) / len(losses)
+    [total] = distributed.all_sum([sum(losses) / len(losses)], ranks, device)
+    return total / ranks.world_size
 
 
 def score_tokens(
-    model: PreTrainedModel, tokens: torch.Tensor, block_size: int, batch_size: int, device: torch.device
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    block_size: int,
+    batch_size: int,
+    device: torch.device,
+    ranks: Ranks = SINGLE,
 ) -> tuple[float, int]:
     """Total negative log-likelihood (nats) of ``tokens[1:]`` given what precedes each, in non-overlapping
     windows of ``block_size``; returns ``(total_nats, tokens_scored)``. Every token after the first is
-    scored exactly once."""
+    scored exactly once. Of several ``ranks``, each scores every ``world_size``-th group of ``batch_size``
+    windows and returns its own part (sum the parts over ranks for the whole)."""
     model.train(False)
     total, count = 0.0, 0
     starts = list(range(0, len(tokens) - 1, block_size))
     with torch.no_grad():
-        for first in range(0, len(starts), batch_size):
+        for first in range(ranks.rank * batch_size, len(starts), batch_size * ranks.world_size):
             group = starts[first : first + batch_size]
             for length in sorted({min(block_size, len(tokens) - 1 - s) for s in group}):
                 same = [s for s in group if min(block_size, len(tokens) - 1 - s) == length]
@@ -137,9 +159,12 @@ def score_tokens(
     return total, count
 
 
-def train(spec: RunSpec, data: PreparedData, writer: Channel, stop: threading.Event) -> TrainedModel:
+def train(
+    spec: RunSpec, data: PreparedData, writer: Channel, stop: threading.Event, ranks: Ranks = SINGLE
+) -> TrainedModel:
     """Train the model described by ``spec.request`` on ``data``, emitting progress, eval and checkpoint
-    events; resumes from the run's latest checkpoint when there is one.
+    events; resumes from the run's latest checkpoint when there is one. Of several ``ranks`` (torchrun,
+    process group started), each runs this and rank 0 alone writes the checkpoints.
 
     Raises:
         TrainingFailure: ``corpus_too_small`` when a split has fewer than ``block_size + 1`` tokens;
@@ -156,20 +181,24 @@ def train(spec: RunSpec, data: PreparedData, writer: Channel, stop: threading.Ev
                 f"{request.block_size + 1}; use a larger corpus or a smaller block_size",
             )
     torch.manual_seed(request.seed)
-    if request.threads:
+    if ranks.local_world_size > 1:
+        # The machine's threads (``threads``, else its cores) divided between the ranks it runs.
+        torch.set_num_threads(max(1, (request.threads or os.cpu_count() or 1) // ranks.local_world_size))
+    elif request.threads:
         torch.set_num_threads(request.threads)
-    device = pick_device(request.device)
+    device = pick_device(request.device, ranks.local_rank)
     with device:  # parameters are created on the device, not moved there
         model = build_model(request, data.vocab_size, data.end_of_text_id)
     model.train(True)
     optimizer = build_optimizer(model, request)
-    generator = torch.Generator().manual_seed(request.seed)
     run_dir = Path(spec.run_dir)
-    # The architecture beside the checkpoints, so evaluation, generation and export can load any of them.
-    atomic_write_bytes(run_dir / MODEL_CONFIG, model.config.to_json_string().encode())
-    counters = load_latest(run_dir, model, optimizer, generator)
+    if ranks.main:
+        # The architecture beside the checkpoints, so evaluation, generation and export can load any of them.
+        atomic_write_bytes(run_dir / MODEL_CONFIG, model.config.to_json_string().encode())
+    counters = load_latest(run_dir, model, optimizer)
     if counters is None and spec.init_weights is not None:
-        # init_from: the parent's weights, once; a resume continues from this run's own checkpoint instead.
+        # init_from: the parent's weights, once, on every rank before DDP wraps the model; a resume continues
+        # from this run's own checkpoint instead.
         load_weights_into(model, spec.init_weights)
         writer.write(
             "info",
@@ -179,11 +208,23 @@ def train(spec: RunSpec, data: PreparedData, writer: Channel, stop: threading.Ev
             step=spec.init_weights.step,
         )
     counters = counters or Counters()
+    if not ranks.main:
+        torch.manual_seed(request.seed + ranks.rank + counters.step)  # dropout differs between ranks
+    # Every rank starts from the same weights (DDP broadcasts rank 0's); gradients are averaged over ranks.
+    net: torch.nn.Module = model
+    if ranks.world_size > 1:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     job_id = spec.run_id
     if counters.step:
         writer.send(Resumed(step=counters.step))
         writer.write("info", "resumed", f"resuming from the checkpoint at step {counters.step}", step=counters.step)
-    train_tokens = open_tokens(data.train_path, data.dtype)
+    stream = WindowStream(open_tokens(data.train_path, data.dtype), request.block_size, request.seed)
+    # The data position in windows; checkpoints before it was recorded drew batch_size * accumulation a step.
+    tokens_seen = counters.tokens_seen
+    if tokens_seen is None:
+        tokens_seen = counters.step * request.batch_size * request.block_size * request.gradient_accumulation_steps
+    position, counters.tokens_seen = tokens_seen // request.block_size, tokens_seen
+    micro_windows = request.batch_size * ranks.world_size
     val_tokens = open_tokens(data.val_path, data.dtype)
     tokens_per_byte = (data.val_tokens - 1) / max(1, data.val_bytes)
     n_params = sum(p.numel() for p in model.parameters())
@@ -205,17 +246,27 @@ def train(spec: RunSpec, data: PreparedData, writer: Channel, stop: threading.Ev
         for group in optimizer.param_groups:
             group["lr"] = learning_rate
         step_loss = 0.0
-        for _ in range(accumulation):
-            x, y = sample_batch(train_tokens, request.batch_size, request.block_size, generator)
-            with autocast:
-                logits = logits_of(model, x.to(device))
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten()) / accumulation
-            torch.autograd.backward(loss)
+        for micro in range(accumulation):
+            x, y = stream.batch(position + micro * micro_windows + ranks.rank * request.batch_size, request.batch_size)
+            # Gradients are averaged over ranks once per step, on the last micro-batch.
+            last = micro == accumulation - 1
+            syncing = (
+                net.no_sync() if isinstance(net, DistributedDataParallel) and not last else contextlib.nullcontext()
+            )
+            with syncing:
+                with autocast:
+                    logits = logits_of(net, x.to(device))
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten()) / accumulation
+                torch.autograd.backward(loss)
             step_loss += loss.item()
+        position += micro_windows * accumulation
         if request.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), request.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        # One all-reduce: the step's loss over all ranks, and whether any rank was told to stop (all stop).
+        loss_sum, stop_votes = distributed.all_sum([step_loss, 1.0 if stop.is_set() else 0.0], ranks, device)
+        step_loss, stopping = loss_sum / ranks.world_size, stop_votes > 0
         if not math.isfinite(step_loss):
             raise TrainingFailure(
                 "diverged", f"the training loss became {step_loss} at step {step + 1}; lower learning_rate"
@@ -223,6 +274,7 @@ def train(spec: RunSpec, data: PreparedData, writer: Channel, stop: threading.Ev
         done = step + 1
         now = time.monotonic()
         counters.step, counters.last_train_loss = done, step_loss
+        counters.tokens_seen = position * request.block_size
         counters.elapsed_seconds = base_elapsed + (now - started)
         window_loss += step_loss
         window_steps += 1
@@ -230,7 +282,7 @@ def train(spec: RunSpec, data: PreparedData, writer: Channel, stop: threading.Ev
             progress = RunProgress(
                 step=done,
                 max_steps=total_steps,
-                tokens_seen=done * request.tokens_per_step,
+                tokens_seen=position * request.block_size,
                 train_loss=window_loss / window_steps,
                 learning_rate=learning_rate,
                 tokens_per_second=window_steps * request.tokens_per_step / max(now - last_report, 1e-9),
@@ -243,7 +295,7 @@ def train(spec: RunSpec, data: PreparedData, writer: Channel, stop: threading.Ev
             )
             window_loss, window_steps, last_report = 0.0, 0, now
         if done % request.eval_interval == 0 and done < total_steps:
-            val_loss = estimate_val_loss(model, val_tokens, request, device)
+            val_loss = estimate_val_loss(net, val_tokens, request, device, ranks)
             counters.last_val_loss, counters.last_val_step = val_loss, done
             point = EvalPoint(
                 step=done,
@@ -253,24 +305,27 @@ def train(spec: RunSpec, data: PreparedData, writer: Channel, stop: threading.Ev
             )
             message = f"step {done} val_loss {val_loss:.4f}"
             writer.send(ValidationEvent(ts=timestamp(), job_id=job_id, event="eval", message=message, point=point))
-        if done % request.checkpoint_interval == 0 or done == total_steps or stop.is_set():
+        if done % request.checkpoint_interval == 0 or done == total_steps or stopping:
             # A SIGTERM now only sets ``stop``: this checkpoint is finished and announced, then the loop stops.
             writer.phase = "checkpointing"
-            info = save_checkpoint(run_dir, request.keep_checkpoints, model, optimizer, generator, counters)
-            writer.send(
-                CheckpointEvent(
-                    ts=timestamp(), job_id=job_id, event="checkpoint", message=f"checkpoint at step {info.step}",
-                    checkpoint=info,
-                )
-            )  # fmt: skip
+            if ranks.main:
+                info = save_checkpoint(run_dir, request.keep_checkpoints, model, optimizer, counters)
+                writer.send(
+                    CheckpointEvent(
+                        ts=timestamp(), job_id=job_id, event="checkpoint", message=f"checkpoint at step {info.step}",
+                        checkpoint=info,
+                    )
+                )  # fmt: skip
+            if stopping:
+                distributed.barrier(ranks)  # the other ranks stay until rank 0's stop checkpoint is written
             writer.phase, saved_step = "training", done
-        if stop.is_set():
+        if stopping:
             raise StopTraining(f"stopped by SIGTERM after step {saved_step}; a checkpoint was saved", saved_step)
     return TrainedModel(
         model=model,
         train_loss=counters.last_train_loss if counters.last_train_loss is not None else float("nan"),
         steps=total_steps,
-        tokens_seen=total_steps * request.tokens_per_step,
+        tokens_seen=position * request.block_size,
         seconds=counters.elapsed_seconds,
     )
 

@@ -27,8 +27,9 @@ def build_model(request: TrainRunRequest, vocab_size: int, end_of_text_id: int) 
     return model
 
 
-def logits_of(model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
-    """Forward pass: ``(batch, T) int64`` ids to ``(batch, T, vocab_size)`` logits."""
+def logits_of(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """Forward pass: ``(batch, T) int64`` ids to ``(batch, T, vocab_size)`` logits (``model`` a family's
+    model, or the DistributedDataParallel wrapping one)."""
     logits = model(input_ids=input_ids).logits
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"model returned {type(logits).__name__} logits")
