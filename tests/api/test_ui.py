@@ -24,6 +24,7 @@ PAGES = [
     "/ui/compare",
     "/ui/tokenizers",
     "/ui/tokenizers/tok_01JDQ8ZQ0000000000000000AA",
+    "/ui/corpora",
     "/ui/launch",
 ]
 

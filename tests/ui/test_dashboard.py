@@ -313,3 +313,43 @@ async def test_pages_with_full_read_only_and_missing_keys(
         await expect(writer.page.locator("#cancel")).to_be_hidden()
         for each in (anonymous, reader, writer):
             _clean(each)
+
+
+async def test_corpora_page_uploads_with_progress_lists_refuses_and_deletes(
+    browser: Browser, stack: str, screens: Path, tmp_path: Path, shakespeare: str
+) -> None:
+    text = shakespeare[:300_000]
+    upload = tmp_path / "plays.txt"
+    upload.write_text(text, encoding="utf-8")
+    watched = await open_page(browser, stack, "/ui/corpora")
+    page = watched.page
+    await expect(page.locator("#corpora tbody")).to_contain_text("No corpora.")
+    await page.fill("#corpus-name", "plays")
+    await page.set_input_files("#corpus-file", str(upload))
+    await page.click("#upload-form button[type=submit]")
+    await expect(page.locator("#upload-result")).to_contain_text("uploaded plays", timeout=60_000)
+    assert await page.locator("#upload-progress").evaluate("bar => bar.value") == 1
+    row = page.locator("tr[data-corpus='plays']")
+    lines = text.count("\n") + (not text.endswith("\n"))
+    await expect(row).to_contain_text(f"{lines:,}")
+    async with httpx.AsyncClient(base_url=stack, timeout=30) as client:
+        listed = (await client.get("/corpora/plays")).json()
+    assert (listed["bytes"], listed["lines"]) == (len(text.encode()), lines)
+    await expect(row.locator("td").nth(4)).to_have_text(listed["sha256"][:12])
+    await screenshots(watched, screens, "corpora")
+
+    # Refused a second time with "refuse to replace" ticked (If-None-Match: *), then a bad file: 400 naming it.
+    await page.click("#upload-form button[type=submit]")
+    await expect(page.locator("#upload-result")).to_contain_text("exists", timeout=60_000)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine line\n\xff\xfe not utf-8\n")
+    await page.fill("#corpus-name", "bad")
+    await page.set_input_files("#corpus-file", str(bad))
+    await page.click("#upload-form button[type=submit]")
+    await expect(page.locator("#upload-result")).to_contain_text("line 2", timeout=60_000)
+    await expect(page.locator("tr[data-corpus='bad']")).to_have_count(0)
+
+    await row.get_by_role("button", name="Delete").click()
+    await expect(page.locator("#upload-result")).to_have_text("deleted plays")
+    await expect(page.locator("#corpora tbody")).to_contain_text("No corpora.")
+    _clean(watched)

@@ -278,6 +278,7 @@ def ui_router() -> Router:
             _listing("/runs", "runs", "Runs"),
             _listing("/compare", "compare", "Compare runs"),
             _listing("/tokenizers", "tokenizers", "Tokenizers"),
+            _listing("/corpora", "corpora", "Corpora"),
             run_page,
             tokenizer_page,
             launch_page,
