@@ -105,7 +105,11 @@ async def test_run_page_charts_grow_live_and_resume_after_a_dropped_stream(
         await page.click("#generate-form button[type=submit]")
         await expect(page.locator("#samples")).not_to_have_text("generating…", timeout=120_000)
         await expect(page.locator("#samples")).to_contain_text("ROMEO:")
-        await page.locator("#checkpoints tbody tr", has_text="300").get_by_role("button", name="Export").click()
+        # The row whose step cell is 300 (a loss like 3.7300 elsewhere in a row must not match).
+        step_300 = page.locator("#checkpoints tbody tr").filter(
+            has=page.locator("td:first-child", has_text=re.compile(r"^300$"))
+        )
+        await step_300.get_by_role("button", name="Export").click()
         await expect(page.locator("#exported-files li").first).to_be_visible(timeout=120_000)
         await expect(page.locator("#exported-files")).to_contain_text("config.json")
         async with page.expect_download() as started:
@@ -114,6 +118,22 @@ async def test_run_page_charts_grow_live_and_resume_after_a_dropped_stream(
         assert download.suggested_filename == "config.json"
         saved = await download.path()
         assert json.loads(saved.read_text(encoding="utf-8"))["model_type"] == "gpt2"
+
+        # A new run from checkpoint 300 (init_from): the launch form holds this run's request and the weights.
+        await step_300.get_by_role("link", name="New run from it").click()
+        await page.wait_for_url(re.compile(r"/ui/launch\?from="))
+        await expect(page.locator('[id="run-init_from.run_id"]')).to_have_value(run_id)
+        await expect(page.locator('[id="run-init_from.checkpoint"]')).to_have_value("300")
+        await expect(page.locator("#run-tokenizer_id")).to_have_value(tokenizer_id)
+        await expect(page.locator("#run-n_embd")).to_have_value(str(TOY["n_embd"]))
+        await expect(page.locator("#run-betas")).to_have_value("0.9, 0.95")
+        await page.fill("#run-max_steps", "20")
+        await page.click("#run-form button[type=submit]")
+        child_id = await page.locator("#run-started").text_content(timeout=60_000)
+        assert child_id is not None
+        child = await finished_run(client, child_id)
+        assert child.status == "succeeded", child.error
+        assert child.request.init_from is not None and child.request.init_from.checkpoint == 300
 
         runs = await open_page(browser, proxy.url, "/ui/runs")
         await expect(runs.page.locator(f"tr[data-run='{run_id}']")).to_contain_text("succeeded")

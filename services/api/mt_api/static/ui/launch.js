@@ -79,6 +79,32 @@
     );
   }
 
+  // ?from=<run_id>&checkpoint=<step> (a run page's "New run from it"): the run form holds that run's request
+  // and init_from names its weights; change the corpus or the budget, then launch.
+  function shown(input, value) {
+    if (value === null || value === undefined) return "";
+    if (Array.isArray(value)) return value.join(input.dataset.kind === "list" ? "\n" : ", ");
+    return String(value);
+  }
+
+  async function prefill() {
+    const query = new URLSearchParams(window.location.search);
+    const from = query.get("from");
+    if (!from) return;
+    const answer = await api("/runs/" + encodeURIComponent(from));
+    if (!answer.ok) {
+      document.getElementById("run-form-error").textContent = "run " + from + ": " + problemText(answer);
+      return;
+    }
+    for (const [name, value] of Object.entries(answer.data.request)) {
+      const input = document.getElementById("run-" + name);
+      if (input && input.dataset.kind) input.value = shown(input, value);
+    }
+    document.getElementById("run-init_from.run_id").value = from;
+    document.getElementById("run-init_from.checkpoint").value = query.get("checkpoint") || "";
+    document.getElementById("run-corpus_path").focus();
+  }
+
   for (const form of document.querySelectorAll("form.launch")) form.addEventListener("submit", submit);
-  window.MT.ready.then(tokenizers);
+  window.MT.ready.then(tokenizers).then(prefill);
 })();

@@ -178,7 +178,17 @@
           el("td", { text: age(c.created_at) }),
           el("td", { className: "num", text: number(c.train_loss) }),
           el("td", { className: "num", text: number(c.val_loss) }),
-          el("td", {}, exportButton, " ", useButton, c.step === last ? el("span", { className: "muted", text: " resume continues here" }) : null),
+          el(
+            "td",
+            {},
+            exportButton,
+            " ",
+            useButton,
+            " ",
+            // A new run from this checkpoint's weights (init_from), on the same or another corpus.
+            el("a", { href: "/ui/launch?from=" + encodeURIComponent(runId) + "&checkpoint=" + c.step, className: "write-only", text: "New run from it" }),
+            c.step === last ? el("span", { className: "muted", text: " resume continues here" }) : null,
+          ),
         );
       }),
     );
