@@ -19,7 +19,7 @@ from mt_trainer_worker.worker import create_worker as create_trainer_worker
 
 T = TypeVar("T")
 # How long the teardown of ``running_workers`` waits for jobs still in arq's hands (seconds).
-JOB_FINISH_TIMEOUT = 30.0
+JOB_FINISH_TIMEOUT = 60.0
 
 
 @asynccontextmanager
@@ -35,11 +35,16 @@ async def running_workers(
     try:
         yield workers
     finally:
-        # A job whose record is already terminal may still be in arq's hands (storing its result): let it
-        # finish, since close() cancels running jobs and then re-raises their CancelledError.
-        in_flight = [task for worker in workers for task in worker.tasks.values() if not task.done()]
-        if in_flight:
-            await asyncio.wait(in_flight, timeout=JOB_FINISH_TIMEOUT)
+        # A job whose record is already terminal may still be in arq's hands (uploading to the object store,
+        # storing its result): let it finish, since close() cancels running jobs, and a job cancelled while
+        # arq stores its result (a shielded step) would then find arq's pool closed under it. Jobs that start
+        # meanwhile are waited for too.
+        deadline = time.monotonic() + JOB_FINISH_TIMEOUT
+        while in_flight := [task for worker in workers for task in worker.tasks.values() if not task.done()]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.wait(in_flight, timeout=left)
         for worker in workers:
             await worker.close()
         for task in tasks:
