@@ -39,12 +39,17 @@ async def running_workers(
         # storing its result): let it finish, since close() cancels running jobs, and a job cancelled while
         # arq stores its result (a shielded step) would then find arq's pool closed under it. Jobs that start
         # meanwhile are waited for too.
+        # Jobs that start meanwhile are waited for too: the workers must be seen idle twice, a poll apart.
         deadline = time.monotonic() + JOB_FINISH_TIMEOUT
-        while in_flight := [task for worker in workers for task in worker.tasks.values() if not task.done()]:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            await asyncio.wait(in_flight, timeout=left)
+        idle = 0
+        while idle < 2 and time.monotonic() < deadline:
+            in_flight = [task for worker in workers for task in worker.tasks.values() if not task.done()]
+            if in_flight:
+                idle = 0
+                await asyncio.wait(in_flight, timeout=max(0.0, deadline - time.monotonic()))
+            else:
+                idle += 1
+                await asyncio.sleep(2 * settings.worker.poll_delay)
         for worker in workers:
             await worker.close()
         for task in tasks:
