@@ -138,7 +138,9 @@ async def test_a_run_whose_worker_was_killed_is_reaped_and_resumed_by_another_wo
         tokenizer_id = await trained_tokenizer(client)
         run_id = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 600})
         with worker_process("mt_trainer_worker", env) as first:
-            # A checkpoint the API lists is in the storage (with the object store: uploaded by the pod).
+            # The record names a checkpoint (the worker applies the child's events a moment after the child writes
+            # the files) and the API lists it from the storage (with the object store: uploaded by the pod).
+            await wait_for(lambda: get_run(client, run_id), lambda j: j.checkpoint is not None, 120)
             await wait_for(lambda: listed_checkpoints(client, run_id), bool, 120)
             first.send_signal(signal.SIGKILL)
             first.wait()

@@ -41,7 +41,8 @@ class EvalSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     ``split`` ``val``/``train`` re-derive the run's splits from ``corpus_files`` with ``val_fraction`` and
     ``seed`` (the cached training data when present); ``corpus`` scores all of ``corpus_files``. Windows
-    are ``block_size`` tokens, ``batch_size`` at a time; ``max_tokens`` bounds the tokens scored.
+    are ``block_size`` tokens, ``batch_size`` at a time; ``max_tokens`` bounds the tokens scored. ``precision``
+    ``bf16`` scores under bfloat16 autocast, as the run trained (the loss itself is taken in float32).
     """
 
     eval_id: str
@@ -56,6 +57,7 @@ class EvalSpec(msgspec.Struct, frozen=True, kw_only=True):
     dataset_cache: str
     device: str = "auto"
     max_tokens: int | None = None
+    precision: str = "fp32"
 
 
 class Evaluated(msgspec.Struct, frozen=True, tag_field="kind", tag="evaluated", kw_only=True):

@@ -241,6 +241,7 @@ class EvalWork:
             dataset_cache=str(self.layout.dataset_cache()),
             device=run.request.device,
             max_tokens=request.max_tokens,
+            precision=run.request.precision,
         )
         data = codec.encode(spec)
         _write(self.layout, self.layout.eval_spec(run.id, job.id), data)

@@ -74,7 +74,9 @@ def run(spec: RunSpec, writer: Channel, stop: threading.Event, ranks: Ranks = SI
     writer.phase = "evaluating"
     val = open_tokens(data.val_path, data.dtype)
     device = next(trained.model.parameters()).device
-    part = score_tokens(trained.model, val, request.block_size, request.batch_size, device, ranks)
+    part = score_tokens(
+        trained.model, val, request.block_size, request.batch_size, device, ranks, bf16=request.precision == "bf16"
+    )
     total_nats, scored_sum = distributed.all_sum([part[0], float(part[1])], ranks, device)
     scored = int(scored_sum)
     evaluation_seconds, clock = time.monotonic() - clock, time.monotonic()

@@ -313,6 +313,14 @@ def open_tokens(path: str, dtype: str) -> torch.Tensor:
     return torch.from_numpy(np.memmap(path, dtype=np.dtype(dtype), mode="c"))
 
 
+def gather_windows(tokens: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
+    """The windows ``tokens[s : s + length]`` for every ``s`` in ``starts`` (``(count,) int64``), as one
+    ``(count, length) int64`` tensor: a single vectorised gather through the token file's memory map (numpy
+    fancy indexing; torch has no indexing on ``uint16``), no Python loop over windows."""
+    offsets = starts.reshape(-1, 1) + torch.arange(length, dtype=torch.int64)
+    return torch.from_numpy(tokens.numpy()[offsets.numpy()].astype(np.int64))
+
+
 class WindowStream:
     """The training windows of a run as one seeded stream: window ``i`` starts at element ``i`` of a sequence
     of uniform draws in ``[0, len(tokens) - block_size)``, drawn ``CHUNK`` at a time from a generator seeded
@@ -328,20 +336,24 @@ class WindowStream:
         self.tokens = tokens
         self.block_size = block_size
         self.seed = seed
-        self._chunk = -1
-        self._starts: list[int] = []
+        self._chunks: dict[int, torch.Tensor] = {}
 
-    def _starts_of(self, chunk: int) -> list[int]:
-        if chunk != self._chunk:
+    def _starts_of(self, chunk: int) -> torch.Tensor:
+        """The ``CHUNK`` window starts of chunk ``chunk`` (``int64``); the last two chunks are kept."""
+        starts = self._chunks.get(chunk)
+        if starts is None:
             generator = torch.Generator().manual_seed((self.seed << 32) | chunk)
-            high = len(self.tokens) - self.block_size
-            self._starts = torch.randint(high, (self.CHUNK,), generator=generator).tolist()
-            self._chunk = chunk
-        return self._starts
+            starts = torch.randint(len(self.tokens) - self.block_size, (self.CHUNK,), generator=generator)
+            self._chunks = {key: value for key, value in self._chunks.items() if key == chunk - 1}
+            self._chunks[chunk] = starts
+        return starts
 
     def batch(self, first: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Windows ``first .. first + count - 1``: inputs and next-token targets, each ``(count, block_size)
         int64``."""
-        starts = [self._starts_of(i // self.CHUNK)[i % self.CHUNK] for i in range(first, first + count)]
-        batch = torch.stack([self.tokens[s : s + self.block_size + 1] for s in starts]).to(torch.int64)
+        last = first + count - 1
+        chunks = range(first // self.CHUNK, last // self.CHUNK + 1)
+        starts = torch.cat([self._starts_of(chunk) for chunk in chunks])
+        offset = first - chunks[0] * self.CHUNK
+        batch = gather_windows(self.tokens, starts[offset : offset + count], self.block_size + 1)
         return batch[:, :-1], batch[:, 1:]

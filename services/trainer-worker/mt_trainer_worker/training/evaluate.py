@@ -57,7 +57,9 @@ def evaluate(spec: EvalSpec, writer: Channel) -> EvalMetrics:
     device = pick_device(spec.device)
     model = load_model(spec.weights, device)
     started = time.monotonic()
-    total_nats, scored = score_tokens(model, tokens, spec.block_size, spec.batch_size, device)
+    total_nats, scored = score_tokens(
+        model, tokens, spec.block_size, spec.batch_size, device, bf16=spec.precision == "bf16"
+    )
     loss = total_nats / scored
     return EvalMetrics(
         eval_id=spec.eval_id,
