@@ -1,74 +1,138 @@
-"""Training throughput: our training process against a plain reference loop.
+"""Training throughput: our training process against the strongest loop a user would write with the same
+libraries, eager and with ``torch.compile``.
 
-The reference is the loop anyone would write: ``GPT2LMHeadModel`` (its dropout set to the run's, as ours is;
-``GPT2Config`` defaults to 0.1), the next-token cross-entropy of its logits (``logits[:, :-1]`` against the
-inputs shifted by one, what ``labels=`` computes), ``torch.optim.AdamW``, same config, same threads, same token
-file. ``BENCH_TRAINING_REPEATS`` (default 2: the larger size takes minutes a run on a loaded 2-core machine)
-alternating runs; with fewer than 5 the table gives their mean, not a median. Ours is the real
-``python -m mt_trainer_worker.training`` subprocess; its steady-state tokens per second come from its own
-progress events (first quarter of steps skipped as warm-up). MFU = model FLOPs per second / a float32 matmul
-peak measured in the same run; model
-FLOPs per token = 6 N + 12 L T E (Kaplan et al. 2020; Chowdhery et al. 2022, appendix B).
+Every side is a fresh process on the same prepared token file, so imports, model construction and
+compilation count in the wall time (time to first step included):
+
+- **ours**: the real ``python -m mt_trainer_worker.training`` child with the run's spec, ``compile`` off or on;
+- **HF loop**: a plain loop over the same model built by the same code (``models.build_model``: the family's
+  ``transformers`` config, sdpa attention), the same AdamW groups (``loop.build_optimizer``), learning-rate
+  schedule, gradient clipping, seed and batches (``data.WindowStream``), bf16 autocast when the run uses it;
+  eager, or with ``torch.compile(model)`` as a user would add it.
+
+Wall = spawn to the end of the last step (ours: the timestamp of its last progress event; the loop: of its
+last step's line); steady tok/s = the median over per-step rates after the first quarter of the steps. Ratios
+are HF / ours in wall time (> 1: ours is faster) and are reported only where the loss curves agree (largest
+per-step difference within ``CURVE_TOLERANCE``). ``BENCH_TRAINING_REPEATS`` (5) alternating rounds, the order
+rotating each round; medians with min-max; peak RSS of each process (``wait4``); the load average before and
+after each size. Inductor's kernel caches are warm after the first round on both sides (ours under the runs
+root, the loop's in torch's default folder).
 """
 
 from __future__ import annotations
 
-import math
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from transformers import GPT2Config, GPT2LMHeadModel
-
-from benchmarks._common import SHAKESPEARE, bpe_tokenizer, load, median
+from benchmarks._common import ROOT, SHAKESPEARE, bpe_tokenizer, load, median, spread
 from mt_contracts import codec
 from mt_contracts.events import ProgressEvent
-from mt_contracts.requests import TrainRunRequest
+from mt_contracts.requests import CompileChoice, TrainRunRequest
 from mt_contracts.training import RunSpec, decode_message
-from mt_trainer_worker.training.data import open_tokens, prepare_data
+from mt_trainer_worker.training.data import PreparedData, prepare_data
 
 SIZES = {
-    "4x128x128": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128, "batch_size": 16, "steps": 40},
-    "6x384x256": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "batch_size": 8, "steps": 8},
+    "4x128x128, batch 16": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128, "batch_size": 16},
+    "6x384x256, batch 8": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "batch_size": 8},
 }
-# Without native bf16 (AVX512-BF16 or AMX) bf16 autocast is many times slower than fp32 on a CPU (0.08x
-# measured on an AVX2-only EPYC), so it is then measured on the small size only.
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-REPEATS = int(os.environ.get("BENCH_TRAINING_REPEATS", "2"))
+STEPS = {"4x128x128, batch 16": int(os.environ.get("BENCH_TRAINING_SMALL_STEPS", "100")), "6x384x256, batch 8": 16}
+REPEATS = int(os.environ.get("BENCH_TRAINING_REPEATS", "5"))
 VOCAB_SIZE = 2048
+# fp32 eager sides should agree to rounding; compiled and bf16 kernels sum in other orders.
+CURVE_TOLERANCE = {"fp32": 0.02, "bf16": 0.05}
+SIDES = ("ours", "ours compiled", "HF loop", "HF loop + compile")
+
+# The loop a user writes, run as ``python -c LOOP <spec.json> <compile 0|1>``.
+LOOP = """
+import json, sys, time
+import torch, torch.nn.functional as F
+from mt_contracts import codec
+from mt_contracts.training import RunSpec
+from mt_trainer_worker.training.data import WindowStream, open_tokens
+from mt_trainer_worker.training.loop import build_optimizer, learning_rate_at
+from mt_trainer_worker.training.models import build_model
+spec = codec.decode(open(sys.argv[1], "rb").read(), RunSpec)
+prepared = json.loads(open(sys.argv[3]).read())
+request = spec.request
+torch.manual_seed(request.seed)
+model = build_model(request, prepared["vocab_size"], prepared["end_of_text_id"])
+model.train(True)
+optimizer = build_optimizer(model, request)
+forward = torch.compile(model) if sys.argv[2] == "1" else model
+stream = WindowStream(open_tokens(prepared["train_path"], prepared["dtype"]), request.block_size, request.seed)
+autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=request.precision == "bf16")
+total = request.total_steps
+for step in range(total):
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate_at(step, request, total)
+    x, y = stream.batch(step * request.batch_size, request.batch_size)
+    with autocast:
+        logits = forward(input_ids=x).logits
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), request.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    print(json.dumps({"step": step + 1, "loss": loss.item(), "t": time.time()}), flush=True)
+"""
 
 
-def native_bf16() -> list[str]:
-    """The CPU's bf16 instruction sets among ``BF16_FLAGS`` (from /proc/cpuinfo); empty when it has none."""
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = set()
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    return [flag for flag in BF16_FLAGS if flag in flags]
+class Measured:
+    """One process: wall seconds from spawn to its last step, steady tokens/s, per-step losses, peak RSS MB."""
+
+    def __init__(self, wall: float, rate: float, losses: list[float], peak_mb: float) -> None:
+        self.wall, self.rate, self.losses, self.peak_mb = wall, rate, losses, peak_mb
 
 
-def matmul_peak() -> float:
-    """float32 FLOP/s of a 2048x2048 matmul on this machine (median of 5)."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    torch.mm(a, b)
-    rates = []
-    for _ in range(5):
-        started = time.perf_counter()
-        for _ in range(4):
-            torch.mm(a, b)
-        rates.append(4 * 2 * 2048**3 / (time.perf_counter() - started))
-    return median(rates)
+def _run(command: list[str], stdin: bytes | None, env: dict[str, str]) -> tuple[float, bytes, float]:
+    """(spawn time, stdout, peak RSS MB) of one process run to its end."""
+    with tempfile.TemporaryFile() as out:
+        spawned = time.time()
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.DEVNULL, env=env)
+        assert process.stdin is not None
+        with process.stdin:
+            process.stdin.write(stdin or b"")
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            raise RuntimeError(f"{command[:3]} exited with {process.returncode}")
+        out.seek(0)
+        return spawned, out.read(), usage.ru_maxrss / 1024
 
 
-def request_for(size: dict[str, int], precision: str) -> TrainRunRequest:
+def _steady(times: list[float], tokens_per_step: int) -> float:
+    """Median tokens/s of the steps after the first quarter, from the end time of each step."""
+    skip = max(1, len(times) // 4)
+    return median([tokens_per_step / (b - a) for a, b in zip(times[skip - 1 :], times[skip:], strict=False)])
+
+
+def ours(spec: RunSpec, env: dict[str, str]) -> Measured:
+    command = [sys.executable, "-m", "mt_trainer_worker.training"]
+    spawned, stdout, peak = _run(command, codec.encode(spec), env)
+    events = [e for line in stdout.splitlines() if isinstance(e := decode_message(line), ProgressEvent)]
+    ends = [datetime.fromisoformat(e.ts.replace("Z", "+00:00")).timestamp() for e in events]
+    losses = [e.progress.train_loss for e in events]
+    return Measured(ends[-1] - spawned, _steady(ends, spec.request.tokens_per_step), losses, peak)
+
+
+def hf_loop(
+    spec_file: Path, prepared_file: Path, compiled: bool, request: TrainRunRequest, env: dict[str, str]
+) -> Measured:
+    command = [sys.executable, "-c", LOOP, str(spec_file), "1" if compiled else "0", str(prepared_file)]
+    spawned, stdout, peak = _run(command, None, env)
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith(b"{")]
+    ends = [float(line["t"]) for line in lines]
+    losses = [float(line["loss"]) for line in lines]
+    return Measured(ends[-1] - spawned, _steady(ends, request.tokens_per_step), losses, peak)
+
+
+def request_for(size: dict[str, int], steps: int, precision: str, compile: CompileChoice) -> TrainRunRequest:
     return TrainRunRequest(
         tokenizer_id="tok_01JDQ8ZQ0000000000000000AA",
         corpus_path=SHAKESPEARE.name,
@@ -77,20 +141,20 @@ def request_for(size: dict[str, int], precision: str) -> TrainRunRequest:
         n_embd=size["n_embd"],
         block_size=size["block_size"],
         batch_size=size["batch_size"],
-        max_steps=size["steps"],
-        warmup_steps=2,
-        eval_interval=10_000,
-        checkpoint_interval=10_000,
+        max_steps=steps,
+        warmup_steps=max(1, steps // 10),
+        eval_interval=1_000_000,
+        checkpoint_interval=1_000_000,
         val_fraction=0.02,
         device="cpu",
         precision="bf16" if precision == "bf16" else "fp32",
+        compile=compile,
     )
 
 
-def ours(work: Path, tokenizer_dir: Path, request: TrainRunRequest, name: str) -> tuple[float, float]:
-    """(tokens per second, last train loss) of the real training process."""
-    run_dir = work / name
-    spec = RunSpec(
+def spec_for(work: Path, tokenizer_dir: Path, request: TrainRunRequest, name: str) -> RunSpec:
+    run_dir = work / "runs" / name
+    return RunSpec(
         run_id="run_01JDQ8ZQ0000000000000000AA",
         tokenizer_id=request.tokenizer_id,
         request=request,
@@ -101,101 +165,87 @@ def ours(work: Path, tokenizer_dir: Path, request: TrainRunRequest, name: str) -
         run_dir=str(run_dir),
         dataset_cache=str(work / "datasets"),
         progress_interval=0.0,
+        runs_root=str(work / "runs"),
     )
-    command = [sys.executable, "-m", "mt_trainer_worker.training"]
-    result = subprocess.run(command, input=codec.encode(spec), capture_output=True, check=True)
-    lines = result.stdout.splitlines()
-    reports = [e.progress for line in lines if isinstance(e := decode_message(line), ProgressEvent)]
-    steady = [r.tokens_per_second for r in reports if r.step > request.total_steps // 4]
-    return median(steady), reports[-1].train_loss
 
 
-def reference(tokens: torch.Tensor, request: TrainRunRequest, vocab_size: int) -> tuple[float, float]:
-    """(tokens per second, last train loss) of a plain HF + AdamW loop on the same data."""
-    torch.manual_seed(request.seed)
-    config = GPT2Config(
-        vocab_size=vocab_size,
-        n_positions=request.block_size,
-        n_embd=request.n_embd,
-        n_layer=request.n_layer,
-        n_head=request.n_head,
-        resid_pdrop=request.dropout,
-        embd_pdrop=request.dropout,
-        attn_pdrop=request.dropout,
-    )
-    model = GPT2LMHeadModel(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=request.learning_rate)
-    generator = torch.Generator().manual_seed(request.seed)
-    times, loss_value = [], math.nan
-    for step in range(request.total_steps):
-        starts = torch.randint(len(tokens) - request.block_size, (request.batch_size,), generator=generator).tolist()
-        x = torch.stack([tokens[s : s + request.block_size] for s in starts]).to(torch.int64)
-        started = time.perf_counter()
-        logits = model(input_ids=x).logits
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), x[:, 1:].flatten())
-        torch.autograd.backward(loss)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_value = loss.item()
-        if step > request.total_steps // 4:
-            times.append(time.perf_counter() - started)
-    return request.batch_size * request.block_size / median(times), loss_value
+def curve_gap(a: list[float], b: list[float]) -> float:
+    """The largest per-step difference between two loss curves (nats)."""
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
-def model_flops_per_token(request: TrainRunRequest, vocab_size: int) -> float:
-    n_params = 12 * request.n_layer * request.n_embd**2 + vocab_size * request.n_embd
-    return 6 * n_params + 12 * request.n_layer * request.block_size * request.n_embd
+def measure_size(work: Path, tokenizer_dir: Path, data: PreparedData, label: str, precision: str) -> list[str]:
+    """The table rows of one size and precision: every side, ``REPEATS`` rotating rounds."""
+    size, steps = SIZES[label], STEPS[label]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
+    eager = request_for(size, steps, precision, "off")
+    prepared_file = work / "prepared.json"
+    prepared_file.write_text(json.dumps({"vocab_size": data.vocab_size, "end_of_text_id": data.end_of_text_id,
+                                         "train_path": data.train_path, "dtype": data.dtype}))  # fmt: skip
+    spec_file = work / f"{label}-{precision}.json"
+    spec_file.write_bytes(codec.encode(spec_for(work, tokenizer_dir, eager, "loop")))
+    results: dict[str, list[Measured]] = {side: [] for side in SIDES}
+    for round_ in range(REPEATS):
+        order = SIDES[round_ % len(SIDES) :] + SIDES[: round_ % len(SIDES)]
+        for side in order:
+            if side.startswith("ours"):
+                compile: CompileChoice = "on" if side == "ours compiled" else "off"
+                request = request_for(size, steps, precision, compile)
+                spec = spec_for(work, tokenizer_dir, request, f"{label}-{precision}-{compile}-{round_}")
+                results[side].append(ours(spec, env))
+            else:
+                results[side].append(hf_loop(spec_file, prepared_file, side.endswith("compile"), eager, env))
+    reference_curve = results["HF loop"][0].losses
+    rows = []
+    for side in SIDES:
+        runs = results[side]
+        gap = max(curve_gap(run.losses, reference_curve) for run in runs)
+        agree = gap <= CURVE_TOLERANCE[precision]
+        walls = [run.wall for run in runs]
+        ratios = {
+            ref: [r.wall / o.wall for r, o in zip(results[ref], runs, strict=True)]
+            for ref in ("HF loop", "HF loop + compile")
+        }
+        ratio = " | ".join(
+            spread(values, 2) if agree and side.startswith("ours") else "-" for values in ratios.values()
+        )
+        rows.append(
+            f"| {label} | {precision} | {side} | {spread(walls)} | {spread([run.rate for run in runs], 0)} | {ratio} "
+            f"| {runs[0].losses[-1]:.4f} | {gap:.4f} | {median([run.peak_mb for run in runs]):,.0f} |"
+        )
+    return rows
 
 
 def main() -> str:
-    rows = []
+    rows: list[str] = []
     loads = [load()]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         tokenizer_dir = work / "tokenizer"
         bpe_tokenizer(tokenizer_dir, VOCAB_SIZE)
         data = prepare_data(tokenizer_dir / "tokenizer.json", [SHAKESPEARE], 0.02, 1337, work / "datasets")
-        tokens = open_tokens(data.train_path, data.dtype)
-        peak = matmul_peak()
-        bf16_flags = native_bf16()
-        bf16_sizes = set(SIZES) if bf16_flags else {"4x128x128"}
-        for label, size in SIZES.items():
-            fp32 = request_for(size, "fp32")
-            bf16 = request_for(size, "bf16")
-            ours_fp32, ours_bf16, refs = [], [], []
-            losses: dict[str, float] = {}
-            for repeat in range(REPEATS):
-                rate, losses["ours"] = ours(work, tokenizer_dir, fp32, f"{label}-fp32-{repeat}")
-                ours_fp32.append(rate)
-                rate, losses["reference"] = reference(tokens, fp32, data.vocab_size)
-                refs.append(rate)
-                if label in bf16_sizes:
-                    rate, losses["ours bf16"] = ours(work, tokenizer_dir, bf16, f"{label}-bf16-{repeat}")
-                    ours_bf16.append(rate)
-            flops = model_flops_per_token(fp32, data.vocab_size)
-            bf16_rate = f"{median(ours_bf16):,.0f}" if ours_bf16 else "not run"
-            bf16_ratio = f"{median(ours_bf16) / median(ours_fp32):.2f}" if ours_bf16 else "-"
-            bf16_loss = f"{losses['ours bf16']:.3f}" if ours_bf16 else "-"
-            rows.append(
-                f"| {label} | {median(refs):,.0f} | {median(ours_fp32):,.0f} | {median(ours_fp32) / median(refs):.2f} "
-                f"| {bf16_rate} | {bf16_ratio} | {median(ours_fp32) * flops / peak:.1%} "
-                f"| {losses['reference']:.3f} / {losses['ours']:.3f} / {bf16_loss} |"
-            )
-            loads.append(load())
-    summary = f"median of {REPEATS}" if REPEATS >= 5 else f"mean of {REPEATS} (too few for a median)"
+        for label in SIZES:
+            for precision in ("fp32", "bf16"):
+                rows.extend(measure_size(work, tokenizer_dir, data, label, precision))
+                loads.append(load())
+    steps = ", ".join(f"{label}: {count} steps" for label, count in STEPS.items())
     return "\n".join(
         [
-            "## Training throughput (issue 4)",
+            "## Training throughput (issues 4, 19)",
             "",
-            f"Tokens per second, {summary} alternating runs; vocab_size {VOCAB_SIZE}, Tiny Shakespeare. "
-            f"1-minute load average before and after each size: {', '.join(loads)}. "
-            f"float32 matmul peak measured in the same run: {peak / 1e9:,.0f} GFLOP/s. "
-            f"Native bf16 on this CPU: {', '.join(bf16_flags) or 'none (bf16 measured on the small size only)'}.",
-            "Goals: ours / reference >= 1.0 in fp32; bf16 / fp32 >= 1.3 where bf16 helps.",
+            f"Each side a fresh process on the same prepared token file (vocab_size {VOCAB_SIZE}, Tiny Shakespeare;"
+            f" {steps}); {REPEATS} rounds, the order of the sides rotating each round; medians with min-max. "
+            "Wall: spawn to the end of the last step (imports, model build and compilation included). Steady: "
+            "median tokens/s over the steps after the first quarter. HF / ours: the HF loop's wall over ours, "
+            "round by round (> 1: ours is faster), shown only where the loss curves agree (largest per-step "
+            f"difference to the eager HF loop's curve within {CURVE_TOLERANCE['fp32']} nats in fp32, "
+            f"{CURVE_TOLERANCE['bf16']} in bf16). 1-minute load average before and after each size and precision:"
+            f" {', '.join(loads)}.",
+            "Goal (issue 19): ours >= 1.25x the compiled HF loop at both sizes, fp32 and bf16.",
             "",
-            "| size (L x E x T) | reference tok/s | ours fp32 tok/s | ours / ref | ours bf16 tok/s | bf16 / fp32 "
-            "| MFU fp32 | last loss ref / ours / bf16 |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| size (L x E x T) | precision | side | wall s | steady tok/s | HF eager / ours | HF compiled / ours "
+            "| last loss | curve gap | peak RSS MB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             *rows,
         ]
     )
