@@ -231,8 +231,8 @@ async def test_compare_shows_both_runs_validation_curves_and_their_differences(
         base = {**TOY, "tokenizer_id": tokenizer_id, "max_steps": 40, "eval_interval": 10, "checkpoint_interval": 40}
         first = await submit_run(client, base)
         second = await submit_run(client, {**base, "n_embd": 16, "learning_rate": 0.004})
-        for run_id in (first, second):
-            assert (await finished_run(client, run_id)).status == "succeeded"
+        done = {run_id: await finished_run(client, run_id) for run_id in (first, second)}
+        assert [run.status for run in done.values()] == ["succeeded", "succeeded"]
         series = {run_id: await _series(client, run_id) for run_id in (first, second)}
 
     runs = await open_page(browser, stack, "/ui/runs")
@@ -263,9 +263,33 @@ async def test_compare_shows_both_runs_validation_curves_and_their_differences(
         "learning_rate",
     }
     await expect(page.locator("#diff tbody tr[data-field='n_embd']")).to_contain_text("16")
+    # By tokens seen: each point where its record puts it (one process: step x tokens_per_step).
+    tokens_per_step = {run_id: run.request.tokens_per_step for run_id, run in done.items()}
+    assert tokens_per_step[first] == 4 * 32
+    assert all(p.tokens_seen == p.step * tokens_per_step[run_id] for run_id, s in series.items() for p in s.val)
     tokens = await page.evaluate("window.mtCompare.tokens()")
     assert isinstance(tokens, list)
-    assert tokens[0] == [step * 4 * 32 for step in steps]
+    recorded = {run_id: {p.tokens_seen: p.val_bits_per_byte for p in s.val} for run_id, s in series.items()}
+    xs = sorted({x for points in recorded.values() for x in points if x is not None})
+    assert tokens[0] == xs
+    assert msgspec.json.decode(msgspec.json.encode(tokens[1:])) == [
+        [recorded[run_id].get(x) for x in xs] for run_id in (second, first)
+    ]
+    # A run resumed at step 10 with 2 processes instead of 1 is not linear in step: the chart takes the tokens
+    # each point records; a point written before points recorded them falls back to step x tokens per step
+    # of every process (nnodes x nproc_per_node).
+    request = {"batch_size": 4, "block_size": 32, "gradient_accumulation_steps": 1, "nnodes": 1, "nproc_per_node": 2}
+    val = [
+        {"step": 10, "val_loss": 3.0, "tokens_seen": 10 * 128},
+        {"step": 20, "val_loss": 2.5, "tokens_seen": 10 * 128 + 10 * 256},
+        {"step": 30, "val_loss": 2.0, "tokens_seen": None},
+    ]
+    resumed = {"run": {"request": request}, "series": {"train": [], "val": val}}
+    curves = await page.evaluate("entries => window.mtCompare.curves(entries, 'val_loss')", [resumed])
+    assert curves == {
+        "step": [[[10, 3.0], [20, 2.5], [30, 2.0]]],
+        "tokens": [[[1280, 3.0], [3840, 2.5], [30 * 256, 2.0]]],
+    }
     await screenshots(runs, screens, "compare")
     _clean(runs)
 

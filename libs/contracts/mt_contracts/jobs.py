@@ -104,12 +104,16 @@ class RunProgress(msgspec.Struct, frozen=True, kw_only=True):
 
 class EvalPoint(msgspec.Struct, frozen=True, kw_only=True):
     """A validation estimate during training, on ``eval_iters`` random batches: ``val_loss`` in nats per
-    token, ``val_bits_per_byte`` from it with the validation split's tokens-per-byte ratio."""
+    token, ``val_bits_per_byte`` from it with the validation split's tokens-per-byte ratio. ``tokens_seen``
+    counts the training tokens consumed by every process of the run up to ``step`` (not ``step`` times the
+    current tokens per step: a run resumed at another world size took steps of another size before);
+    ``None`` in records written before it was recorded."""
 
     step: int
     val_loss: float
     val_perplexity: float
     val_bits_per_byte: float | None = None
+    tokens_seen: int | None = None
 
 
 class CheckpointInfo(msgspec.Struct, frozen=True, kw_only=True):
