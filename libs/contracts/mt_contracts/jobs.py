@@ -11,7 +11,7 @@ applied by ``mt_storage.lifecycle`` alone. ``stalled`` is never stored: it is ho
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
@@ -20,6 +20,7 @@ from mt_contracts.requests import EvalSplit, EvaluateRequest, TrainRunRequest, T
 from mt_contracts.tokenizers import TokenizerStatistics
 
 JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled", "stalled"]
+JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({"succeeded", "failed", "cancelled"})
 
 
