@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import get_args
 
 import msgspec
 import pytest
@@ -15,8 +17,12 @@ from redis.asyncio import Redis
 
 from mt_api.app import create_app
 from mt_api.ui import ASSETS, CONTENT_SECURITY_POLICY, FORMS, UPLOT_VERSION, FormField, form_fields
+from mt_contracts import codec
+from mt_contracts.jobs import JobStatus, RunJob, RunPage
 from mt_contracts.requests import TrainRunRequest
 from mt_contracts.settings import ApiSettings, GatewaySettings
+from mt_storage.jobs import run_jobs
+from mt_storage.lifecycle import Lifecycle
 
 PAGES = [
     "/ui/runs",
@@ -72,6 +78,42 @@ async def test_access_says_what_the_key_may_do(
     read = await keyed.get("/ui/access", headers={"Authorization": "Bearer read-key"})
     assert read.json() == {"keys": True, "write": False}
     assert (await open_client.get("/ui/access")).json() == {"keys": False, "write": True}
+
+
+async def test_the_runs_filter_offers_every_status_and_stalled_lists_the_stalled_runs(
+    open_client: AsyncTestClient[Litestar], api_settings: ApiSettings, redis: Redis
+) -> None:
+    page = (await open_client.get("/ui/runs")).text
+    select = re.search(r'<select id="status-filter">(.*?)</select>', page, re.S)
+    assert select is not None
+    options = re.findall(r'<option value="([^"]*)">', select.group(1))
+    assert options == ["", *get_args(JobStatus)]
+    assert "stalled" in options
+
+    # Two running runs, one whose worker stopped renewing its lease: stalled is shown, never stored.
+    stall_after = api_settings.app.stall_after_seconds
+    lifecycle = Lifecycle(run_jobs(redis), "run", stall_after)
+    now = datetime.now(UTC)
+    request = TrainRunRequest(tokenizer_id="tok_01JDQ8ZQ0000000000000000AA", corpus_path="small.txt")
+    fresh, silent = "run_01JDQ8ZQ0000000000000000AA", "run_01JDQ8ZQ0000000000000000AB"
+    for run_id in (fresh, silent):
+        await lifecycle.create(RunJob(id=run_id, request=request, created_at=now, updated_at=now))
+        assert await lifecycle.start(run_id) is not None
+    old = now - timedelta(seconds=stall_after + 5)
+
+    def silenced(record: RunJob) -> RunJob:
+        return msgspec.structs.replace(record, heartbeat_at=old, started_at=old)
+
+    await lifecycle.store.transact(silent, silenced)
+
+    async def listed(status: str) -> list[tuple[str, str]]:
+        answer = await open_client.get("/runs", params={"status": status})
+        assert answer.status_code == 200, answer.text
+        return [(run.id, run.status) for run in codec.decode(answer.content, RunPage).items]
+
+    assert await listed("stalled") == [(silent, "stalled")]
+    assert await listed("running") == [(silent, "stalled"), (fresh, "running")]
+    assert await listed("queued") == []
 
 
 def test_run_form_follows_the_contract() -> None:

@@ -1,5 +1,6 @@
 """Checkpoints carry everything: a training process killed mid-run and started again ends with exactly the
-weights of an uninterrupted run (same seed, CPU)."""
+weights of an uninterrupted run (same seed, CPU), and its validation points count the tokens seen as an
+uninterrupted run's do."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 from safetensors.torch import load_file
 
 from mt_contracts import codec
-from mt_contracts.events import CheckpointEvent, Resumed
+from mt_contracts.events import CheckpointEvent, Resumed, ValidationEvent
+from mt_contracts.jobs import EvalPoint
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.tokenizers import resolve_config
 from mt_contracts.training import Finished, RunSpec, TrainingMessage, decode_message
@@ -81,6 +83,10 @@ def _events(process: subprocess.Popen[bytes]) -> list[TrainingMessage]:
         return [decode_message(line) for line in process.stdout]
 
 
+def _points(events: list[TrainingMessage]) -> list[EvalPoint]:
+    return [event.point for event in events if isinstance(event, ValidationEvent)]
+
+
 def test_a_killed_run_resumes_from_its_checkpoint_to_identical_weights(
     tmp_path: Path, tokenizer_dir: Path, corpus_root: Path
 ) -> None:
@@ -108,9 +114,18 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_identical_weights(
     resumed = [e for e in resumed_events if isinstance(e, Resumed)]
     assert resumed == [Resumed(step=killed_at)]
 
+    # The points after the resume, the final one included, count the tokens seen as the straight run's do.
+    straight_tokens = {point.step: point.tokens_seen for point in _points(straight_events)}
+    resumed_points = _points(resumed_events)
+    assert resumed_points and [p.step for p in resumed_points][-1] == 40
+    assert {point.step: point.tokens_seen for point in resumed_points} == {
+        point.step: straight_tokens[point.step] for point in resumed_points
+    }
+
     finished_straight, finished_resumed = straight_events[-1], resumed_events[-1]
     assert isinstance(finished_straight, Finished) and isinstance(finished_resumed, Finished)
     assert finished_resumed.metrics.val_loss == finished_straight.metrics.val_loss
+    assert finished_resumed.metrics.tokens_seen == finished_straight.metrics.tokens_seen
     weights_straight = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
     weights_resumed = load_file(str(tmp_path / "interrupted" / "model" / "model.safetensors"))
     assert weights_straight.keys() == weights_resumed.keys()
@@ -122,3 +137,18 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_identical_weights(
         "step-000000030.pt",
         "step-000000040.pt",
     ]
+
+
+def test_validation_points_carry_the_tokens_seen_at_their_step(
+    tmp_path: Path, tokenizer_dir: Path, corpus_root: Path
+) -> None:
+    process = _start(_spec(tmp_path, "run", tokenizer_dir, corpus_root))
+    events = _events(process)
+    assert process.wait() == 0
+    finished = events[-1]
+    assert isinstance(finished, Finished)
+    # One process: every step consumes tokens_per_step (batch 4 x block 32 x accumulation 2) tokens; the
+    # estimates at eval_interval 15 and the final one at the last step (40) carry the count at their step.
+    assert REQUEST.tokens_per_step == 256
+    assert [(p.step, p.tokens_seen) for p in _points(events)] == [(15, 15 * 256), (30, 30 * 256), (40, 40 * 256)]
+    assert finished.metrics.tokens_seen == 40 * 256

@@ -24,6 +24,8 @@ from tests.ui.browser import Watched, chromium, open_page, screens_dir, screensh
 
 # The integration tests' one-layer GPT-2 on one thread (the suite shares two cores).
 TOY: dict[str, object] = {**RUN, "threads": 1}
+# How the pages show a duration (common.js ``duration``): "42 s", "3 min 5 s", "2 h 13 min".
+DURATION = r"\d+ (s|min \d+ s|h \d+ min)"
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +71,11 @@ async def test_run_page_charts_grow_live_and_resume_after_a_dropped_stream(
         page = watched.page
 
         async def points() -> int:
-            count = await page.evaluate("window.mtRun.trainSteps().length")
+            count = await page.evaluate("window.mtRun.chartPoints()")
             assert isinstance(count, int)
             return count
 
+        # The drawn loss chart's data grows as steps arrive.
         first = await wait_for(points, lambda n: n >= 1, 180)
         grown = await wait_for(points, lambda n: n > first, 180)
         assert grown > first
@@ -80,10 +83,19 @@ async def test_run_page_charts_grow_live_and_resume_after_a_dropped_stream(
         run = await finished_run(client, run_id)
         assert run.status == "succeeded", run.error
 
-        # Everything logs.jsonl holds reached the chart, in order, through the cut: no step is missing.
+        # Everything logs.jsonl holds reached the chart, in order, through the cut: no step is missing, and
+        # the drawn loss chart holds every training and validation loss at its step.
         series = await _series(client, run_id)
         assert await page.evaluate("window.mtRun.trainSteps()") == [p.step for p in series.train]
         assert await page.evaluate("window.mtRun.valSteps()") == sorted({p.step for p in series.val})
+        train_loss = {p.step: p.train_loss for p in series.train}
+        val_loss = {p.step: p.val_loss for p in series.val}
+        steps = sorted({*train_loss, *val_loss})
+        assert await page.evaluate("window.mtRun.chartData()") == [
+            steps,
+            [train_loss.get(step) for step in steps],
+            [val_loss.get(step) for step in steps],
+        ]
         assert proxy.cuts == 1
         streams = proxy.heads_with("/logs/stream")
         assert len(streams) >= 2
@@ -138,9 +150,10 @@ async def test_run_page_charts_grow_live_and_resume_after_a_dropped_stream(
         runs = await open_page(browser, proxy.url, "/ui/runs")
         await expect(runs.page.locator(f"tr[data-run='{run_id}']")).to_contain_text("succeeded")
         await screenshots(runs, screens, "runs")
-        await runs.page.select_option("#status-filter", "failed")
-        await expect(runs.page.locator(f"tr[data-run='{run_id}']")).to_have_count(0)
-        await expect(runs.page.locator("#runs tbody")).to_contain_text("No runs.")
+        for status in ("failed", "stalled"):
+            await runs.page.select_option("#status-filter", status)
+            await expect(runs.page.locator(f"tr[data-run='{run_id}']")).to_have_count(0)
+            await expect(runs.page.locator("#runs tbody")).to_contain_text("No runs.")
         await runs.page.select_option("#status-filter", "succeeded")
         await expect(runs.page.locator(f"tr[data-run='{run_id}']")).to_have_count(1)
         _clean(watched)
@@ -231,8 +244,8 @@ async def test_compare_shows_both_runs_validation_curves_and_their_differences(
         base = {**TOY, "tokenizer_id": tokenizer_id, "max_steps": 40, "eval_interval": 10, "checkpoint_interval": 40}
         first = await submit_run(client, base)
         second = await submit_run(client, {**base, "n_embd": 16, "learning_rate": 0.004})
-        for run_id in (first, second):
-            assert (await finished_run(client, run_id)).status == "succeeded"
+        done = {run_id: await finished_run(client, run_id) for run_id in (first, second)}
+        assert [run.status for run in done.values()] == ["succeeded", "succeeded"]
         series = {run_id: await _series(client, run_id) for run_id in (first, second)}
 
     runs = await open_page(browser, stack, "/ui/runs")
@@ -263,9 +276,33 @@ async def test_compare_shows_both_runs_validation_curves_and_their_differences(
         "learning_rate",
     }
     await expect(page.locator("#diff tbody tr[data-field='n_embd']")).to_contain_text("16")
+    # By tokens seen: each point where its record puts it (one process: step x tokens_per_step).
+    tokens_per_step = {run_id: run.request.tokens_per_step for run_id, run in done.items()}
+    assert tokens_per_step[first] == 4 * 32
+    assert all(p.tokens_seen == p.step * tokens_per_step[run_id] for run_id, s in series.items() for p in s.val)
     tokens = await page.evaluate("window.mtCompare.tokens()")
     assert isinstance(tokens, list)
-    assert tokens[0] == [step * 4 * 32 for step in steps]
+    recorded = {run_id: {p.tokens_seen: p.val_bits_per_byte for p in s.val} for run_id, s in series.items()}
+    xs = sorted({x for points in recorded.values() for x in points if x is not None})
+    assert tokens[0] == xs
+    assert msgspec.json.decode(msgspec.json.encode(tokens[1:])) == [
+        [recorded[run_id].get(x) for x in xs] for run_id in (second, first)
+    ]
+    # A run resumed at step 10 with 2 processes instead of 1 is not linear in step: the chart takes the tokens
+    # each point records; a point written before points recorded them falls back to step x tokens per step
+    # of every process (nnodes x nproc_per_node).
+    request = {"batch_size": 4, "block_size": 32, "gradient_accumulation_steps": 1, "nnodes": 1, "nproc_per_node": 2}
+    val = [
+        {"step": 10, "val_loss": 3.0, "tokens_seen": 10 * 128},
+        {"step": 20, "val_loss": 2.5, "tokens_seen": 10 * 128 + 10 * 256},
+        {"step": 30, "val_loss": 2.0, "tokens_seen": None},
+    ]
+    resumed = {"run": {"request": request}, "series": {"train": [], "val": val}}
+    curves = await page.evaluate("entries => window.mtCompare.curves(entries, 'val_loss')", [resumed])
+    assert curves == {
+        "step": [[[10, 3.0], [20, 2.5], [30, 2.0]]],
+        "tokens": [[[1280, 3.0], [3840, 2.5], [30 * 256, 2.0]]],
+    }
     await screenshots(runs, screens, "compare")
     _clean(runs)
 
@@ -305,6 +342,14 @@ async def test_pages_with_full_read_only_and_missing_keys(
         await expect(reader.page.locator("#generate-form")).to_be_hidden()
         await expect(reader.page.locator(".read-only-note")).to_be_visible()
         assert await reader.page.evaluate("window.mtRun.trainSteps().length") > 0
+        # The stream opened with the key in its URL (EventSource sends no header) and delivered the run's
+        # events: "ended" alone would also follow a refused stream.
+        streams = [address for address in reader.requests if "/logs/stream?" in address]
+        assert streams and all("access_token=read-key" in address for address in streams), streams
+        assert [address for address in reader.requests if "access_token" in address] == streams
+        assert await reader.page.evaluate("window.mtRun.opens()") >= 1
+        assert await reader.page.evaluate("window.mtRun.streamed()") > 0
+        assert await reader.page.evaluate("window.mtRun.lastEventId()") != ""
         await reader.page.goto(url + "/ui/launch")
         await expect(reader.page.locator("#access")).to_have_text("key: read-only")
         await expect(reader.page.locator("#tokenizer-form")).to_be_hidden()
@@ -320,18 +365,41 @@ async def test_pages_with_full_read_only_and_missing_keys(
         await writer.page.click("#evaluate")
         await expect(writer.page.locator("#evals tbody tr").first).to_contain_text("succeeded", timeout=120_000)
 
-        # Cancel a run that would train for long, from its page; it can then be resumed.
+        # A run that would train for long. The runs list, open since before it was submitted, shows it
+        # appear, train with its progress moving and end, without a reload (the marker would be gone).
+        listing = await open_page(browser, url, "/ui/runs", key="read-key")
+        await listing.page.evaluate("window.mtOpenedOnce = true")
         async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
-            long_run = await submit_run(
-                client, {**TOY, "tokenizer_id": tokenizer_id, "max_steps": 100_000, "checkpoint_interval": 20}
-            )
+            # compile off: 100,000 steps would compile the model first (a minute on this machine).
+            long = {**TOY, "tokenizer_id": tokenizer_id, "max_steps": 100_000, "checkpoint_interval": 20}
+            long_run = await submit_run(client, {**long, "compile": "off"})
+        row = listing.page.locator(f"tr[data-run='{long_run}']")
+        await expect(row).to_have_attribute("data-status", "running", timeout=120_000)
+        progress = row.locator("td").nth(3)
+
+        async def shown_progress() -> str:
+            return (await progress.text_content() or "").strip()
+
+        seen = await wait_for(shown_progress, lambda text: re.fullmatch(r"\d+ / 100000", text) is not None, 60)
+        moved = await wait_for(shown_progress, lambda text: text != seen, 30)
+        assert re.fullmatch(r"\d+ / 100000", moved), moved
+        await screenshots(listing, screens, "runs-live")
+
+        # Its page, while it trains: the step, an ETA and the heartbeat's age. Cancelled from there, it can
+        # then be resumed.
         await writer.page.goto(url + f"/ui/runs/{long_run}")
         await expect(writer.page.locator("#step")).not_to_have_text("—", timeout=120_000)
+        await expect(writer.page.locator("#status")).to_have_text("running")
+        await expect(writer.page.locator("#eta")).to_have_text(re.compile(rf"^{DURATION}$"))
+        await expect(writer.page.locator("#heartbeat")).to_have_text(re.compile(rf"^{DURATION} ago$"), timeout=15_000)
+        await screenshots(writer, screens, "run-training")
         await writer.page.click("#cancel")
         await expect(writer.page.locator("#status")).to_have_text("cancelled", timeout=120_000)
         await expect(writer.page.locator("#resume-box")).to_be_visible()
         await expect(writer.page.locator("#cancel")).to_be_hidden()
-        for each in (anonymous, reader, writer):
+        await expect(row).to_have_attribute("data-status", "cancelled", timeout=30_000)
+        assert await listing.page.evaluate("window.mtOpenedOnce") is True
+        for each in (anonymous, reader, writer, listing):
             _clean(each)
 
 

@@ -11,7 +11,7 @@ applied by ``mt_storage.lifecycle`` alone. ``stalled`` is never stored: it is ho
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
@@ -20,6 +20,7 @@ from mt_contracts.requests import EvalSplit, EvaluateRequest, TrainRunRequest, T
 from mt_contracts.tokenizers import TokenizerStatistics
 
 JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled", "stalled"]
+JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -104,12 +105,16 @@ class RunProgress(msgspec.Struct, frozen=True, kw_only=True):
 
 class EvalPoint(msgspec.Struct, frozen=True, kw_only=True):
     """A validation estimate during training, on ``eval_iters`` random batches: ``val_loss`` in nats per
-    token, ``val_bits_per_byte`` from it with the validation split's tokens-per-byte ratio."""
+    token, ``val_bits_per_byte`` from it with the validation split's tokens-per-byte ratio. ``tokens_seen``
+    counts the training tokens consumed by every process of the run up to ``step`` (not ``step`` times the
+    current tokens per step: a run resumed at another world size took steps of another size before);
+    ``None`` in records written before it was recorded."""
 
     step: int
     val_loss: float
     val_perplexity: float
     val_bits_per_byte: float | None = None
+    tokens_seen: int | None = None
 
 
 class CheckpointInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -118,18 +118,23 @@ class JobStore(Generic[R]):
         return [self._decode(raw) for raw in raws if raw is not None]
 
     async def list_page(
-        self, *, limit: int, cursor: str | None = None, status: JobStatus | None = None
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        status: JobStatus | None = None,
+        keep: Callable[[R], bool] | None = None,
     ) -> tuple[list[R], str | None]:
         """Up to ``limit`` records, newest first, created before the record ``cursor`` (exclusive; ``None``
-        starts at the newest), only those in ``status`` when given.
+        starts at the newest), only those in ``status`` and those ``keep`` accepts, when given.
 
         Returns the records and the cursor of the next page: the last id examined when older ids remain,
-        else ``None``. With a ``status`` filter the scan reads ids in batches until the page is full, so a
-        rare status costs a longer scan. Ids whose record expired are dropped from the index on the way.
+        else ``None``. With a filter the scan reads ids in batches until the page is full, so a rare status
+        costs a longer scan. Ids whose record expired are dropped from the index on the way.
         """
         items: list[R] = []
         upper = f"({cursor}" if cursor else "+"
-        batch = limit if status is None else max(limit, 100)
+        batch = limit if status is None and keep is None else max(limit, 100)
         while True:
             found = await self._redis.zrevrangebylex(self.index_key, upper, "-", start=0, num=batch)
             ids = [value.decode() if isinstance(value, bytes) else str(value) for value in found]
@@ -143,7 +148,7 @@ class JobStore(Generic[R]):
                     expired.append(job_id)
                     continue
                 record = self._decode(raw)
-                if status is None or record.status == status:
+                if (status is None or record.status == status) and (keep is None or keep(record)):
                     items.append(record)
                 if len(items) == limit:
                     break

@@ -29,6 +29,7 @@ from litestar.template.config import TemplateConfig
 
 from mt_api.auth import PUBLIC, bearer_key, key_scope
 from mt_api.services import Services
+from mt_contracts.jobs import JOB_STATUSES
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 
 PACKAGE = Path(__file__).resolve().parent
@@ -218,11 +219,12 @@ async def home() -> Redirect:
     return Redirect(path="/ui/runs")
 
 
-def _listing(path: str, name: str, title: str) -> HTTPRouteHandler:
-    """The handler of a page that needs nothing from the request (a list; compare reads its query itself)."""
+def _listing(path: str, name: str, title: str, **context: object) -> HTTPRouteHandler:
+    """The handler of a page that needs nothing from the request (a list; compare reads its query itself),
+    rendered with ``context``."""
 
     async def page() -> Template:
-        return _page(name, title)
+        return _page(name, title, **context)
 
     return get(path, include_in_schema=False, name=f"ui-{name}")(page)
 
@@ -275,7 +277,7 @@ def ui_router() -> Router:
         "/ui",
         route_handlers=[
             home,
-            _listing("/runs", "runs", "Runs"),
+            _listing("/runs", "runs", "Runs", statuses=JOB_STATUSES),  # the filter's choices: the contract's
             _listing("/compare", "compare", "Compare runs"),
             _listing("/tokenizers", "tokenizers", "Tokenizers"),
             _listing("/corpora", "corpora", "Corpora"),

@@ -14,7 +14,7 @@ from mt_contracts.ids import is_run_id
 from mt_contracts.jobs import JobAccepted, JobError, JobStatus, RunJob, utcnow
 from mt_storage import RecordNotFound
 from mt_storage.jobs import JobStore, R
-from mt_storage.lifecycle import Lifecycle, shown
+from mt_storage.lifecycle import Lifecycle, is_stalled, shown
 
 DRY_RUN = (
     "Validate as a real job would, queue and write nothing, and answer 200 with the estimate (corpus size, "
@@ -73,15 +73,23 @@ async def page(
     status: JobStatus | None,
 ) -> tuple[list[R], str | None]:
     """One page of ``store``'s jobs, newest first, as clients see them (``stalled`` when a running job's
-    heartbeat is too old), and the cursor of the next page.
+    heartbeat is too old), and the cursor of the next page. ``status`` is the stored status, except
+    ``stalled``, which is never stored: it keeps the running and cancelling jobs whose heartbeat is too old.
 
     Raises:
         InvalidField: ``cursor`` is not a ``kind`` id.
     """
     if cursor is not None and not is_id(cursor):
         raise InvalidField(f"cursor {cursor!r} is not a {kind} id; pass next_cursor as it came", field="cursor")
-    items, next_cursor = await store.list_page(limit=limit, cursor=cursor, status=status)
     now, stall_after = utcnow(), services.settings.app.stall_after_seconds
+    if status == "stalled":
+
+        def stalled(job: R) -> bool:
+            return is_stalled(job, now, stall_after)
+
+        items, next_cursor = await store.list_page(limit=limit, cursor=cursor, keep=stalled)
+    else:
+        items, next_cursor = await store.list_page(limit=limit, cursor=cursor, status=status)
     return [shown(job, now, stall_after) for job in items], next_cursor
 
 

@@ -70,10 +70,14 @@ async def list_runs(
     services: NamedDependency[Services],
     limit: Annotated[int, Parameter(ge=1, le=100, description="Runs per page.")] = 20,
     cursor: Annotated[str | None, Parameter(description="next_cursor of the previous page.")] = None,
-    status: Annotated[JobStatus | None, Parameter(description="Only runs in this stored status.")] = None,
+    status: Annotated[
+        JobStatus | None,
+        Parameter(description="Only runs in this stored status; stalled: the active runs whose heartbeat is too old."),
+    ] = None,
 ) -> RunPage:
     """Runs, newest first, ``limit`` per page; follow ``next_cursor`` for older ones. ``stalled`` is shown
-    but never stored, so a ``status=running`` page also holds the stalled runs."""
+    but never stored, so a ``status=running`` page also holds the stalled runs; ``status=stalled`` holds only
+    them."""
     items, next_cursor = await page(
         services, services.runs, "run", is_run_id, limit=limit, cursor=cursor, status=status
     )

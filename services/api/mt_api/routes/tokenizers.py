@@ -58,10 +58,14 @@ async def list_tokenizers(
     services: NamedDependency[Services],
     limit: Annotated[int, Parameter(ge=1, le=100, description="Jobs per page.")] = 20,
     cursor: Annotated[str | None, Parameter(description="next_cursor of the previous page.")] = None,
-    status: Annotated[JobStatus | None, Parameter(description="Only jobs in this status.")] = None,
+    status: Annotated[
+        JobStatus | None,
+        Parameter(description="Only jobs in this stored status; stalled: the active jobs whose heartbeat is too old."),
+    ] = None,
 ) -> TokenizerPage:
     """Tokenizer jobs, newest first, ``limit`` per page; follow ``next_cursor`` for older ones. ``stalled`` is
-    shown but never stored, so a ``status=running`` page also holds the stalled jobs."""
+    shown but never stored, so a ``status=running`` page also holds the stalled jobs; ``status=stalled`` holds
+    only them."""
     items, next_cursor = await page(
         services, services.tokenizers, "tokenizer", is_tokenizer_id, limit=limit, cursor=cursor, status=status
     )

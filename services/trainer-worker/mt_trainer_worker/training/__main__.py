@@ -101,6 +101,7 @@ def run(spec: RunSpec, writer: Channel, stop: threading.Event, ranks: Ranks = SI
         val_loss=val_loss,
         val_perplexity=metrics.val_perplexity,
         val_bits_per_byte=metrics.val_bits_per_byte,
+        tokens_seen=trained.tokens_seen,
     )
     message = f"final validation at step {trained.steps}: val_loss {val_loss:.4f} over {scored} tokens"
     writer.send(ValidationEvent(ts=timestamp(), job_id=spec.run_id, event="final_eval", message=message, point=final))

@@ -378,6 +378,7 @@ def train(
                 val_loss=val_loss,
                 val_perplexity=safe_exp(val_loss),
                 val_bits_per_byte=val_loss * tokens_per_byte / LN2,
+                tokens_seen=position * request.block_size,
             )
             message = f"step {done} val_loss {val_loss:.4f}"
             writer.send(ValidationEvent(ts=timestamp(), job_id=job_id, event="eval", message=message, point=point))

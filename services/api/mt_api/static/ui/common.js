@@ -74,11 +74,12 @@
     const params = new URLSearchParams({ tail: String(tail) });
     if (key()) params.set("access_token", key());
     const source = new EventSource(path + "?" + params.toString());
-    const state = { source, opens: 0, errors: 0, lastId: "" };
+    const state = { source, opens: 0, errors: 0, events: 0, lastId: "" };
     for (const [kind, handle] of Object.entries(handlers)) {
       if (kind === "open" || kind === "error") continue;
       source.addEventListener(kind, (message) => {
         state.lastId = message.lastEventId;
+        state.events += 1;
         handle(JSON.parse(message.data), message.lastEventId);
       });
     }
@@ -199,7 +200,7 @@
         data = next;
         plot.setData(next);
       },
-      data: () => data,
+      data: () => (plot ? plot.data : data), // what uPlot holds, as drawn
     };
   }
 

@@ -30,24 +30,33 @@
     })];
   }
 
-  function tokensAt(entry, step) {
-    const progress = entry.series.train.find((p) => p.step === step);
+  // Tokens seen at a validation point, as the point records them (every process of the run, so a run resumed
+  // at another world size is placed right). Points written before they recorded it: the progress report of the
+  // same step, else step × the request's tokens per step (over all nnodes × nproc_per_node processes).
+  function tokensAt(entry, point) {
+    if (point.tokens_seen !== null && point.tokens_seen !== undefined) return point.tokens_seen;
+    const progress = entry.series.train.find((p) => p.step === point.step);
     if (progress) return progress.tokens_seen;
     const r = entry.run.request;
-    return step * r.batch_size * r.block_size * r.gradient_accumulation_steps;
+    const worldSize = (r.nnodes || 1) * (r.nproc_per_node || 1);
+    return point.step * r.batch_size * r.block_size * r.gradient_accumulation_steps * worldSize;
+  }
+
+  // Each {run, series} entry's curve of the metric named key, as [x, value] pairs: by step and by tokens seen.
+  function curves(entries, key) {
+    const kept = entries.map((entry) => entry.series.val.filter((p) => p[key] !== null && p[key] !== undefined));
+    return {
+      step: kept.map((points) => points.map((p) => [p.step, p[key]])),
+      tokens: kept.map((points, i) => points.map((p) => [tokensAt(entries[i], p), p[key]])),
+    };
   }
 
   function draw() {
     const ids = [...chosen].filter((id) => loaded.has(id));
     if (!charts || charts.ids !== ids.join(",") || charts.metric !== metric.value) makeCharts(ids);
-    const key = metric.value;
-    const byStep = ids.map((id) => loaded.get(id).series.val.filter((p) => p[key] !== null).map((p) => [p.step, p[key]]));
-    const byTokens = ids.map((id) => {
-      const entry = loaded.get(id);
-      return entry.series.val.filter((p) => p[key] !== null).map((p) => [tokensAt(entry, p.step), p[key]]);
-    });
-    charts.step.setData(aligned(byStep));
-    charts.tokens.setData(aligned(byTokens));
+    const drawn = curves(ids.map((id) => loaded.get(id)), metric.value);
+    charts.step.setData(aligned(drawn.step));
+    charts.tokens.setData(aligned(drawn.tokens));
     table(ids);
   }
 
@@ -114,6 +123,7 @@
   window.mtCompare = {
     series: () => (charts ? charts.step.data() : null),
     tokens: () => (charts ? charts.tokens.data() : null),
+    curves, // the chart's data from given {run, series} entries, for tests
   };
   window.MT.ready.then(async () => {
     await choices();

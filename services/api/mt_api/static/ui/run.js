@@ -331,7 +331,9 @@
     trainSteps: () => [...train.keys()].sort((a, b) => a - b),
     valSteps: () => [...val.keys()].sort((a, b) => a - b),
     chartPoints: () => lossChart.data()[0].length,
+    chartData: () => lossChart.data(), // [steps, train loss or null, val loss or null], as drawn
     opens: () => (live ? live.opens : 0),
+    streamed: () => (live ? live.events : 0), // events that came through the live stream
     lastEventId: () => (live ? live.lastId : ""),
   };
 
