@@ -121,7 +121,7 @@ async def test_ctrl_c_detaches_and_exit_codes(server: str, worker_settings: Work
         argv = [MT, "--url", server, "runs", "train", "--tokenizer_id", tokenizer_id, *RUN_OPTIONS]
         code, seen = await asyncio.to_thread(
             in_terminal,
-            [*argv, "--max_steps", "1000000"],
+            [*argv, "--max_steps", "1000000", "--compile", "off"],
             interrupt_when=lambda screen: re.search(r"step [1-9]\d*/1000000", screen) is not None,
         )
         assert code == EXIT_DETACHED, seen

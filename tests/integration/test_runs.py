@@ -50,7 +50,10 @@ async def test_cancel_queued_and_running_runs_then_resume_from_the_checkpoint(
 ) -> None:
     async with running_workers(worker_settings):
         tokenizer_id = await trained_tokenizer(client)
-        long_run = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 1_000_000})
+        # compile on: the end-to-end test of a compiled run (trained, stopped, resumed through the real stack).
+        long_run = await submit_run(
+            client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 1_000_000, "compile": "on"}
+        )
         queued_run = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 10})
         running = await wait_for(lambda: get_run(client, long_run), lambda j: j.checkpoint is not None, 120)
         assert running.status == "running"
@@ -70,6 +73,7 @@ async def test_cancel_queued_and_running_runs_then_resume_from_the_checkpoint(
         last = checkpoints[-1].step
         # The stop wrote a checkpoint of the very step it stopped at, and the record and the log name it.
         logs = (await client.get(f"/runs/{long_run}/logs?tail=200")).json()["lines"]
+        assert "compiled" in [line["event"] for line in logs]
         (stopped,) = [line for line in logs if line["event"] == "stopped"]
         assert stopped["fields"]["step"] == last
         assert cancelled.checkpoint is not None and cancelled.checkpoint == checkpoints[-1]
@@ -160,7 +164,7 @@ async def test_a_worker_stopped_by_sigterm_hands_its_run_back_with_a_clean_proce
     env = worker_env(worker_settings)
     async with running_workers(worker_settings, trainer=False):
         tokenizer_id = await trained_tokenizer(client)
-        run_id = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 100_000})
+        run_id = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 100_000, "compile": "off"})
         with worker_process("mt_trainer_worker", env) as worker:
             await wait_for(lambda: get_run(client, run_id), lambda j: j.checkpoint is not None, 120)
             worker.send_signal(signal.SIGTERM)

@@ -120,7 +120,9 @@ async def test_cancel_stops_every_rank_and_the_checkpoint_resumes_with_one_proce
 ) -> None:
     async with running_workers(worker_settings):
         tokenizer_id = await trained_tokenizer(client)
-        run_id = await submit_run(client, {**TORCHRUN, "tokenizer_id": tokenizer_id, "max_steps": 100_000})
+        run_id = await submit_run(
+            client, {**TORCHRUN, "tokenizer_id": tokenizer_id, "max_steps": 100_000, "compile": "off"}
+        )
         await wait_for(lambda: get_run(client, run_id), lambda j: j.checkpoint is not None, 300)
         torchrun = child_pid(worker_settings.app.artifacts_root, run_id)
         pids = [torchrun, *(await ranks_running(torchrun)).values()]

@@ -155,7 +155,7 @@ class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     the forward pass under bfloat16 autocast. ``n_kv_head`` and ``intermediate_size`` are the ``llama``
     family's own (``null`` when not sent: ``n_head``, and the SwiGLU width ``ceil(8 * n_embd / 3 / 64) * 64``);
     sending one with another family is a 400. ``init_from`` starts from another run's weights. ``compile``
-    ``on`` trains a ``torch.compile``d model (``auto``: from ``COMPILE_AUTO_MIN_STEPS`` steps on).
+    ``on`` trains a ``torch.compile``d model (``auto``: runs of 2,000 steps or more).
     """
 
     tokenizer_id: Annotated[str, Meta(pattern=TOKENIZER_ID_PATTERN)]
