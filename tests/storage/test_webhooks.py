@@ -1,14 +1,18 @@
-"""Webhook signing checked by the Standard Webhooks reference library, the SSRF address rules, and the
-transactional outbox on a real Redis: one event per transition however many writers race, and a dispatch
-repeated after a crash creates nothing twice."""
+"""Webhook signing checked by the Standard Webhooks reference library, the SSRF address rules, the
+transactional outbox on a real Redis (one event per transition however many writers race, and a dispatch
+repeated after a crash creates nothing twice), and attempts sent to a real receiver in a chosen order: a
+redelivery and the retry schedule never take each other's attempts."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import msgspec
 import pytest
 from arq.constants import job_key_prefix
@@ -20,7 +24,7 @@ from mt_contracts import codec
 from mt_contracts.jobs import JobError, RunJob
 from mt_contracts.requests import TrainRunRequest
 from mt_contracts.settings import WebhookSettings
-from mt_contracts.webhooks import Webhook, WebhookEvent
+from mt_contracts.webhooks import Delivery, Webhook, WebhookEvent
 from mt_storage.embedded_redis import EmbeddedRedis
 from mt_storage.jobs import run_jobs
 from mt_storage.lifecycle import Lifecycle
@@ -28,6 +32,7 @@ from mt_storage.outbox import OUTBOX_KEY
 from mt_storage.queue import ArqJobQueue
 from mt_storage.webhooks import (
     AddressRefused,
+    Deliverer,
     Dispatcher,
     StoredWebhook,
     WebhookStore,
@@ -35,9 +40,11 @@ from mt_storage.webhooks import (
     delivery_id,
     is_public,
     new_secret,
+    redeliver,
     sign,
     signed_headers,
 )
+from tests.helpers import receiver
 
 QUEUE = "mt:queue:test-webhooks"
 RUN_ID = "run_01JDQ8ZQ00000000000000000A"
@@ -197,3 +204,118 @@ async def test_a_repeated_dispatch_creates_one_delivery_and_one_job(redis: Redis
     assert await redis.zcard(QUEUE) == 1
     assert await redis.exists(job_key_prefix + f"{deliveries[0].id}:a1") == 1
     assert entry_id is not None
+
+
+@dataclass
+class Sending:
+    """A delivery of one event to a real receiver, driven attempt by attempt as the webhook worker runs them."""
+
+    store: WebhookStore
+    queue: ArqJobQueue
+    deliverer: Deliverer
+    delivery_id: str
+
+    async def delivery(self) -> Delivery:
+        found = await self.store.get_delivery(self.delivery_id)
+        assert found is not None
+        return found
+
+    async def queued(self) -> set[str]:
+        """The attempts' job ids waiting on the webhook queue."""
+        return {job.decode() for job in await self.store.redis.zrange(QUEUE, 0, -1)}
+
+    async def run(self, job_id: str) -> None:
+        """Run a queued attempt now (as the worker does once it is due), and take it off the queue."""
+        assert job_id in await self.queued()
+        await self.queue.discard(job_id, QUEUE)
+        assert await self.deliverer.deliver(job_id) is not None
+
+    async def redeliver(self) -> str:
+        """Ask for a redelivery as ``POST .../redeliver`` does; the job id it queued."""
+        before = await self.queued()
+        assert await redeliver(self.store, self.queue, QUEUE, await self.delivery()) is not None
+        (job_id,) = await self.queued() - before
+        return job_id
+
+
+@asynccontextmanager
+async def sending(redis: Redis, queue: ArqJobQueue, url: str) -> AsyncIterator[Sending]:
+    """A dispatched ``run.failed`` event to an endpoint at ``url``, whose first attempt is queued; retries wait
+    a minute on the queue (they run when a test says), at most three attempts."""
+    store = WebhookStore(redis)
+    now = datetime.now(UTC)
+    hook = Webhook(id="wh_01JDQ8ZQ00000000000000000A", url=url, events=["run.failed"], created_at=now)
+    await store.create(StoredWebhook(webhook=hook, secret=new_secret()))
+    lifecycle = Lifecycle(run_jobs(redis), "run", 60.0)
+    await lifecycle.create(_run())
+    await lifecycle.fail_queued(RUN_ID, JobError(code="x", message="y"))
+    assert await Dispatcher(store, queue, QUEUE).dispatch_once() == 1
+    (delivery,) = await store.deliveries(hook.id, 10)
+    settings = WebhookSettings(allow_private_addresses=True, timeout=5.0, retry_first_seconds=60.0, max_attempts=3)
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        yield Sending(store, queue, Deliverer(store, queue, QUEUE, settings, client), delivery.id)
+
+
+def _attempts(delivery: Delivery) -> list[tuple[int, bool, int | None]]:
+    return [(a.attempt, a.redelivery, a.status_code) for a in delivery.attempts]
+
+
+async def test_a_failed_redelivery_leaves_the_retry_schedule_going(redis: Redis, queue: ArqJobQueue) -> None:
+    with receiver([500, 502, 200]) as hook_receiver:
+        async with sending(redis, queue, hook_receiver.url) as delivery:
+            first = f"{delivery.delivery_id}:a1"
+            await delivery.run(first)
+            failed_once = await delivery.delivery()
+            assert failed_once.status == "pending" and failed_once.next_attempt_at is not None
+            assert await delivery.queued() == {f"{delivery.delivery_id}:a2"}
+            # The user redelivers while the second scheduled attempt waits; the redelivery fails too.
+            await delivery.run(await delivery.redeliver())
+            after = await delivery.delivery()
+            assert (after.status, after.next_attempt_at, after.redeliveries) == (
+                "pending",
+                failed_once.next_attempt_at,
+                1,
+            )
+            # The scheduled attempt still runs, as attempt 2, and succeeds.
+            await delivery.run(f"{delivery.delivery_id}:a2")
+            done = await delivery.delivery()
+    assert done.status == "succeeded" and done.next_attempt_at is None
+    assert _attempts(done) == [(1, False, 500), (1, True, 502), (2, False, 200)]
+    assert [r.answered for r in hook_receiver.requests] == [500, 502, 200]
+
+
+async def test_a_redelivery_queued_before_a_scheduled_attempt_runs_after_it(redis: Redis, queue: ArqJobQueue) -> None:
+    with receiver([500, 500, 200]) as hook_receiver:
+        async with sending(redis, queue, hook_receiver.url) as delivery:
+            await delivery.run(f"{delivery.delivery_id}:a1")
+            redelivery = await delivery.redeliver()
+            # Asking again before it ran queues nothing more.
+            assert await redeliver(delivery.store, queue, QUEUE, await delivery.delivery()) is not None
+            assert await delivery.queued() == {f"{delivery.delivery_id}:a2", redelivery}
+            # The scheduled attempt runs first and fails (the third is scheduled); then the redelivery.
+            await delivery.run(f"{delivery.delivery_id}:a2")
+            assert (await delivery.delivery()).status == "pending"
+            await delivery.run(redelivery)
+            done = await delivery.delivery()
+            # Delivered: the third scheduled attempt finds nothing left to send.
+            assert await delivery.deliverer.deliver(f"{delivery.delivery_id}:a3") is None
+    assert done.status == "succeeded" and done.next_attempt_at is None and done.redeliveries == 1
+    assert _attempts(done) == [(1, False, 500), (2, False, 500), (1, True, 200)]
+    assert len(hook_receiver.requests) == 3
+    assert {r.headers["webhook-id"] for r in hook_receiver.requests} == {done.event_id}
+
+
+async def test_a_redelivery_after_the_schedule_is_spent(redis: Redis, queue: ArqJobQueue) -> None:
+    with receiver([500, 500, 500, 503, 200]) as hook_receiver:
+        async with sending(redis, queue, hook_receiver.url) as delivery:
+            for attempt in (1, 2, 3):
+                await delivery.run(f"{delivery.delivery_id}:a{attempt}")
+            spent = await delivery.delivery()
+            assert (spent.status, spent.next_attempt_at, await delivery.queued()) == ("failed", None, set())
+            await delivery.run(await delivery.redeliver())
+            assert (await delivery.delivery()).status == "failed"
+            await delivery.run(await delivery.redeliver())
+            done = await delivery.delivery()
+    assert done.status == "succeeded" and done.redeliveries == 2
+    assert _attempts(done)[3:] == [(1, True, 503), (2, True, 200)]
+    assert len(hook_receiver.requests) == 5

@@ -87,7 +87,9 @@ class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
 class DeliveryAttempt(msgspec.Struct, frozen=True, kw_only=True):
     """One HTTP attempt: ``status_code`` the receiver's answer (``None`` when none came), ``error`` why it is
     not a success (a non-2xx answer, a timeout, a refused address), ``duration_seconds`` from the request's
-    start to its answer or failure; ``redelivery`` when a user asked for it."""
+    start to its answer or failure. ``attempt`` numbers it in its own series: the automatic schedule's
+    attempts 1, 2, ... (``WEBHOOKS__MAX_ATTEMPTS``), or, with ``redelivery``, the redeliveries a user asked
+    for, 1, 2, ... (a redelivery neither uses nor ends an automatic attempt)."""
 
     attempt: int
     started_at: datetime
@@ -99,9 +101,10 @@ class DeliveryAttempt(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
-    """An event's delivery to one endpoint. ``status`` is ``pending`` while attempts remain, ``succeeded``
-    after a 2xx, ``failed`` once the retry schedule is spent; ``next_attempt_at`` is when the next scheduled
-    attempt runs (``None`` when none is scheduled)."""
+    """An event's delivery to one endpoint. ``status`` is ``succeeded`` once an attempt got a 2xx,
+    ``pending`` while an automatic attempt is scheduled or a redelivery is queued, ``failed`` once neither
+    is left; ``next_attempt_at`` is when the next automatic attempt runs (``None`` when none is scheduled);
+    ``redeliveries`` counts the redeliveries asked for."""
 
     id: str
     webhook_id: str
@@ -112,6 +115,7 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
     next_attempt_at: datetime | None = None
     attempts: list[DeliveryAttempt] = msgspec.field(default_factory=list)
+    redeliveries: int = 0
 
 
 class WebhookPage(msgspec.Struct, frozen=True, kw_only=True):

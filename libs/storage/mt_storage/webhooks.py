@@ -11,8 +11,11 @@ entry: after a crash anywhere in between, doing it all again duplicates nothing.
 The ``Deliverer`` sends one attempt (arq job ``<delivery_id>:a<n>``, a redelivery ``<delivery_id>:r<n>``):
 the endpoint's address is resolved and checked again (SSRF: a name can re-point), the body is POSTed with
 the Standard Webhooks headers (``sign``), and the attempt is recorded; a failed scheduled attempt enqueues
-the next one after ``WebhookSettings.retry_delay``. An attempt whose worker died before recording it is run
-again by arq with the same ``webhook-id``, so receivers that drop repeated ids see one delivery.
+the next one after ``WebhookSettings.retry_delay``. Scheduled attempts and redeliveries are two series,
+each attempt recorded once under its own (number, redelivery) slot: a redelivery never uses a scheduled
+attempt's slot nor ends the schedule, and the delivery's status follows from both (``_settled``). An
+attempt whose worker died before recording it is run again by arq with the same ``webhook-id``, so
+receivers that drop repeated ids see one delivery.
 
 Keys::
 
@@ -56,6 +59,7 @@ from mt_contracts.settings import WebhookSettings
 from mt_contracts.webhooks import (
     Delivery,
     DeliveryAttempt,
+    DeliveryStatus,
     Webhook,
     WebhookEvent,
     WebhookEventType,
@@ -395,7 +399,7 @@ class Deliverer:
         """
         delivery_ref, attempt, redelivery = parse_attempt_job_id(job_id)
         delivery = await self.store.get_delivery(delivery_ref)
-        if delivery is None or len(delivery.attempts) >= attempt:
+        if delivery is None or _slot(delivery, attempt, redelivery) is not None:
             return None
         if delivery.status == "succeeded" and not redelivery:
             return None
@@ -403,7 +407,7 @@ class Deliverer:
         body = await self.store.event_body(delivery.event_id)
         if stored is None or body is None:
             gone = "its endpoint was deleted" if stored is None else "its event expired"
-            await self.store.change_delivery(delivery.id, lambda d: _ended(d, gone))
+            await self.store.change_delivery(delivery.id, lambda d: _ended(d, gone, attempt, redelivery))
             return None
         started, clock = utcnow(), time.monotonic()
         status_code, error = await self._send(stored, delivery.event_id, body)
@@ -424,16 +428,15 @@ class Deliverer:
         next_at = finished + timedelta(seconds=delay) if delay is not None else None
 
         def record_attempt(current: Delivery) -> Delivery | None:
-            if len(current.attempts) >= attempt:
+            if _slot(current, attempt, redelivery) is not None:
                 return None
-            status = "succeeded" if error is None else ("pending" if next_at is not None else "failed")
-            return msgspec.structs.replace(
-                current,
-                status=status,
-                updated_at=finished,
-                next_attempt_at=next_at,
-                attempts=[*current.attempts, record],
-            )
+            changed = msgspec.structs.replace(current, updated_at=finished, attempts=[*current.attempts, record])
+            if not redelivery:
+                changed = msgspec.structs.replace(changed, next_attempt_at=next_at)
+            elif error is None:
+                # Delivered: the schedule's next attempt, if one is queued, will find nothing left to send.
+                changed = msgspec.structs.replace(changed, next_attempt_at=None)
+            return _settled(changed)
 
         await self.store.change_delivery(delivery.id, record_attempt)
         logger.info(
@@ -469,22 +472,46 @@ class Deliverer:
 
 
 async def redeliver(store: WebhookStore, queue: JobQueue, queue_name: str, delivery: Delivery) -> Delivery | None:
-    """Queue one more attempt of ``delivery`` now (a redelivery, with the same ``webhook-id``; it has no
-    retries of its own). Asking twice before it ran queues it once. ``None`` when the delivery is gone."""
-    attempt = len(delivery.attempts) + 1
-    await queue.enqueue(DELIVER_TASK, attempt_job_id(delivery.id, attempt, redelivery=True), queue_name)
+    """Queue one more attempt of ``delivery`` now: the next redelivery (with the same ``webhook-id``; it has
+    no retries of its own, and the automatic schedule goes on beside it). Asking twice before it ran queues
+    it once. ``None`` when the delivery is gone."""
+    number = sum(attempt.redelivery for attempt in delivery.attempts) + 1
+    await queue.enqueue(DELIVER_TASK, attempt_job_id(delivery.id, number, redelivery=True), queue_name)
     now = utcnow()
     return await store.change_delivery(
-        delivery.id, lambda d: msgspec.structs.replace(d, status="pending", updated_at=now, next_attempt_at=now)
+        delivery.id,
+        lambda d: _settled(msgspec.structs.replace(d, updated_at=now, redeliveries=max(d.redeliveries, number))),
     )
 
 
-def _ended(delivery: Delivery, why: str) -> Delivery:
-    """``delivery`` failed for good without an attempt (its endpoint or event is gone)."""
+def _slot(delivery: Delivery, attempt: int, redelivery: bool) -> DeliveryAttempt | None:
+    """The recorded attempt ``attempt`` of the schedule (or of the redeliveries), if there is one."""
+    return next((a for a in delivery.attempts if (a.attempt, a.redelivery) == (attempt, redelivery)), None)
+
+
+def _settled(delivery: Delivery) -> Delivery:
+    """``delivery`` with the status its attempts give: ``succeeded`` once one got a 2xx, else ``pending``
+    while a scheduled attempt or an asked-for redelivery is still to run, else ``failed``."""
+    redelivered = sum(attempt.redelivery for attempt in delivery.attempts)
+    if any(attempt.error is None for attempt in delivery.attempts):
+        status: DeliveryStatus = "succeeded"
+    elif delivery.next_attempt_at is not None or delivery.redeliveries > redelivered:
+        status = "pending"
+    else:
+        status = "failed"
+    return msgspec.structs.replace(delivery, status=status)
+
+
+def _ended(delivery: Delivery, why: str, attempt: int, redelivery: bool) -> Delivery | None:
+    """``delivery`` failed for good at attempt ``attempt`` without sending it (its endpoint or event is
+    gone): nothing more is scheduled. ``None`` when that attempt is already recorded."""
+    if _slot(delivery, attempt, redelivery) is not None:
+        return None
     now = utcnow()
-    attempt = DeliveryAttempt(
-        attempt=len(delivery.attempts) + 1, started_at=now, finished_at=now, duration_seconds=0.0, error=why
+    record = DeliveryAttempt(
+        attempt=attempt, started_at=now, finished_at=now, duration_seconds=0.0, error=why, redelivery=redelivery
     )
-    return msgspec.structs.replace(
-        delivery, status="failed", updated_at=now, next_attempt_at=None, attempts=[*delivery.attempts, attempt]
+    ended = msgspec.structs.replace(
+        delivery, updated_at=now, next_attempt_at=None, attempts=[*delivery.attempts, record]
     )
+    return _settled(ended)
