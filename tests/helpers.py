@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -110,6 +111,7 @@ class Receiver:
     release: threading.Event = field(default_factory=threading.Event)
     arrived: threading.Event = field(default_factory=threading.Event)
     url: str = ""
+    port: int = 0
 
     def successes(self) -> set[str]:
         """The distinct ``webhook-id``s answered with a 2xx."""
@@ -117,7 +119,9 @@ class Receiver:
 
 
 @contextmanager
-def receiver(answers: list[int] | None = None) -> Iterator[Receiver]:
+def receiver(answers: list[int] | None = None, tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    """A ``Receiver`` serving until the block exits; over TLS with ``tls`` (a server context), whose ``url``
+    then says ``https``."""
     state = Receiver(answers=list(answers or []))
     lock = threading.Lock()
 
@@ -139,9 +143,12 @@ def receiver(answers: list[int] | None = None) -> Iterator[Receiver]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    state.port = server.server_address[1]
+    state.url = f"{'https' if tls else 'http'}://127.0.0.1:{state.port}/hook"
     try:
         yield state
     finally:

@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
 
 import httpx
 import msgspec
 import pytest
 from arq.constants import job_key_prefix
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from redis.asyncio import Redis
 from standardwebhooks import Webhook as ReferenceWebhook
 from standardwebhooks import WebhookVerificationError
@@ -238,10 +246,20 @@ class Sending:
         return job_id
 
 
+# Retries wait a minute on the queue (they run when a test says); at most three attempts.
+SCHEDULE = WebhookSettings(allow_private_addresses=True, timeout=5.0, retry_first_seconds=60.0, max_attempts=3)
+
+
 @asynccontextmanager
-async def sending(redis: Redis, queue: ArqJobQueue, url: str) -> AsyncIterator[Sending]:
-    """A dispatched ``run.failed`` event to an endpoint at ``url``, whose first attempt is queued; retries wait
-    a minute on the queue (they run when a test says), at most three attempts."""
+async def sending(
+    redis: Redis,
+    queue: ArqJobQueue,
+    url: str,
+    settings: WebhookSettings = SCHEDULE,
+    verify: ssl.SSLContext | bool = True,
+) -> AsyncIterator[Sending]:
+    """A dispatched ``run.failed`` event to an endpoint at ``url``, whose first attempt is queued; the
+    deliverer sends under ``settings``, checking TLS certificates with ``verify``."""
     store = WebhookStore(redis)
     now = datetime.now(UTC)
     hook = Webhook(id="wh_01JDQ8ZQ00000000000000000A", url=url, events=["run.failed"], created_at=now)
@@ -251,8 +269,7 @@ async def sending(redis: Redis, queue: ArqJobQueue, url: str) -> AsyncIterator[S
     await lifecycle.fail_queued(RUN_ID, JobError(code="x", message="y"))
     assert await Dispatcher(store, queue, QUEUE).dispatch_once() == 1
     (delivery,) = await store.deliveries(hook.id, 10)
-    settings = WebhookSettings(allow_private_addresses=True, timeout=5.0, retry_first_seconds=60.0, max_attempts=3)
-    async with httpx.AsyncClient(timeout=5.0) as client:
+    async with httpx.AsyncClient(timeout=settings.timeout, follow_redirects=False, verify=verify) as client:
         yield Sending(store, queue, Deliverer(store, queue, QUEUE, settings, client), delivery.id)
 
 
@@ -319,3 +336,127 @@ async def test_a_redelivery_after_the_schedule_is_spent(redis: Redis, queue: Arq
     assert done.status == "succeeded" and done.redeliveries == 2
     assert _attempts(done)[3:] == [(1, True, 503), (2, True, 200)]
     assert len(hook_receiver.requests) == 5
+
+
+# What socket.getaddrinfo answers (typeshed's spelling).
+AddressInfo = list[
+    tuple[Literal[socket.AddressFamily.AF_INET], socket.SocketKind, int, str, tuple[str, int]]
+    | tuple[
+        Literal[socket.AddressFamily.AF_INET6],
+        socket.SocketKind,
+        int,
+        str,
+        tuple[str, int, int, int] | tuple[int, bytes],
+    ]
+]
+
+
+class Resolver:
+    """The system resolver, except for the names in ``answers``: each lookup of one of those gets its next
+    answer (the last one again once they run out), as a DNS server under an attacker's control would."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.lookups: list[str] = []
+        self.system = socket.getaddrinfo
+
+    def __call__(
+        self,
+        host: str | bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> AddressInfo:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is None or name not in self.answers:
+            return self.system(host, port, family, type, proto, flags)
+        self.lookups.append(name)
+        queue = self.answers[name]
+        address = queue.pop(0) if len(queue) > 1 else queue[0]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port or 0)))]
+
+
+async def test_a_name_that_re_points_to_loopback_after_the_check_is_not_followed(
+    redis: Redis, queue: ArqJobQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DNS rebinding: the first lookup answers a public address, every later one loopback, where the receiver
+    # listens. The first attempt connects to the public address it checked (nothing answers there); the
+    # second finds loopback and is refused. Neither reaches the receiver.
+    resolver = Resolver({"rebind.test": ["93.184.215.14", "127.0.0.1"]})
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    strict = WebhookSettings(allow_private_addresses=False, timeout=1.0, retry_first_seconds=60.0, max_attempts=2)
+    with receiver() as hook_receiver:
+        url = f"http://rebind.test:{hook_receiver.port}/hook"
+        async with sending(redis, queue, url, strict) as delivery:
+            await delivery.run(f"{delivery.delivery_id}:a1")
+            await delivery.run(f"{delivery.delivery_id}:a2")
+            done = await delivery.delivery()
+    assert hook_receiver.requests == []
+    assert resolver.lookups == ["rebind.test", "rebind.test"]  # one lookup an attempt, connected to as checked
+    first, second = done.attempts
+    assert first.status_code is None and first.error is not None and not first.error.startswith("refused")
+    assert second.error is not None
+    assert second.error.startswith("refused: url's host 'rebind.test' resolves to 127.0.0.1, a private, loopback")
+    assert done.status == "failed"
+
+
+async def test_a_name_that_resolves_to_loopback_is_refused_at_delivery(redis: Redis, queue: ArqJobQueue) -> None:
+    strict = WebhookSettings(allow_private_addresses=False, timeout=1.0, max_attempts=1)
+    with receiver() as hook_receiver:
+        async with sending(redis, queue, f"http://localhost:{hook_receiver.port}/hook", strict) as delivery:
+            await delivery.run(f"{delivery.delivery_id}:a1")
+            done = await delivery.delivery()
+    assert hook_receiver.requests == []
+    (attempt,) = done.attempts
+    assert attempt.error is not None and attempt.error.startswith("refused: url's host 'localhost' resolves to ")
+    assert "non-public" in attempt.error and done.status == "failed"
+
+
+def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for the DNS name ``name`` only (no IP address), and its key: PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+async def test_a_pinned_attempt_keeps_the_host_name_in_host_and_tls(
+    redis: Redis, queue: ArqJobQueue, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The certificate names hook.test only: the attempt connects to 127.0.0.1 yet checks it against the
+    # URL's host, which it also sends as SNI and in Host.
+    cert, key = _certificate(tmp_path, "hook.test")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    names: list[str | None] = []
+    server.sni_callback = lambda _socket, name, _context: names.append(name)
+    client = ssl.create_default_context(cafile=str(cert))
+    monkeypatch.setattr(socket, "getaddrinfo", Resolver({"hook.test": ["127.0.0.1"]}))
+    with receiver(tls=server) as hook_receiver:
+        url = f"https://hook.test:{hook_receiver.port}/hook"
+        async with sending(redis, queue, url, verify=client) as delivery:
+            await delivery.run(f"{delivery.delivery_id}:a1")
+            done = await delivery.delivery()
+    assert [(a.status_code, a.error) for a in done.attempts] == [(200, None)]
+    (request,) = hook_receiver.requests
+    assert request.headers["host"] == f"hook.test:{hook_receiver.port}"
+    assert names == ["hook.test"]

@@ -131,34 +131,58 @@ def is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-async def check_url(url: str, allow_private: bool) -> None:
-    """Check an endpoint URL: ``http``/``https`` with a host, and, unless ``allow_private``, every address
-    its host resolves to now is public (``is_public``).
+def _host_and_port(url: str) -> tuple[str, int]:
+    """The host and port of an ``http``/``https`` URL.
 
     Raises:
-        AddressRefused: why the URL is not usable (the message names the host and address).
+        AddressRefused: another scheme, no host, or an invalid port.
     """
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise AddressRefused(f"url must be an http:// or https:// URL with a host, not {url!r}")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
         raise AddressRefused(f"url has an invalid port: {exc}") from exc
-    if allow_private:
-        return
-    host = parts.hostname
+
+
+async def resolve_endpoint(url: str, allow_private: bool) -> list[str]:
+    """The addresses an endpoint URL's host resolves to now, in the resolver's order and, unless
+    ``allow_private``, each public (``is_public``). A delivery connects to one of these and never resolves
+    the name again, so a name that re-points between the check and the connection (DNS rebinding) cannot
+    lead it to an address that was not checked.
+
+    Raises:
+        AddressRefused: why the URL is not usable (the message names the host and address).
+    """
+    host, port = _host_and_port(url)
     try:
         found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise AddressRefused(f"url's host {host!r} does not resolve: {exc.strerror}") from exc
-    for *_, sockaddr in found:
-        address = str(sockaddr[0])
+    addresses = list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in found))
+    if not addresses:
+        raise AddressRefused(f"url's host {host!r} resolves to no address")
+    for address in addresses if not allow_private else []:
         if not is_public(address):
             raise AddressRefused(
                 f"url's host {host!r} resolves to {address}, a private, loopback, link-local or otherwise "
                 "non-public address; use a public endpoint (WEBHOOKS__ALLOW_PRIVATE_ADDRESSES=true allows it)"
             )
+    return addresses
+
+
+async def check_url(url: str, allow_private: bool) -> None:
+    """Check an endpoint URL at registration: ``http``/``https`` with a host, and, unless ``allow_private``,
+    every address its host resolves to now is public (``resolve_endpoint``; with ``allow_private`` the name
+    is not looked up).
+
+    Raises:
+        AddressRefused: why the URL is not usable (the message names the host and address).
+    """
+    _host_and_port(url)
+    if not allow_private:
+        await resolve_endpoint(url, allow_private)
 
 
 def delivery_id(event_id: str, webhook_id: str) -> str:
@@ -447,11 +471,11 @@ class Deliverer:
         return record
 
     async def _send(self, stored: StoredWebhook, event_id: str, body: bytes) -> tuple[int | None, str | None]:
-        """POST ``body`` signed to the endpoint: ``(status code, None)`` for a 2xx, else the code (if any)
-        and why it is not a success."""
+        """POST ``body`` signed to the endpoint, at an address checked just before (``resolve_endpoint``):
+        ``(status code, None)`` for a 2xx, else the code (if any) and why it is not a success."""
         url = stored.webhook.url
         try:
-            await check_url(url, self.settings.allow_private_addresses)
+            addresses = await resolve_endpoint(url, self.settings.allow_private_addresses)
         except AddressRefused as exc:
             return None, f"refused: {exc}"
         now = utcnow()
@@ -461,7 +485,7 @@ class Deliverer:
             **signed_headers(stored.signing_secrets(now), event_id, int(now.timestamp()), body),
         }
         try:
-            response = await self.client.post(url, content=body, headers=headers)
+            response = await self._post_pinned(httpx.URL(url), addresses, body, headers)
         except httpx.TimeoutException as exc:
             return None, f"timed out after {self.settings.timeout:g} s ({type(exc).__name__})"
         except httpx.HTTPError as exc:
@@ -469,6 +493,29 @@ class Deliverer:
         if 200 <= response.status_code < 300:
             return response.status_code, None
         return response.status_code, f"the endpoint answered {response.status_code}, not 2xx"
+
+    async def _post_pinned(
+        self, url: httpx.URL, addresses: list[str], body: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        """POST to ``url`` connecting to the first of ``addresses`` that accepts, not to what its host
+        resolves to now; the request keeps the URL's host in ``Host`` and, over TLS, as the SNI name that
+        the certificate is checked against (httpx's ``sni_hostname`` extension).
+
+        Raises:
+            httpx.HTTPError: the last address's failure, or the request's.
+        """
+        pinned = {**headers, "host": url.netloc.decode("ascii")}
+
+        async def post(address: str) -> httpx.Response:
+            target = url.copy_with(host=address)
+            return await self.client.post(target, content=body, headers=pinned, extensions={"sni_hostname": url.host})
+
+        for address in addresses[:-1]:
+            try:
+                return await post(address)
+            except httpx.ConnectError:
+                continue  # refused or unreachable at once: the next address (a timeout is not retried here)
+        return await post(addresses[-1])
 
 
 async def redeliver(store: WebhookStore, queue: JobQueue, queue_name: str, delivery: Delivery) -> Delivery | None:
