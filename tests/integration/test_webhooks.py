@@ -113,9 +113,12 @@ async def test_a_tokenizer_and_a_run_send_signed_events_listed_and_redelivered(
             assert {e.data.location for e in events} == {f"/runs/{run_id}", f"/tokenizers/{tokenizer_id}"}
             for delivery in found:
                 assert delivery.status == "succeeded"
-                assert [(a.attempt, a.status_code, a.error) for a in delivery.attempts] == [(1, 200, None)]
-                assert delivery.attempts[0].duration_seconds >= 0
-                assert delivery.attempts[0].started_at <= delivery.attempts[0].finished_at
+                assert [(a.attempt, a.outcome, a.status_code, a.error) for a in delivery.attempts] == [
+                    (1, "succeeded", 200, None)
+                ]
+                (attempt,) = delivery.attempts
+                assert attempt.duration_seconds is not None and attempt.duration_seconds >= 0
+                assert attempt.finished_at is not None and attempt.started_at <= attempt.finished_at
 
             newest = found[0]
             response = await client.post(f"/webhooks/{webhook.id}/deliveries/{newest.id}/redeliver")
@@ -161,6 +164,7 @@ async def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_try(
     ]
     # Backoff: at least 0.2 s, then 0.4 s between the attempts (WEBHOOKS__RETRY_FIRST_SECONDS, _FACTOR).
     first, second, third = delivery.attempts
+    assert first.finished_at is not None and second.finished_at is not None
     assert (second.started_at - first.finished_at).total_seconds() >= 0.2
     assert (third.started_at - second.finished_at).total_seconds() >= 0.4
     assert len({r.headers["webhook-id"] for r in hook_receiver.requests}) == 1
@@ -199,7 +203,7 @@ async def test_private_endpoints_are_refused_unless_allowed(
     assert hook_receiver.requests == []
 
 
-async def test_a_worker_killed_mid_delivery_leads_to_exactly_one_successful_delivery(
+async def test_a_worker_killed_mid_delivery_leads_to_one_event_handled_by_a_deduplicating_receiver(
     hook_api: ApiSettings, hook_workers: WorkerServiceSettings, redis: Redis
 ) -> None:
     env = worker_env(
@@ -216,19 +220,28 @@ async def test_a_worker_killed_mid_delivery_leads_to_exactly_one_successful_deli
             with worker_process("mt_webhook_worker", env) as first:
                 await trained_tokenizer(client)
                 assert await asyncio.to_thread(hook_receiver.arrived.wait, 60), "the first attempt never arrived"
+                # Recorded before it was sent: the attempt is listed while the receiver holds it.
+                (sending,) = await deliveries(client, created.webhook.id)
+                assert [(a.attempt, a.outcome) for a in sending.attempts] == [(1, "sending")]
                 os.kill(first.pid, signal.SIGKILL)  # mid-delivery: the receiver holds the request
                 first.wait(30)
             hook_receiver.hold.clear()
             hook_receiver.release.set()  # the held request is answered 200, to a worker that is gone
             with worker_process("mt_webhook_worker", env):
-                # arq hands the killed attempt to another worker once its in-progress mark expires (about
-                # 80 s: the task's timeout, plus arq's margins), with the same webhook-id.
+                # arq hands the killed attempt's job to another worker once its in-progress mark expires
+                # (about 80 s: the task's timeout, plus arq's margins), which records it interrupted and
+                # sends the next attempt, with the same webhook-id.
                 (delivery,) = await wait_for(
                     lambda: deliveries(client, created.webhook.id),
                     lambda found: len(found) == 1 and found[0].status == "succeeded",
                     240,
                 )
-    assert [(a.attempt, a.status_code) for a in delivery.attempts] == [(1, 200)]
-    assert len(hook_receiver.requests) == 2
-    assert {r.headers["webhook-id"] for r in hook_receiver.requests} == {delivery.event_id}
+    # The killed attempt is listed, interrupted (its answer never recorded); the next one succeeded.
+    assert [(a.attempt, a.outcome, a.status_code) for a in delivery.attempts] == [
+        (1, "interrupted", None),
+        (2, "succeeded", 200),
+    ]
+    # Delivery is at least once: the receiver answered both requests, which carry the same webhook-id, so a
+    # receiver that drops ids it has seen handles the event exactly once.
+    assert [(r.headers["webhook-id"], r.answered) for r in hook_receiver.requests] == [(delivery.event_id, 200)] * 2
     assert hook_receiver.successes() == {delivery.event_id}

@@ -52,7 +52,7 @@ from mt_storage.webhooks import (
     sign,
     signed_headers,
 )
-from tests.helpers import receiver
+from tests.helpers import receiver, wait_for
 
 QUEUE = "mt:queue:test-webhooks"
 RUN_ID = "run_01JDQ8ZQ00000000000000000A"
@@ -336,6 +336,50 @@ async def test_a_redelivery_after_the_schedule_is_spent(redis: Redis, queue: Arq
     assert done.status == "succeeded" and done.redeliveries == 2
     assert _attempts(done)[3:] == [(1, True, 503), (2, True, 200)]
     assert len(hook_receiver.requests) == 5
+
+
+async def test_an_attempt_is_listed_while_it_is_sent_and_interrupted_once_its_worker_died(
+    redis: Redis, queue: ArqJobQueue
+) -> None:
+    with receiver() as hook_receiver:
+        hook_receiver.hold.set()
+        async with sending(redis, queue, hook_receiver.url) as delivery:
+            first = f"{delivery.delivery_id}:a1"
+            await queue.discard(first, QUEUE)
+            worker = asyncio.create_task(delivery.deliverer.deliver(first))
+            assert await asyncio.to_thread(hook_receiver.arrived.wait, 30), "the attempt never arrived"
+            during = await delivery.delivery()
+            assert during.status == "pending"
+            assert [(a.attempt, a.outcome, a.finished_at, a.status_code) for a in during.attempts] == [
+                (1, "sending", None, None)
+            ]
+            # The worker stops mid-request, its answer unrecorded; the receiver answers 200 to no one.
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+            hook_receiver.hold.clear()
+            hook_receiver.release.set()
+
+            async def answered() -> int:
+                return len(hook_receiver.requests)
+
+            await wait_for(answered, lambda count: count == 1, 30)
+            # arq runs the job again (on another worker): the attempt is recorded interrupted, the next one
+            # scheduled and sent.
+            interrupted = await delivery.deliverer.deliver(first)
+            assert interrupted is not None and interrupted.outcome == "interrupted"
+            assert await delivery.deliverer.deliver(first) is None  # once
+            await delivery.run(f"{delivery.delivery_id}:a2")
+            done = await delivery.delivery()
+    assert done.status == "succeeded"
+    assert [(a.attempt, a.outcome, a.status_code) for a in done.attempts] == [
+        (1, "interrupted", None),
+        (2, "succeeded", 200),
+    ]
+    assert done.attempts[0].error is not None and "the receiver may have received it" in done.attempts[0].error
+    # At least once: the receiver got the event twice with one webhook-id, and by dropping ids it has seen
+    # it handles the event once.
+    assert [(r.headers["webhook-id"], r.answered) for r in hook_receiver.requests] == [(done.event_id, 200)] * 2
+    assert hook_receiver.successes() == {done.event_id}
 
 
 # What socket.getaddrinfo answers (typeshed's spelling).
