@@ -584,7 +584,7 @@ def _interrupted(started: DeliveryAttempt) -> DeliveryAttempt:
         started,
         outcome="interrupted",
         error="interrupted: the worker sending it stopped before it recorded an answer; the receiver may have "
-        "received it (the next attempt sends the same webhook-id)",
+        "received it (every attempt carries the same webhook-id)",
     )
 
 
