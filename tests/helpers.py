@@ -1,14 +1,19 @@
-"""Shared test plumbing: real arq workers running in this event loop or as processes, and polling."""
+"""Shared test plumbing: real arq workers running in this event loop or as processes, polling, and a real
+HTTP receiver of webhooks."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypeVar
 
 from arq.worker import Worker
@@ -86,3 +91,67 @@ async def wait_for(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool],
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s; last value: {value!r}")
         await asyncio.sleep(0.1)
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on 127.0.0.1: answers each POST with the next of ``answers`` (200 once they run
+    out); a request arriving while ``hold`` is set waits until it is cleared. Keeps every request."""
+
+    answers: list[int] = field(default_factory=list)
+    requests: list[Received] = field(default_factory=list)
+    hold: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    arrived: threading.Event = field(default_factory=threading.Event)
+    url: str = ""
+    port: int = 0
+
+    def successes(self) -> set[str]:
+        """The distinct ``webhook-id``s answered with a 2xx."""
+        return {r.headers["webhook-id"] for r in self.requests if 200 <= r.answered < 300}
+
+
+@contextmanager
+def receiver(answers: list[int] | None = None, tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    """A ``Receiver`` serving until the block exits; over TLS with ``tls`` (a server context), whose ``url``
+    then says ``https``."""
+    state = Receiver(answers=list(answers or []))
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            state.arrived.set()
+            if state.hold.is_set():
+                state.release.wait(120)
+            with lock:
+                status = state.answers.pop(0) if state.answers else 200
+                state.requests.append(Received({k.lower(): v for k, v in self.headers.items()}, body, status))
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.port = server.server_address[1]
+    state.url = f"{'https' if tls else 'http'}://127.0.0.1:{state.port}/hook"
+    try:
+        yield state
+    finally:
+        state.release.set()
+        server.shutdown()
+        server.server_close()

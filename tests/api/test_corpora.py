@@ -119,6 +119,13 @@ def _device() -> tarfile.TarInfo:
     return info
 
 
+def _hardlink(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.LNKTYPE
+    info.linkname = target
+    return info
+
+
 def _zip(name: str, mode: int) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -128,11 +135,36 @@ def _zip(name: str, mode: int) -> bytes:
     return buffer.getvalue()
 
 
+def _zip_files(names: list[str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in names:
+            archive.writestr(name, "text\n")
+    return buffer.getvalue()
+
+
+def _tar_files(names: list[str]) -> bytes:
+    return _tar([_file(name, b"text\n") for name in names], dict.fromkeys(names, b"text\n"))
+
+
 BIG = b"x" * 100_000 + b"\n"
 MALICIOUS: list[tuple[str, bytes, int, str]] = [
     ("absolute", _tar([_file("/tmp/evil.txt", b"x\n")], {"/tmp/evil.txt": b"x\n"}), 400, "absolute path"),
     ("dotdot", _tar([_file("../evil.txt", b"x\n")], {"../evil.txt": b"x\n"}), 400, "contains '..'"),
     ("symlink", _tar([_symlink()], {}), 400, "is a link"),
+    # A hard link to a member before it, and one to a file outside the archive.
+    (
+        "hardlink",
+        _tar([_file("a.txt", b"x\n"), _hardlink("b.txt", "a.txt")], {"a.txt": b"x\n"}),
+        400,
+        "'b.txt' is a link",
+    ),
+    ("hardlink-out", _tar([_hardlink("passwd.txt", "/etc/passwd")], {}), 400, "'passwd.txt' is a link"),
+    ("file-then-folder", _tar_files(["a.txt", "a.txt/b.txt"]), 400, "'a.txt/b.txt' lies in 'a.txt', which the"),
+    ("folder-then-file", _tar_files(["a.txt/b.txt", "a.txt"]), 400, "'a.txt' is a file where other members made"),
+    ("deep-file-then-folder", _tar_files(["d/a.txt", "d/a.txt/e/b.txt"]), 400, "lies in 'd/a.txt', which"),
+    ("long-name", _tar_files(["x" * 300 + ".txt"]), 400, "has a name too long for this file system"),
+    ("zip-file-then-folder", _zip_files(["a.txt", "a.txt/b.txt"]), 400, "'a.txt/b.txt' lies in 'a.txt', which"),
     ("device", _tar([_device()], {}), 400, "device"),
     ("zip-symlink", _zip("link.txt", 0o120777), 400, "is a link"),
     ("zip-dotdot", _zip("a/../../evil.txt", 0o100644), 400, "contains '..'"),

@@ -102,3 +102,48 @@ async def test_python_example(server: str, worker_settings: WorkerServiceSetting
     assert re.search(r"val_loss \d+\.\d{3}", printed)
     assert "RunMetrics(val_loss=" in printed and "steps=30" in printed
     assert (tmp_path / "model.safetensors").stat().st_size > 100_000
+
+
+def _outside_code(text: str) -> list[str]:
+    """The README's lines that are not inside a fenced code block; fails on a fence left open."""
+    lines: list[str] = []
+    fenced = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            lines.append(line)
+    assert not fenced, "a code block is never closed"
+    return lines
+
+
+def test_sections_are_whole() -> None:
+    """Headings sit outside code blocks, every table opens with a header row, and the Corpora, Dry runs and
+    Webhooks sections each hold their own table (a bad merge once interleaved them)."""
+    text = README.read_text(encoding="utf-8")
+    for line in text.splitlines():
+        # A heading inside a code block is the usual trace of a merge that lost a fence.
+        if line.startswith("## "):
+            assert line in _outside_code(text), line
+    sections: dict[str, list[str]] = {}
+    name = ""
+    for line in _outside_code(text):
+        if line.startswith("## "):
+            name = line[3:]
+            sections[name] = []
+        else:
+            sections.setdefault(name, []).append(line)
+    for name, lines in sections.items():
+        for previous, line, following in zip(["", *lines[:-1]], lines, [*lines[1:], ""], strict=True):
+            if line.startswith("|") and not previous.startswith("|"):
+                assert following.startswith("| ---"), f"a table under {name!r} has no header row: {line[:60]}"
+    titles = list(sections)
+    assert titles.index("Corpora") + 1 == titles.index("Dry runs") == titles.index("Webhooks") - 1
+
+    def routes(section: str) -> set[str]:
+        rows = [line for line in sections[section] if line.startswith("| `")]
+        return {route for row in rows for route in re.findall(r"`(?:GET|PUT|POST|DELETE) (/\w+)", row)}
+
+    assert routes("Corpora") == {"/corpora"}
+    assert routes("Dry runs") == set()
+    assert routes("Webhooks") == {"/webhooks"}

@@ -20,7 +20,7 @@ from mt_api.app import create_app
 from mt_contracts import codec
 from mt_contracts.corpora import CorpusInfo, RunEstimate, TokenizerEstimate
 from mt_contracts.jobs import TokenizerJob
-from mt_contracts.manifests import ModelManifest, RunManifest
+from mt_contracts.manifests import ModelManifest, RunManifest, TokenizerManifest
 from mt_contracts.settings import ApiSettings, EstimateSettings, WorkerServiceSettings
 from mt_storage.corpora import UPLOADS
 from mt_storage.embedded_redis import free_port
@@ -82,6 +82,14 @@ async def test_uploaded_corpus_trains_and_dry_runs_match_the_jobs(
         tokenizer = await wait_for(fetch, lambda j: j.status in TERMINAL, 120)
         assert tokenizer.status == "succeeded", tokenizer.error
         assert tokenizer.estimate == tokenizer_estimate
+        # The manifest holds the estimate beside what training measured, as the record does.
+        assert tokenizer.result is not None
+        tokenizer_dir = Layout.from_settings(worker_settings.app).tokenizer_dir(tokenizer_id)
+        tokenizer_manifest = codec.decode((tokenizer_dir / MANIFEST).read_bytes(), TokenizerManifest)
+        assert (tokenizer_manifest.estimate, tokenizer_manifest.statistics) == (
+            tokenizer_estimate,
+            tokenizer.result.statistics,
+        )
 
         run_body = {**RUN, "corpus_path": "bard", "tokenizer_id": tokenizer_id, "max_steps": 30}
         before = await _queued_jobs(redis, worker_settings)

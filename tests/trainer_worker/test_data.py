@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Literal
 
@@ -100,3 +101,22 @@ def test_too_few_lines_for_a_validation_split_is_an_empty_corpus_error(tmp_path:
     with pytest.raises(TrainingFailure) as info:
         prepare_data(tokenizer_file, [corpus], 0.1, 7, tmp_path / "cache")
     assert info.value.code == "empty_corpus"
+
+
+def test_prepared_data_records_the_training_documents_median_length_and_the_ids_they_use(
+    tmp_path: Path, tokenizer_file: Path, shakespeare: str
+) -> None:
+    corpus = tmp_path / "parts"
+    corpus.mkdir()
+    sizes = [300, 900, 150, 2_000, 600, 1_200]
+    for index, size in enumerate(sizes):
+        (corpus / f"{index}.txt").write_text(shakespeare[index * 2_000 : index * 2_000 + size])
+    data = prepare_data(tokenizer_file, sorted(corpus.iterdir()), 0.2, 7, tmp_path / "cache")
+
+    train = [int(t) for t in open_tokens(data.train_path, data.dtype)]
+    eot = Tokenizer.from_file(str(tokenizer_file)).token_to_id("<|endoftext|>")
+    starts = [index for index, token in enumerate(train) if token == eot] + [len(train)]
+    lengths = sorted(end - start - 1 for start, end in itertools.pairwise(starts))
+    assert len(lengths) == data.train_documents == 5
+    assert data.median_train_document_tokens == lengths[2]
+    assert data.distinct_train_tokens == len(set(train) - {eot})

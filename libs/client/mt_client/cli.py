@@ -932,7 +932,7 @@ def webhooks_deliveries(webhook_id: str, limit: int, as_json: bool) -> None:
     table = Table("id", "event", "status", "attempts", "last", title=webhook_id, title_justify="left")
     for delivery in page.items:
         last = delivery.attempts[-1] if delivery.attempts else None
-        outcome = "" if last is None else (last.error or str(last.status_code))
+        outcome = "" if last is None else (last.error or str(last.status_code or last.outcome))
         table.add_row(delivery.id, delivery.event_type, delivery.status, str(len(delivery.attempts)), outcome)
     _console().print(table)
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import msgspec
 
-from mt_contracts.corpora import RunEstimate
+from mt_contracts.corpora import RunEstimate, TokenizerEstimate
 from mt_contracts.jobs import CheckpointInfo, RunMetrics
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.tokenizers import CorpusFingerprint, TokenizerConfig, TokenizerStatistics
@@ -23,7 +23,10 @@ class FileEntry(msgspec.Struct, frozen=True):
 
 class TokenizerManifest(msgspec.Struct, frozen=True, kw_only=True):
     """``artifacts/tokenizers/<id>/manifest.json``. Apart from ``created_at`` and the durations in
-    ``statistics``, the same request on the same corpus gives the same manifest."""
+    ``statistics``, the same request on the same corpus gives the same manifest. ``estimate`` is the one made
+    when the job was submitted (``None`` for a job submitted before estimates), beside what training measured
+    in ``statistics`` (``training_seconds``, ``corpus.bytes``, ``sampled_lines``), as a run's manifest
+    holds its estimate beside its metrics."""
 
     tokenizer_id: str
     method: str
@@ -37,6 +40,7 @@ class TokenizerManifest(msgspec.Struct, frozen=True, kw_only=True):
     files: list[FileEntry]
     created_at: datetime
     versions: dict[str, str]
+    estimate: TokenizerEstimate | None = None
 
 
 class DatasetInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
+from mt_contracts.corpora import TokenizerEstimate
 from mt_contracts.events import CheckpointEvent, Failed, LogEvent, ProgressEvent, ValidationEvent
 from mt_contracts.requests import TrainTokenizerRequest
 from mt_contracts.tokenizers import TokenizerStatistics
@@ -12,13 +13,15 @@ from mt_contracts.tokenizers import TokenizerStatistics
 
 class TokenizerSpec(msgspec.Struct, frozen=True, kw_only=True):
     """What the worker hands its training process on stdin; paths are absolute. ``log_path`` is kept for
-    older workers and unused: the worker writes ``logs.jsonl`` from the events the process sends it."""
+    older workers and unused: the worker writes ``logs.jsonl`` from the events the process sends it.
+    ``estimate`` is the job's dry-run estimate, which the process records in the manifest."""
 
     tokenizer_id: str
     request: TrainTokenizerRequest
     corpus_root: str
     out_dir: str
     log_path: str = ""
+    estimate: TokenizerEstimate | None = None
 
 
 class TokenizerTrained(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="trained"):

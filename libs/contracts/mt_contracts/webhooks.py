@@ -29,6 +29,7 @@ WebhookEventType = Literal[
 ]
 WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = get_args(WebhookEventType)
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
+AttemptOutcome = Literal["sending", "succeeded", "failed", "interrupted"]
 WEBHOOK_ID_PATTERN = "^wh_[0-9A-HJKMNP-TV-Z]{26}$"
 DELIVERY_ID_PATTERN = "^dlv_[0-9a-f]{32}$"
 
@@ -85,23 +86,37 @@ class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DeliveryAttempt(msgspec.Struct, frozen=True, kw_only=True):
-    """One HTTP attempt: ``status_code`` the receiver's answer (``None`` when none came), ``error`` why it is
-    not a success (a non-2xx answer, a timeout, a refused address), ``duration_seconds`` from the request's
-    start to its answer or failure; ``redelivery`` when a user asked for it."""
+    """One HTTP attempt, recorded as it starts (``outcome`` ``sending``) and again when it ends:
+    ``succeeded`` (a 2xx), ``failed`` (``error`` says why: a non-2xx answer, a timeout, a refused address) or
+    ``interrupted`` (the worker sending it stopped, killed, before it recorded an answer: the receiver may
+    have received it; the attempt counts as failed). ``status_code`` is the receiver's answer (``None`` when
+    none came), ``duration_seconds`` from the request's start to its answer or failure (``None``, as is
+    ``finished_at``, until it ended, and for an interrupted attempt). ``attempt`` numbers it in its own
+    series: the automatic schedule's attempts 1, 2, ... (``WEBHOOKS__MAX_ATTEMPTS``), or, with
+    ``redelivery``, the redeliveries a user asked for, 1, 2, ... (a redelivery neither uses nor ends an
+    automatic attempt). ``outcome`` is ``None`` in an attempt recorded before outcomes were (then ``error``
+    tells)."""
 
     attempt: int
     started_at: datetime
-    finished_at: datetime
-    duration_seconds: float
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
     status_code: int | None = None
     error: str | None = None
     redelivery: bool = False
+    outcome: AttemptOutcome | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the receiver answered it with a 2xx."""
+        return self.outcome == "succeeded" or (self.outcome is None and self.error is None)
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
-    """An event's delivery to one endpoint. ``status`` is ``pending`` while attempts remain, ``succeeded``
-    after a 2xx, ``failed`` once the retry schedule is spent; ``next_attempt_at`` is when the next scheduled
-    attempt runs (``None`` when none is scheduled)."""
+    """An event's delivery to one endpoint. ``status`` is ``succeeded`` once an attempt got a 2xx,
+    ``pending`` while an automatic attempt is scheduled or a redelivery is queued, ``failed`` once neither
+    is left; ``next_attempt_at`` is when the next automatic attempt runs (``None`` when none is scheduled);
+    ``redeliveries`` counts the redeliveries asked for."""
 
     id: str
     webhook_id: str
@@ -112,6 +127,7 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
     next_attempt_at: datetime | None = None
     attempts: list[DeliveryAttempt] = msgspec.field(default_factory=list)
+    redeliveries: int = 0
 
 
 class WebhookPage(msgspec.Struct, frozen=True, kw_only=True):

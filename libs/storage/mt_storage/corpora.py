@@ -164,13 +164,29 @@ class Staging:
         parts = [part for part in pure.parts if part not in {"", "."}]
         if not parts:
             raise UploadRefused(f"archive member {name!r} has no file name")
-        return target.joinpath(*parts)
+        path = target.joinpath(*parts)
+        # Checked here, since any look at a longer path (exists, mkdir, open) fails with ENAMETOOLONG.
+        name_max, path_max = os.pathconf(target, "PC_NAME_MAX"), os.pathconf(target, "PC_PATH_MAX")
+        if max(len(part.encode()) for part in parts) > name_max or len(bytes(path)) >= path_max:
+            raise UploadRefused(f"archive member {name!r} has a name too long for this file system")
+        return path
 
-    def _check_file(self, name: str, path: Path, count: int) -> None:
+    def _check_file(self, name: str, path: Path, count: int, target: Path) -> None:
         if path.suffix not in CORPUS_SUFFIXES:
             raise UploadRefused(f"archive member {name!r} is not a .txt or .jsonl file; remove it from the archive")
+        if path.is_dir():
+            raise UploadRefused(
+                f"archive member {name!r} is a file where other members made a folder; a path in an archive is "
+                "a file or a folder, not both"
+            )
         if path.exists():
             raise UploadRefused(f"archive member {name!r} appears twice; an archive holds each path once")
+        for folder in path.relative_to(target).parents:
+            if (target / folder).exists() and not (target / folder).is_dir():
+                raise UploadRefused(
+                    f"archive member {name!r} lies in {folder.as_posix()!r}, which the archive holds as a file; "
+                    "a path in an archive is a file or a folder, not both"
+                )
         if count > self.limits.max_files:
             raise UploadTooLarge(
                 f"the archive holds more than CORPUS__MAX_FILES ({self.limits.max_files}) files; "
@@ -209,7 +225,7 @@ class Staging:
                         )
                     path = self._member_path(member.name, target)
                     count += 1
-                    self._check_file(member.name, path, count)
+                    self._check_file(member.name, path, count, target)
                     source = archive.extractfile(member)
                     if source is None:
                         raise UploadRefused(f"archive member {member.name!r} cannot be read")
@@ -235,7 +251,7 @@ class Staging:
                         )
                     path = self._member_path(member.filename, target)
                     count += 1
-                    self._check_file(member.filename, path, count)
+                    self._check_file(member.filename, path, count, target)
                     with archive.open(member) as source:
                         written = self._copy(source, path, written)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError) as exc:

@@ -55,12 +55,16 @@ def val_line_count(total_lines: int, val_fraction: float) -> int:
 
 
 class PreparedCounts(msgspec.Struct, frozen=True, kw_only=True):
-    """The counts of a prepared dataset's ``prepared.json`` (tokens include one end-of-text per document)."""
+    """The counts of a prepared dataset's ``prepared.json`` (tokens include one end-of-text per document;
+    ``median_train_document_tokens`` and ``distinct_train_tokens`` count the training text's tokens only,
+    ``None`` in a dataset prepared before they were recorded)."""
 
     train_tokens: int
     val_tokens: int
     train_documents: int
     train_bytes: int = 0
+    median_train_document_tokens: float | None = None
+    distinct_train_tokens: int | None = None
 
 
 def cached_counts(cache_root: Path, key: str) -> PreparedCounts | None:

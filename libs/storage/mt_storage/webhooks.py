@@ -9,10 +9,17 @@ enqueues its first attempt on the webhook queue with a deterministic arq job id,
 entry: after a crash anywhere in between, doing it all again duplicates nothing.
 
 The ``Deliverer`` sends one attempt (arq job ``<delivery_id>:a<n>``, a redelivery ``<delivery_id>:r<n>``):
-the endpoint's address is resolved and checked again (SSRF: a name can re-point), the body is POSTed with
-the Standard Webhooks headers (``sign``), and the attempt is recorded; a failed scheduled attempt enqueues
-the next one after ``WebhookSettings.retry_delay``. An attempt whose worker died before recording it is run
-again by arq with the same ``webhook-id``, so receivers that drop repeated ids see one delivery.
+it records the attempt as ``sending``, resolves and checks the endpoint's address again (SSRF: a name can
+re-point) and connects to the address it checked, POSTs the body with the Standard Webhooks headers
+(``sign``), and records how the attempt ended; a scheduled attempt that did not succeed enqueues the next
+one after ``WebhookSettings.retry_delay``. Scheduled attempts and redeliveries are two series, each attempt
+recorded once under its own (number, redelivery) slot: a redelivery never uses a scheduled attempt's slot
+nor ends the schedule, and the delivery's status follows from both (``_settled``).
+
+Delivery is at least once. A worker killed mid-request leaves its attempt ``sending``; arq runs the job
+again once its in-progress mark expires, and that run records the attempt ``interrupted`` (the receiver
+may have got it) and, for a scheduled one, goes on to the next attempt with the same ``webhook-id``, so
+a receiver that drops ids it has seen handles the event once.
 
 Keys::
 
@@ -56,6 +63,7 @@ from mt_contracts.settings import WebhookSettings
 from mt_contracts.webhooks import (
     Delivery,
     DeliveryAttempt,
+    DeliveryStatus,
     Webhook,
     WebhookEvent,
     WebhookEventType,
@@ -127,34 +135,58 @@ def is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-async def check_url(url: str, allow_private: bool) -> None:
-    """Check an endpoint URL: ``http``/``https`` with a host, and, unless ``allow_private``, every address
-    its host resolves to now is public (``is_public``).
+def _host_and_port(url: str) -> tuple[str, int]:
+    """The host and port of an ``http``/``https`` URL.
 
     Raises:
-        AddressRefused: why the URL is not usable (the message names the host and address).
+        AddressRefused: another scheme, no host, or an invalid port.
     """
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise AddressRefused(f"url must be an http:// or https:// URL with a host, not {url!r}")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
         raise AddressRefused(f"url has an invalid port: {exc}") from exc
-    if allow_private:
-        return
-    host = parts.hostname
+
+
+async def resolve_endpoint(url: str, allow_private: bool) -> list[str]:
+    """The addresses an endpoint URL's host resolves to now, in the resolver's order and, unless
+    ``allow_private``, each public (``is_public``). A delivery connects to one of these and never resolves
+    the name again, so a name that re-points between the check and the connection (DNS rebinding) cannot
+    lead it to an address that was not checked.
+
+    Raises:
+        AddressRefused: why the URL is not usable (the message names the host and address).
+    """
+    host, port = _host_and_port(url)
     try:
         found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise AddressRefused(f"url's host {host!r} does not resolve: {exc.strerror}") from exc
-    for *_, sockaddr in found:
-        address = str(sockaddr[0])
+    addresses = list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in found))
+    if not addresses:
+        raise AddressRefused(f"url's host {host!r} resolves to no address")
+    for address in addresses if not allow_private else []:
         if not is_public(address):
             raise AddressRefused(
                 f"url's host {host!r} resolves to {address}, a private, loopback, link-local or otherwise "
                 "non-public address; use a public endpoint (WEBHOOKS__ALLOW_PRIVATE_ADDRESSES=true allows it)"
             )
+    return addresses
+
+
+async def check_url(url: str, allow_private: bool) -> None:
+    """Check an endpoint URL at registration: ``http``/``https`` with a host, and, unless ``allow_private``,
+    every address its host resolves to now is public (``resolve_endpoint``; with ``allow_private`` the name
+    is not looked up).
+
+    Raises:
+        AddressRefused: why the URL is not usable (the message names the host and address).
+    """
+    _host_and_port(url)
+    if not allow_private:
+        await resolve_endpoint(url, allow_private)
 
 
 def delivery_id(event_id: str, webhook_id: str) -> str:
@@ -385,70 +417,89 @@ class Deliverer:
         self.client = client
 
     async def deliver(self, job_id: str) -> DeliveryAttempt | None:
-        """Run the attempt ``job_id`` names (``attempt_job_id``) once: check the address, POST the signed
-        event, record the attempt and, when it failed and the schedule has attempts left, enqueue the next.
-        Returns the attempt, or ``None`` when there was nothing to send (the delivery or its endpoint is gone,
-        it already succeeded, or this attempt was already recorded).
+        """Run the attempt ``job_id`` names (``attempt_job_id``) once: record it as ``sending``, check the
+        address, POST the signed event, record how it ended and, when a scheduled attempt did not succeed and
+        the schedule has attempts left, enqueue the next. Run again after its worker was killed mid-request
+        (arq runs the job again), it records that attempt ``interrupted`` instead of sending anything, and a
+        scheduled one goes on to the next attempt (the same ``webhook-id`` again). Returns the attempt as
+        recorded, or ``None`` when there was nothing to do (the delivery or its endpoint is gone, it already
+        succeeded, or this attempt had already ended).
 
         Raises:
             ValueError: ``job_id`` is not an attempt's job id.
         """
         delivery_ref, attempt, redelivery = parse_attempt_job_id(job_id)
         delivery = await self.store.get_delivery(delivery_ref)
-        if delivery is None or len(delivery.attempts) >= attempt:
+        if delivery is None:
             return None
+        earlier = _slot(delivery, attempt, redelivery)
+        if earlier is not None:
+            if earlier.outcome != "sending":
+                return None
+            # Started by a worker that never recorded the answer: arq gives the job to another only once the
+            # first one's in-progress mark expired (it died), so this is no live attempt.
+            return await self._finish(delivery.id, earlier, _interrupted(earlier))
         if delivery.status == "succeeded" and not redelivery:
             return None
         stored = await self.store.get(delivery.webhook_id)
         body = await self.store.event_body(delivery.event_id)
         if stored is None or body is None:
             gone = "its endpoint was deleted" if stored is None else "its event expired"
-            await self.store.change_delivery(delivery.id, lambda d: _ended(d, gone))
+            await self.store.change_delivery(delivery.id, lambda d: _ended(d, gone, attempt, redelivery))
             return None
-        started, clock = utcnow(), time.monotonic()
+        started = DeliveryAttempt(attempt=attempt, started_at=utcnow(), redelivery=redelivery, outcome="sending")
+        if await self.store.change_delivery(delivery.id, lambda d: _begun(d, started)) is None:
+            return None  # another run of this job recorded it first
+        clock = time.monotonic()
         status_code, error = await self._send(stored, delivery.event_id, body)
-        finished = utcnow()
-        record = DeliveryAttempt(
-            attempt=attempt,
-            started_at=started,
-            finished_at=finished,
+        done = msgspec.structs.replace(
+            started,
+            finished_at=utcnow(),
             duration_seconds=round(time.monotonic() - clock, 6),
             status_code=status_code,
             error=error,
-            redelivery=redelivery,
+            outcome="succeeded" if error is None else "failed",
         )
-        delay = None if error is None or redelivery else self.settings.retry_delay(attempt)
+        return await self._finish(delivery.id, started, done)
+
+    async def _finish(self, delivery: str, started: DeliveryAttempt, done: DeliveryAttempt) -> DeliveryAttempt:
+        """Record ``done``, how the attempt recorded as ``started`` ended, and schedule what follows it."""
+        delay = None if done.succeeded or done.redelivery else self.settings.retry_delay(done.attempt)
         if delay is not None:
             # Enqueued before the attempt is recorded: a crash in between repeats the attempt, never loses it.
-            await self.queue.enqueue(DELIVER_TASK, attempt_job_id(delivery.id, attempt + 1), self.queue_name, delay)
-        next_at = finished + timedelta(seconds=delay) if delay is not None else None
+            next_job = attempt_job_id(delivery, done.attempt + 1)
+            await self.queue.enqueue(DELIVER_TASK, next_job, self.queue_name, delay)
+        now = utcnow()
+        next_at = now + timedelta(seconds=delay) if delay is not None else None
 
-        def record_attempt(current: Delivery) -> Delivery | None:
-            if len(current.attempts) >= attempt:
+        def record(current: Delivery) -> Delivery | None:
+            if not any(_same(found, started) for found in current.attempts):
                 return None
-            status = "succeeded" if error is None else ("pending" if next_at is not None else "failed")
-            return msgspec.structs.replace(
-                current,
-                status=status,
-                updated_at=finished,
-                next_attempt_at=next_at,
-                attempts=[*current.attempts, record],
-            )
+            attempts = [done if _same(found, started) else found for found in current.attempts]
+            changed = msgspec.structs.replace(current, updated_at=now, attempts=attempts)
+            latest = max((found.attempt for found in attempts if not found.redelivery), default=0)
+            if not done.redelivery and done.attempt == latest:
+                changed = msgspec.structs.replace(changed, next_attempt_at=next_at)
+            elif done.succeeded:
+                # Delivered: the schedule's next attempt, if one is queued, will find nothing left to send.
+                changed = msgspec.structs.replace(changed, next_attempt_at=None)
+            return _settled(changed)
 
-        await self.store.change_delivery(delivery.id, record_attempt)
+        await self.store.change_delivery(delivery, record)
         logger.info(
             "webhook attempt",
-            extra={"event": "webhook_attempt", "delivery_id": delivery.id, "attempt": attempt,
-                   "status_code": status_code, "error": error},
+            extra={"event": "webhook_attempt", "delivery_id": delivery, "attempt": done.attempt,
+                   "redelivery": done.redelivery, "outcome": done.outcome, "status_code": done.status_code,
+                   "error": done.error},
         )  # fmt: skip
-        return record
+        return done
 
     async def _send(self, stored: StoredWebhook, event_id: str, body: bytes) -> tuple[int | None, str | None]:
-        """POST ``body`` signed to the endpoint: ``(status code, None)`` for a 2xx, else the code (if any)
-        and why it is not a success."""
+        """POST ``body`` signed to the endpoint, at an address checked just before (``resolve_endpoint``):
+        ``(status code, None)`` for a 2xx, else the code (if any) and why it is not a success."""
         url = stored.webhook.url
         try:
-            await check_url(url, self.settings.allow_private_addresses)
+            addresses = await resolve_endpoint(url, self.settings.allow_private_addresses)
         except AddressRefused as exc:
             return None, f"refused: {exc}"
         now = utcnow()
@@ -458,7 +509,7 @@ class Deliverer:
             **signed_headers(stored.signing_secrets(now), event_id, int(now.timestamp()), body),
         }
         try:
-            response = await self.client.post(url, content=body, headers=headers)
+            response = await self._post_pinned(httpx.URL(url), addresses, body, headers)
         except httpx.TimeoutException as exc:
             return None, f"timed out after {self.settings.timeout:g} s ({type(exc).__name__})"
         except httpx.HTTPError as exc:
@@ -467,24 +518,107 @@ class Deliverer:
             return response.status_code, None
         return response.status_code, f"the endpoint answered {response.status_code}, not 2xx"
 
+    async def _post_pinned(
+        self, url: httpx.URL, addresses: list[str], body: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        """POST to ``url`` connecting to the first of ``addresses`` that accepts, not to what its host
+        resolves to now; the request keeps the URL's host in ``Host`` and, over TLS, as the SNI name that
+        the certificate is checked against (httpx's ``sni_hostname`` extension).
+
+        Raises:
+            httpx.HTTPError: the last address's failure, or the request's.
+        """
+        pinned = {**headers, "host": url.netloc.decode("ascii")}
+
+        async def post(address: str) -> httpx.Response:
+            target = url.copy_with(host=address)
+            return await self.client.post(target, content=body, headers=pinned, extensions={"sni_hostname": url.host})
+
+        for address in addresses[:-1]:
+            try:
+                return await post(address)
+            except httpx.ConnectError:
+                continue  # refused or unreachable at once: the next address (a timeout is not retried here)
+        return await post(addresses[-1])
+
 
 async def redeliver(store: WebhookStore, queue: JobQueue, queue_name: str, delivery: Delivery) -> Delivery | None:
-    """Queue one more attempt of ``delivery`` now (a redelivery, with the same ``webhook-id``; it has no
-    retries of its own). Asking twice before it ran queues it once. ``None`` when the delivery is gone."""
-    attempt = len(delivery.attempts) + 1
-    await queue.enqueue(DELIVER_TASK, attempt_job_id(delivery.id, attempt, redelivery=True), queue_name)
+    """Queue one more attempt of ``delivery`` now: the next redelivery (with the same ``webhook-id``; it has
+    no retries of its own, and the automatic schedule goes on beside it). Asking twice before it ran queues
+    it once. ``None`` when the delivery is gone."""
+    number = sum(attempt.redelivery for attempt in delivery.attempts) + 1
+    await queue.enqueue(DELIVER_TASK, attempt_job_id(delivery.id, number, redelivery=True), queue_name)
     now = utcnow()
     return await store.change_delivery(
-        delivery.id, lambda d: msgspec.structs.replace(d, status="pending", updated_at=now, next_attempt_at=now)
+        delivery.id,
+        lambda d: _settled(msgspec.structs.replace(d, updated_at=now, redeliveries=max(d.redeliveries, number))),
     )
 
 
-def _ended(delivery: Delivery, why: str) -> Delivery:
-    """``delivery`` failed for good without an attempt (its endpoint or event is gone)."""
-    now = utcnow()
-    attempt = DeliveryAttempt(
-        attempt=len(delivery.attempts) + 1, started_at=now, finished_at=now, duration_seconds=0.0, error=why
+def _slot(delivery: Delivery, attempt: int, redelivery: bool) -> DeliveryAttempt | None:
+    """The recorded attempt ``attempt`` of the schedule (or of the redeliveries), if there is one."""
+    return next((a for a in delivery.attempts if (a.attempt, a.redelivery) == (attempt, redelivery)), None)
+
+
+def _same(attempt: DeliveryAttempt, other: DeliveryAttempt) -> bool:
+    """Whether two records are of the same attempt (one as it started, the other as it ended)."""
+    return (attempt.attempt, attempt.redelivery, attempt.started_at) == (
+        other.attempt,
+        other.redelivery,
+        other.started_at,
     )
+
+
+def _begun(delivery: Delivery, started: DeliveryAttempt) -> Delivery | None:
+    """``delivery`` with ``started`` recorded as ``sending``; ``None`` when that attempt is recorded already."""
+    if _slot(delivery, started.attempt, started.redelivery) is not None:
+        return None
+    return _settled(
+        msgspec.structs.replace(delivery, updated_at=started.started_at, attempts=[*delivery.attempts, started])
+    )
+
+
+def _interrupted(started: DeliveryAttempt) -> DeliveryAttempt:
+    """An attempt whose worker stopped after it started sending and before it recorded the answer."""
     return msgspec.structs.replace(
-        delivery, status="failed", updated_at=now, next_attempt_at=None, attempts=[*delivery.attempts, attempt]
+        started,
+        outcome="interrupted",
+        error="interrupted: the worker sending it stopped before it recorded an answer; the receiver may have "
+        "received it (every attempt carries the same webhook-id)",
     )
+
+
+def _settled(delivery: Delivery) -> Delivery:
+    """``delivery`` with the status its attempts give: ``succeeded`` once one got a 2xx, else ``pending``
+    while an attempt is being sent or a scheduled attempt or an asked-for redelivery is still to run, else
+    ``failed``."""
+    redelivered = sum(attempt.redelivery for attempt in delivery.attempts)
+    sending = any(attempt.outcome == "sending" for attempt in delivery.attempts)
+    if any(attempt.succeeded for attempt in delivery.attempts):
+        status: DeliveryStatus = "succeeded"
+    elif sending or delivery.next_attempt_at is not None or delivery.redeliveries > redelivered:
+        status = "pending"
+    else:
+        status = "failed"
+    return msgspec.structs.replace(delivery, status=status)
+
+
+def _ended(delivery: Delivery, why: str, attempt: int, redelivery: bool) -> Delivery | None:
+    """``delivery`` failed for good at attempt ``attempt`` without sending it (its endpoint or event is
+    gone): nothing more is scheduled. ``None`` when that attempt is already recorded."""
+    if _slot(delivery, attempt, redelivery) is not None:
+        return None
+    now = utcnow()
+    record = DeliveryAttempt(
+        attempt=attempt,
+        started_at=now,
+        finished_at=now,
+        duration_seconds=0.0,
+        error=why,
+        redelivery=redelivery,
+        outcome="failed",
+    )
+    ended = msgspec.structs.replace(
+        delivery, updated_at=now, next_attempt_at=None, attempts=[*delivery.attempts, record]
+    )
+    return _settled(ended)

@@ -107,7 +107,7 @@ def estimate_tokenizer(
     suggestion: int | None = None
     warnings: list[str] = []
     limit = settings.tokenizer_memory_bytes
-    if request.method == "sentencepiece" and request.model_type == "unigram" and peak > limit:
+    if _cost_key(request) == "sentencepiece-unigram" and peak > limit:
         fitting_bytes = max(0.0, (limit - cost.base_bytes) / cost.bytes_per_mb * MB)
         suggestion = max(1000, int(fitting_bytes / max(1.0, line_bytes)))
         warnings.append(
@@ -246,29 +246,37 @@ def estimate_run(
     fetch(dataset_cache / key[:32] / PREPARED_JSON)
     cached = cached_counts(dataset_cache, key)
     sample: _Sample | None = None
-    if cached is not None:
-        train_tokens = cached.train_tokens
-    else:
+    if cached is None or cached.median_train_document_tokens is None or cached.distinct_train_tokens is None:
         sample = _SAMPLES.get((key, settings.sample_bytes))
         if sample is None:
             sample = _sample(tokenizer, request, files, settings.sample_bytes)
             _SAMPLES[(key, settings.sample_bytes)] = sample
             while len(_SAMPLES) > _SAMPLES_KEPT:
                 _SAMPLES.pop(next(iter(_SAMPLES)))
+    # The warnings read the prepared dataset's exact figures when it recorded them, else the sample's.
+    median: float | None = None
+    distinct: int | None = None
+    if cached is not None and cached.median_train_document_tokens is not None:
+        median, distinct = cached.median_train_document_tokens, cached.distinct_train_tokens
+    train_tokens = cached.train_tokens if cached is not None else 0
+    if sample is not None:
         ratio = sample.sampled_tokens / max(1, sample.sampled_bytes)
-        train_tokens = round(sample.train_bytes * ratio) + sample.train_documents
-        if sample.sampled_bytes == sample.train_bytes and sample.distinct_tokens < vocab_size // 4:
-            warnings.append(
-                f"only {sample.distinct_tokens} of the tokenizer's {vocab_size} tokens occur in the training text: "
-                "most embedding rows never train; a tokenizer with a smaller vocab_size suits this corpus"
-            )
-        lengths = [round(size * ratio) for size in sample.document_bytes]
-        median = statistics.median(lengths) if lengths else 0
-        if lengths and request.block_size > median:
-            warnings.append(
-                f"block_size {request.block_size} is above the median document length ({median:.0f} tokens): "
-                "most windows span several documents; a smaller block_size fits this corpus"
-            )
+        if cached is None:
+            train_tokens = round(sample.train_bytes * ratio) + sample.train_documents
+        if median is None and sample.document_bytes:
+            median = statistics.median([round(size * ratio) for size in sample.document_bytes])
+        if distinct is None and sample.sampled_bytes == sample.train_bytes:
+            distinct = sample.distinct_tokens  # a count of the whole split only, not of a part of it
+    if distinct is not None and distinct < vocab_size // 4:
+        warnings.append(
+            f"only {distinct} of the tokenizer's {vocab_size} tokens occur in the training text: "
+            "most embedding rows never train; a tokenizer with a smaller vocab_size suits this corpus"
+        )
+    if median is not None and request.block_size > median:
+        warnings.append(
+            f"block_size {request.block_size} is above the median document length ({median:.0f} tokens): "
+            "most windows span several documents; a smaller block_size fits this corpus"
+        )
     steps = request.total_steps
     tokens = steps * request.tokens_per_step
     epochs = tokens / max(1, train_tokens)

@@ -102,6 +102,7 @@ def train_tokenizer(spec: TokenizerSpec, log: EventLog) -> TokenizerTrained:
         files=file_entries(out_dir, trained.files),
         created_at=datetime.now(UTC),
         versions=_versions(),
+        estimate=spec.estimate,
     )
     return TokenizerTrained(
         vocab_size=trained.vocab_size,

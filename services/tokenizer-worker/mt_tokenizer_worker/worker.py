@@ -58,6 +58,7 @@ class TokenizerWork:
             request=job.request,
             corpus_root=str(self.layout.corpus_root),
             out_dir=str(self.layout.tokenizer_dir(job.id)),
+            estimate=job.estimate,
         )
         return Prepared(msgspec.json.encode(spec), self.layout.tokenizer_process_log(job.id))
 

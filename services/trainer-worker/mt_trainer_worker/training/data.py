@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import statistics
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -62,7 +63,10 @@ _BATCH_PIECES = 1024
 class PreparedData(msgspec.Struct, frozen=True, kw_only=True):
     """Token files of both splits. Counts are tokens (the end-of-text tokens included); ``val_bytes`` and
     ``train_bytes`` count the UTF-8 bytes of each split's text. ``key`` names the cache entry; ``reused``
-    says whether this run found it ready."""
+    says whether this run found it ready. ``median_train_document_tokens`` (the median of the training
+    documents' token counts, end-of-text excluded) and ``distinct_train_tokens`` (how many of the
+    vocabulary's ids the training text uses) are what the dry run's warnings read (``None`` in a dataset
+    prepared before they were recorded, or with no training split)."""
 
     train_path: str
     val_path: str
@@ -78,6 +82,8 @@ class PreparedData(msgspec.Struct, frozen=True, kw_only=True):
     corpus_sha256: str
     tokenizer_sha256: str
     train_bytes: int = 0
+    median_train_document_tokens: float | None = None
+    distinct_train_tokens: int | None = None
     reused: bool = False
 
 
@@ -194,7 +200,7 @@ def _encode(
         raise TrainingFailure("tokenizer_incompatible", f"the tokenizer has no {END_OF_TEXT} token")
     vocab_size = tokenizer.get_vocab_size()
     dtype: type[np.uint16] | type[np.uint32] = np.uint16 if vocab_size <= 65_535 else np.uint32
-    writer = _SplitWriter(out_dir, dtype, end_of_text, without_prefix(tokenizer))
+    writer = _SplitWriter(out_dir, dtype, end_of_text, without_prefix(tokenizer), vocab_size)
     try:
         if val_fraction is None:
             for path in files:
@@ -220,6 +226,7 @@ def _encode(
         writer.close()
     if (val_fraction is not None and writer.tokens[False] <= 1) or writer.tokens[True] <= 1:
         raise TrainingFailure("empty_corpus", "the corpus holds no text to train or validate on")
+    lengths = writer.train_document_tokens
     return PreparedData(
         train_path=str(out_dir / "train.bin"),
         val_path=str(out_dir / "val.bin"),
@@ -230,6 +237,8 @@ def _encode(
         train_bytes=writer.bytes[False],
         train_documents=writer.documents[False],
         val_documents=writer.documents[True],
+        median_train_document_tokens=float(statistics.median(lengths)) if lengths else None,
+        distinct_train_tokens=int(writer.train_ids_seen.sum()) if lengths else None,
         vocab_size=vocab_size,
         end_of_text_id=end_of_text,
         key="",
@@ -240,10 +249,16 @@ def _encode(
 
 class _SplitWriter:
     """Appends documents to ``train.bin`` / ``val.bin`` with an end-of-text token before each document
-    (so each file starts with one), counting tokens, documents and text bytes per split."""
+    (so each file starts with one), counting tokens, documents and text bytes per split, each training
+    document's text tokens and which ids the training text uses."""
 
     def __init__(
-        self, out_dir: Path, dtype: type[np.uint16] | type[np.uint32], end_of_text: int, continuation: Tokenizer
+        self,
+        out_dir: Path,
+        dtype: type[np.uint16] | type[np.uint32],
+        end_of_text: int,
+        continuation: Tokenizer,
+        vocab_size: int,
     ) -> None:
         self._continuation = continuation
         self._dtype = dtype
@@ -255,10 +270,13 @@ class _SplitWriter:
         self.tokens = {False: 0, True: 0}
         self.documents = {False: 0, True: 0}
         self.bytes = {False: 0, True: 0}
+        self.train_document_tokens: list[int] = []
+        self.train_ids_seen = np.zeros(vocab_size, dtype=np.bool_)
 
     def document(self, tokenizer: Tokenizer, lines: Iterator[str], *, val: bool) -> None:
-        self._write(val, [self._end_of_text])
+        self._write(val, [self._end_of_text], text=False)
         self.documents[val] += 1
+        start = self.tokens[val]  # after the end-of-text: the document's text tokens are counted from here
         for number, batch in enumerate(piece_batches(lines)):
             if number == 0:
                 # The document's first piece alone gets the tokenizer's dummy prefix, if it has one.
@@ -269,11 +287,15 @@ class _SplitWriter:
                 encodings = self._continuation.encode_batch_fast(batch, add_special_tokens=False)
             self._write(val, itertools.chain.from_iterable(encoding.ids for encoding in encodings))
             self.bytes[val] += sum(len(piece.encode()) for piece in batch)
+        if not val:
+            self.train_document_tokens.append(self.tokens[val] - start)
 
-    def _write(self, val: bool, ids: Iterable[int]) -> None:
+    def _write(self, val: bool, ids: Iterable[int], *, text: bool = True) -> None:
         array = np.fromiter(ids, dtype=self._dtype)
         array.tofile(self._files[val])
         self.tokens[val] += int(array.size)
+        if text and not val:
+            self.train_ids_seen[array] = True
 
     def finish(self) -> None:
         """Flush both files to disk."""
