@@ -69,6 +69,7 @@ class Proxy:
     heads: list[str] = field(default_factory=list)
     cuts: int = 0
     url: str = ""
+    _open: set[asyncio.StreamWriter] = field(default_factory=set)
 
     def heads_with(self, text: str) -> list[str]:
         return [head for head in self.heads if text in head]
@@ -81,34 +82,47 @@ class Proxy:
         return None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Every stream this connection opens is closed however it ends (a client gone, the upstream refusing,
+        # the proxy shut down): an asyncio stream left open warns when it is collected, often tests later.
+        up_writer: asyncio.StreamWriter | None = None
+        pump: asyncio.Task[None] | None = None
+        self._open.add(writer)
         try:
             raw = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-            return
-        head = raw.decode("latin-1")
-        self.heads.append(head.lower())
-        rule = self._rule(head.lower())
-        if rule is not None and rule.status_503:
-            body = b'{"type":"urn:model-trainer:problem:unavailable","title":"Service Unavailable","status":503}'
-            writer.write(
-                b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n"
-                + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-            writer.close()
-            return
-        lines = [line for line in head.split("\r\n")[:-2] if not line.lower().startswith("connection:")]
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        up_writer.write(("\r\n".join([*lines, "Connection: close"]) + "\r\n\r\n").encode("latin-1"))
-        pump = asyncio.create_task(self._pump(reader, up_writer))
-        try:
+            head = raw.decode("latin-1")
+            self.heads.append(head.lower())
+            rule = self._rule(head.lower())
+            if rule is not None and rule.status_503:
+                body = b'{"type":"urn:model-trainer:problem:unavailable","title":"Service Unavailable","status":503}'
+                writer.write(
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n"
+                    + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+                return
+            lines = [line for line in head.split("\r\n")[:-2] if not line.lower().startswith("connection:")]
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            self._open.add(up_writer)
+            up_writer.write(("\r\n".join([*lines, "Connection: close"]) + "\r\n\r\n").encode("latin-1"))
+            pump = asyncio.create_task(self._pump(reader, up_writer))
             await self._respond(up_reader, writer, rule)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            return
         finally:
-            pump.cancel()
-            up_writer.close()
-            writer.close()
+            if pump is not None:
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+            for stream in (up_writer, writer):
+                if stream is not None:
+                    stream.close()
+                    self._open.discard(stream)
+
+    def close_all(self) -> None:
+        """Close every connection still open, both sides (their handlers then end on the closed streams)."""
+        for stream in list(self._open):
+            stream.close()
+        self._open.clear()
 
     @staticmethod
     async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -145,6 +159,7 @@ async def proxy_to(url: str) -> AsyncIterator[Proxy]:
         yield proxy
     finally:
         server.close()
+        proxy.close_all()
         await server.wait_closed()
 
 
