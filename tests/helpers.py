@@ -55,11 +55,19 @@ async def running_workers(
             else:
                 idle += 1
                 await asyncio.sleep(2 * settings.worker.poll_delay)
-        for worker in workers:
-            await worker.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await close_workers(workers, tasks)
+
+
+async def close_workers(workers: list[Worker], polls: list[asyncio.Task[None]]) -> None:
+    """Stop ``workers`` as arq's own ``run`` does: their poll loops (``polls``, the tasks running
+    ``worker.main()``) first, then ``close()``, which cancels their jobs, runs their shutdown and closes their
+    Redis pools. A poll loop still running during ``close()`` would open a new connection on the closed pool,
+    one nothing closes (an unclosed-connection warning when it is collected, often tests later)."""
+    for poll in polls:
+        poll.cancel()
+    await asyncio.gather(*polls, return_exceptions=True)
+    for worker in workers:
+        await worker.close()
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from mt_contracts.jobs import TokenizerJob
 from mt_contracts.settings import ApiSettings, AppSettings, RedisSettings, WorkerServiceSettings
 from mt_storage.embedded_redis import EmbeddedRedis
 from mt_trainer_worker.worker import create_worker as create_trainer_worker
-from tests.helpers import running_workers, wait_for
+from tests.helpers import close_workers, running_workers, wait_for
 from tests.integration.jobs import RUN, finished_run, get_run, submit_run, trained_tokenizer
 
 
@@ -44,10 +44,7 @@ async def _trainer_workers(settings: WorkerServiceSettings, count: int) -> Async
                 in_flight = [task for task in worker.tasks.values() if not task.done()]
                 if in_flight:
                     await asyncio.wait(in_flight, timeout=30)
-                await worker.close()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await close_workers(trainers, tasks)
 
 
 async def test_a_stall_limit_below_the_childs_start_up_still_runs_each_run_once(

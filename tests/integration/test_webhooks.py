@@ -23,7 +23,7 @@ from mt_contracts import codec
 from mt_contracts.settings import ApiSettings, WebhookSettings, WorkerServiceSettings
 from mt_contracts.webhooks import Delivery, DeliveryPage, Webhook, WebhookEvent, WebhookPage, WebhookSecret
 from mt_webhook_worker.worker import create_worker
-from tests.helpers import receiver, running_workers, wait_for, worker_process
+from tests.helpers import close_workers, receiver, running_workers, wait_for, worker_process
 from tests.integration.jobs import RUN, finished_run, submit_run, trained_tokenizer, worker_env
 
 FAST = WebhookSettings(allow_private_addresses=True, timeout=2.0, retry_first_seconds=0.2, retry_factor=2.0)
@@ -46,9 +46,7 @@ async def webhook_worker(settings: WorkerServiceSettings) -> AsyncIterator[None]
     try:
         yield
     finally:
-        await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await close_workers([worker], [task])
 
 
 async def register(client: AsyncTestClient[Litestar], url: str, events: list[str]) -> WebhookSecret:
