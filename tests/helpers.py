@@ -1,4 +1,5 @@
-"""Shared test plumbing: real arq workers running in this event loop or as processes, and polling."""
+"""Shared test plumbing: real arq workers running in this event loop or as processes, their children, and
+polling."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 from arq.worker import Worker
@@ -55,6 +57,20 @@ async def running_workers(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def children(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (each child in a session of its own too), from /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == parent:
+                pids.append(int(entry.name))
+    return pids
 
 
 @contextmanager
