@@ -73,6 +73,14 @@ def children(parent: int) -> list[int]:
     return pids
 
 
+def scratch_of(pid: int) -> Path:
+    """The ``TMPDIR`` process ``pid`` was started with (a job's child: its own temporary directory)."""
+    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if item.startswith(b"TMPDIR="):
+            return Path(item.removeprefix(b"TMPDIR=").decode())
+    raise AssertionError(f"process {pid} has no TMPDIR")
+
+
 @contextmanager
 def worker_process(module: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m <module>`` (a worker service) as a child process; on exit SIGTERM and a wait for it to

@@ -13,12 +13,10 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import msgspec
 import pytest
-from arq.worker import Worker
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
@@ -29,9 +27,8 @@ from mt_contracts.jobs import EvalJob, JobAccepted, TokenizerJob
 from mt_contracts.settings import ApiSettings, WorkerServiceSettings
 from mt_storage.layout import Layout
 from mt_storage.process import STANDBY_LOG, WARM_MODULE
-from mt_trainer_worker.worker import create_worker as create_trainer_worker
-from tests.helpers import children, running_workers, wait_for
-from tests.integration.jobs import RUN, TERMINAL, finished_run, get_run, submit_run, trained_tokenizer
+from tests.helpers import children, running_workers, scratch_of, wait_for, worker_process
+from tests.integration.jobs import RUN, TERMINAL, finished_run, get_run, submit_run, trained_tokenizer, worker_env
 
 TRAINING = "mt_trainer_worker.training"
 EVALUATE = "mt_trainer_worker.training.evaluate"
@@ -51,27 +48,21 @@ def _argv(pid: int) -> list[str]:
         return []
 
 
-def standbys(module: str) -> list[int]:
-    """The pids of this process's warm standbys that serve ``module``."""
-    return [pid for pid in children(os.getpid()) if WARM_MODULE in _argv(pid) and module in _argv(pid)]
+def standbys(module: str, parent: int | None = None) -> list[int]:
+    """The pids of the warm standbys of ``parent`` (this process) that serve ``module``."""
+    found = children(os.getpid() if parent is None else parent)
+    return [pid for pid in found if WARM_MODULE in _argv(pid) and module in _argv(pid)]
 
 
-async def standby(module: str, other_than: frozenset[int] = frozenset()) -> int:
-    """The pid of the one standby serving ``module``, once there is one that is none of ``other_than``."""
+async def standby(module: str, parent: int | None = None, other_than: frozenset[int] = frozenset()) -> int:
+    """The pid of the one standby of ``parent`` (this process) serving ``module``, once there is one that is
+    none of ``other_than``."""
 
     async def fetch() -> list[int]:
-        return standbys(module)
+        return standbys(module, parent)
 
     (pid,) = await wait_for(fetch, lambda pids: len(pids) == 1 and pids[0] not in other_than, 120)
     return pid
-
-
-def scratch_of(pid: int) -> Path:
-    """The ``TMPDIR`` process ``pid`` was started with."""
-    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-        if item.startswith(b"TMPDIR="):
-            return Path(item.removeprefix(b"TMPDIR=").decode())
-    raise AssertionError(f"process {pid} has no TMPDIR")
 
 
 async def ready(pid: int) -> None:
@@ -108,7 +99,7 @@ async def test_a_run_takes_the_waiting_standby_logs_to_its_process_log_and_cance
         assert f"mt_storage.warm: standby {first} runs {TRAINING}\n" in layout.run_process_log(run_id).read_text()
 
         # The next run takes the standby started after the first one was taken, and stops on a cancel.
-        second = await standby(TRAINING, other_than=frozenset({first}))
+        second = await standby(TRAINING, None, other_than=frozenset({first}))
         scratch = scratch_of(second)
         long_run = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 1_000_000})
         await wait_for(lambda: get_run(client, long_run), lambda j: j.progress is not None, 120)
@@ -120,27 +111,14 @@ async def test_a_run_takes_the_waiting_standby_logs_to_its_process_log_and_cance
         events = [msgspec.json.decode(line)["event"] for line in layout.run_logs(long_run).read_bytes().splitlines()]
         assert "stopped" in events and events[-1] == "cancelled"
         assert f"mt_storage.warm: standby {second} runs {TRAINING}\n" in layout.run_process_log(long_run).read_text()
-        waiting = await standby(TRAINING, other_than=frozenset({first, second}))
+        waiting = await standby(TRAINING, None, other_than=frozenset({first, second}))
         waiting_scratch = scratch_of(waiting)
     # The workers' shutdown killed the standby left waiting and removed its TMPDIR.
     assert gone(waiting) and not waiting_scratch.exists()
     assert standbys(TRAINING) == [] and standbys(TOKENIZER) == []
 
 
-@asynccontextmanager
-async def _trainer_worker(settings: WorkerServiceSettings) -> AsyncIterator[Worker]:
-    """A real trainer worker in this loop, closed at the end of the block even with a job running."""
-    worker = create_trainer_worker(settings, handle_signals=False)
-    task = asyncio.create_task(worker.main())
-    try:
-        yield worker
-    finally:
-        await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-async def test_an_evaluation_takes_the_waiting_standby_and_is_stopped_cleanly_by_a_worker_shutdown(
+async def test_an_evaluation_takes_the_waiting_standby_and_a_worker_stopped_by_sigterm_leaves_no_process(
     client: AsyncTestClient[Litestar], worker_settings: WorkerServiceSettings, shakespeare: str
 ) -> None:
     layout = Layout.from_settings(worker_settings.app)
@@ -148,10 +126,11 @@ async def test_an_evaluation_takes_the_waiting_standby_and_is_stopped_cleanly_by
     (Path(worker_settings.app.corpus_root) / "big.txt").write_text(shakespeare, encoding="utf-8")
     async with running_workers(worker_settings, trainer=False):
         tokenizer_id = await trained_tokenizer(client)
-        async with _trainer_worker(worker_settings):
+        with worker_process("mt_trainer_worker", worker_env(worker_settings)) as worker:
             run_id = await submit_run(client, {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 10})
             assert (await finished_run(client, run_id)).status == "succeeded"
-            pid = await standby(EVALUATE, other_than=frozenset(started_pids(layout.run_logs(run_id), run_id)))
+            taken = frozenset(started_pids(layout.run_logs(run_id), run_id))
+            pid = await standby(EVALUATE, worker.pid, other_than=taken)
             scratch = scratch_of(pid)
             response = await client.post(f"/runs/{run_id}/evaluate", json={"split": "corpus", "corpus_path": "big.txt"})
             assert response.status_code == 202, response.text
@@ -167,11 +146,14 @@ async def test_an_evaluation_takes_the_waiting_standby_and_is_stopped_cleanly_by
                 lambda text: f"mt_storage.warm: standby {pid} runs {EVALUATE}\n" in text,
                 60,
             )
+            waiting = standbys(EVALUATE, worker.pid)
+            worker.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(worker.wait, 60) == 0
         evaluation = codec.decode((await client.get(f"/runs/{run_id}/evals/{eval_id}")).content, EvalJob)
-    # Handed back to the queue: the child stopped, its TMPDIR removed, and no standby left behind.
+    # Handed back to the queue; the child stopped and its TMPDIR removed; no standby of the worker left.
     assert evaluation.status == "queued", evaluation
     assert gone(pid) and not scratch.exists()
-    assert standbys(EVALUATE) == []
+    assert [standby for standby in waiting if not gone(standby)] == []
 
 
 async def _tokenizer_job(client: AsyncTestClient[Litestar]) -> TokenizerJob:
@@ -197,7 +179,7 @@ async def test_a_worker_closed_with_a_standby_waiting_leaves_no_process_and_no_w
         job = await _tokenizer_job(client)
         assert job.status == "succeeded", job.error
         (taken,) = _tokenizer_pids(worker_settings, job)
-        pid = await standby(TOKENIZER, other_than=frozenset({taken}))
+        pid = await standby(TOKENIZER, None, other_than=frozenset({taken}))
         scratch = scratch_of(pid)
         await ready(pid)
     gc.collect()  # an unclosed pipe or transport of the standby would warn now, failing the test
@@ -219,7 +201,7 @@ async def test_a_standby_that_died_while_waiting_is_replaced_and_the_job_still_r
         assert job.status == "succeeded", job.error
         (fresh,) = _tokenizer_pids(worker_settings, job)
         assert fresh != dead
-        replacement = await standby(TOKENIZER, other_than=frozenset({dead, fresh}))
+        replacement = await standby(TOKENIZER, None, other_than=frozenset({dead, fresh}))
         second = await _tokenizer_job(client)
         assert second.status == "succeeded", second.error
         assert _tokenizer_pids(worker_settings, second) == [replacement]
