@@ -174,6 +174,15 @@ class WarmChild:
         if self._next is None and not self._closed:
             self._next = asyncio.create_task(self._spawn(), name="warm-child")
 
+    async def ready(self) -> bool:
+        """Wait until the standby starting now, if any, has imported its modules; whether one is waiting."""
+        starting = self._next
+        if starting is None:
+            return False
+        await asyncio.wait({starting})
+        standby = starting.result()
+        return standby is not None and standby.process.returncode is None
+
     async def take(self, module: str) -> Standby | None:
         """The waiting standby, once its imports are done, when it is alive and serves ``module``; else
         ``None`` (run a fresh child). Either way the next one starts ``REPLACE_AFTER_SECONDS`` later, or when
