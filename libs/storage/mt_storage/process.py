@@ -167,10 +167,14 @@ class WarmChild:
         self.niceness = niceness
         self._next: asyncio.Task[Standby | None] | None = None
         self._discarding: set[asyncio.Task[None]] = set()
+        self._replace: asyncio.TimerHandle | None = None
         self._closed = False
 
     def start(self) -> None:
         """Start a standby unless one is waiting or starting (or the pool is closed)."""
+        if self._replace is not None:
+            self._replace.cancel()  # a replacement planned by an earlier take, once it ended, would be one too many
+            self._replace = None
         if self._next is None and not self._closed:
             self._next = asyncio.create_task(self._spawn(), name="warm-child")
 
@@ -200,7 +204,7 @@ class WarmChild:
                 self._discarding.add(discarding)
                 discarding.add_done_callback(self._discarding.discard)
             raise
-        asyncio.get_running_loop().call_later(REPLACE_AFTER_SECONDS, self.start)
+        self._replace = asyncio.get_running_loop().call_later(REPLACE_AFTER_SECONDS, self.start)
         standby = starting.result()
         if standby is None:
             return None
@@ -216,6 +220,8 @@ class WarmChild:
     async def aclose(self) -> None:
         """Kill the standby waiting or starting, wait for it and remove its TMPDIR; start no other."""
         self._closed = True
+        if self._replace is not None:
+            self._replace.cancel()
         starting, self._next = self._next, None
         if starting is not None:
             await _discard_started(starting)
