@@ -1,5 +1,5 @@
-"""Shared test plumbing: real arq workers running in this event loop or as processes, polling, and a real
-HTTP receiver of webhooks."""
+"""Shared test plumbing: real arq workers running in this event loop or as processes, their children,
+polling, and a real HTTP receiver of webhooks."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TypeVar
 
 from arq.worker import Worker
@@ -68,6 +69,28 @@ async def close_workers(workers: list[Worker], polls: list[asyncio.Task[None]]) 
     await asyncio.gather(*polls, return_exceptions=True)
     for worker in workers:
         await worker.close()
+
+
+def children(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (each child in a session of its own too), from /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == parent:
+                pids.append(int(entry.name))
+    return pids
+
+
+def scratch_of(pid: int) -> Path:
+    """The ``TMPDIR`` process ``pid`` was started with (a job's child: its own temporary directory)."""
+    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if item.startswith(b"TMPDIR="):
+            return Path(item.removeprefix(b"TMPDIR=").decode())
+    raise AssertionError(f"process {pid} has no TMPDIR")
 
 
 @contextmanager

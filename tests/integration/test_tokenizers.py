@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from mt_contracts.settings import ApiSettings, WorkerServiceSettings
 from mt_contracts.tokenizers import EncodeResponse, RustBpeConfig
 from mt_storage.files import sha256_file
 from mt_storage.process import SCRATCH_PREFIX
-from tests.helpers import running_workers, wait_for, worker_process
+from tests.helpers import running_workers, scratch_of, wait_for, worker_process
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 TEXT = "ROMEO: Ünïcödé 東京 🙂\tdigits 0123456789\n"
@@ -182,7 +181,6 @@ async def test_cancel_stops_a_running_tokenizer_within_ten_seconds(
     api_settings: ApiSettings, worker_settings: WorkerServiceSettings, redis: Redis, shakespeare: str
 ) -> None:
     body = _slow_job(Path(api_settings.app.corpus_root), shakespeare)
-    before = set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"))
     async with AsyncTestClient(app=create_app(api_settings)) as client, running_workers(worker_settings):
         job_id = await _submit(client, body)
         logs = Path(api_settings.app.artifacts_root) / "tokenizers" / job_id / "logs.jsonl"
@@ -193,7 +191,11 @@ async def test_cancel_stops_a_running_tokenizer_within_ten_seconds(
         await wait_for(training_phase, bool, timeout=30)
         await asyncio.sleep(1.0)
         # The training process has a temporary directory of its own, where SentencePiece reads a FIFO.
-        (scratch,) = set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*")) - before
+        (spawned,) = [
+            msgspec.json.decode(line) for line in logs.read_bytes().splitlines() if b"process_started" in line
+        ]
+        scratch = scratch_of(spawned["fields"]["pid"])
+        assert scratch.name.startswith(SCRATCH_PREFIX)
         assert [path.name for path in scratch.rglob("*") if path.is_fifo()] == ["sentences.txt"]
         # The worker's event loop is free while the process trains: its health key stays fresh.
         assert (await client.get("/readyz")).json()["workers"]["tokenizer"]["live"] == 1

@@ -26,7 +26,7 @@ from mt_api.app import create_app
 from mt_contracts import codec
 from mt_contracts.manifests import ModelManifest
 from mt_contracts.settings import ApiSettings, WorkerServiceSettings
-from tests.helpers import running_workers, wait_for
+from tests.helpers import children, running_workers, wait_for
 from tests.integration.jobs import RUN, TERMINAL, get_run, submit_run, trained_tokenizer
 
 # Two ranks of 4 windows against one of 8 take the same steps on the same data; what differs is the order of
@@ -40,20 +40,6 @@ TORCHRUN = {**RUN, "launcher": "torchrun", "nproc_per_node": 2, "threads": 2}
 async def client(api_settings: ApiSettings, redis: Redis) -> AsyncIterator[AsyncTestClient[Litestar]]:
     async with AsyncTestClient(app=create_app(api_settings)) as client:
         yield client
-
-
-def children(parent: int) -> list[int]:
-    """The processes whose parent is ``parent`` (torchrun's ranks, each in a session of its own), from /proc."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == parent:
-                pids.append(int(entry.name))
-    return pids
 
 
 def rank_of(pid: int) -> int | None:

@@ -13,7 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from mt_contracts import codec
-from mt_contracts.events import CheckpointEvent, Resumed, ValidationEvent
+from mt_contracts.events import CheckpointEvent, ProgressEvent, Resumed, ValidationEvent
 from mt_contracts.jobs import EvalPoint
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.tokenizers import resolve_config
@@ -49,7 +49,7 @@ def tokenizer_dir(tmp_path: Path, shakespeare: str) -> Path:
     return out
 
 
-def _spec(tmp_path: Path, name: str, tokenizer_dir: Path, corpus_root: Path) -> Path:
+def _spec(tmp_path: Path, name: str, tokenizer_dir: Path, corpus_root: Path, progress_interval: float = 0.1) -> Path:
     run_dir = tmp_path / name
     spec = RunSpec(
         run_id="run_01JDQ8ZQ0000000000000000AA",
@@ -61,7 +61,7 @@ def _spec(tmp_path: Path, name: str, tokenizer_dir: Path, corpus_root: Path) -> 
         work_dir=str(run_dir / "work"),
         run_dir=str(run_dir),
         dataset_cache=str(tmp_path / "datasets"),
-        progress_interval=0.1,
+        progress_interval=progress_interval,
     )
     path = tmp_path / f"{name}.json"
     path.write_bytes(codec.encode(spec))
@@ -152,3 +152,28 @@ def test_validation_points_carry_the_tokens_seen_at_their_step(
     assert REQUEST.tokens_per_step == 256
     assert [(p.step, p.tokens_seen) for p in _points(events)] == [(15, 15 * 256), (30, 30 * 256), (40, 40 * 256)]
     assert finished.metrics.tokens_seen == 40 * 256
+
+
+def test_the_first_step_of_each_launch_is_reported_at_once(
+    tmp_path: Path, tokenizer_dir: Path, corpus_root: Path
+) -> None:
+    # With an hour between reports, a launch reports its first step (it has started training) and the last.
+    spec = _spec(tmp_path, "reported", tokenizer_dir, corpus_root, progress_interval=3600)
+    first = _start(spec)
+    assert first.stdout is not None
+    steps = []
+    for line in first.stdout:
+        message = decode_message(line)
+        if isinstance(message, ProgressEvent):
+            steps.append(message.progress.step)
+        if isinstance(message, CheckpointEvent):
+            first.send_signal(signal.SIGKILL)
+            break
+    first.wait()
+    first.stdout.close()
+    assert steps == [1]
+    killed_at = read_index(tmp_path / "reported")[-1].step
+    second = _start(spec)
+    events = _events(second)
+    assert second.wait() == 0
+    assert [e.progress.step for e in events if isinstance(e, ProgressEvent)] == [killed_at + 1, 40]

@@ -127,7 +127,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     latency here; 0.05 s cut it to ~18 ms). ``health_check_interval`` is seconds between health-key writes;
     the API's readiness check requires a fresh key. ``tokenizer_job_timeout``, ``training_job_timeout`` and
     ``eval_job_timeout`` are seconds; ``max_tries`` counts runs of one job including the first (a retry follows
-    a lost worker).
+    a lost worker). ``warm_child`` keeps one child process started ahead of the next job, its libraries
+    already imported (``mt_storage.warm``), so a job's work starts without waiting for torch's import.
     """
 
     poll_delay: float = 0.05
@@ -141,6 +142,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     heartbeat_interval: float = 5.0
     progress_interval: float = 2.0
     niceness: int = 10
+    warm_child: bool = True
 
 
 class LauncherSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

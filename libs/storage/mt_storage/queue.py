@@ -39,6 +39,7 @@ from mt_contracts.settings import SettingsError, WorkerServiceSettings, WorkerSe
 from mt_storage.events import REDIS_DOWN
 from mt_storage.layout import Layout
 from mt_storage.marker import check_storage
+from mt_storage.process import WarmChild
 from mt_storage.store import open_store
 
 HEALTH_CHECK_SUFFIX = ":health-check"
@@ -190,6 +191,7 @@ def build_worker(
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     finish_jobs_on_shutdown: bool = True,
     background: Background | None = None,
+    warm: WarmChild | None = None,
 ) -> Worker:
     """An arq worker that runs each of ``tasks`` for its jobs on ``queue_name``; the handlers record every
     ending of their jobs themselves, given arq's try count.
@@ -199,11 +201,13 @@ def build_worker(
     the worker has stopped (close connections there). On SIGTERM, running jobs get ``settings.shutdown_grace``
     seconds to finish when ``finish_jobs_on_shutdown``; otherwise they are cancelled at once (and handed back).
     ``background`` runs as a task beside the worker from start-up to shutdown (the reapers), on the worker's
-    own Redis pool.
+    own Redis pool. ``warm``, the worker's standby child, starts with the worker and is killed at shutdown.
     """
     running: list[asyncio.Task[None]] = []
 
     async def startup(ctx: dict[str, object]) -> None:  # arq passes its ctx by keyword
+        if warm is not None:
+            warm.start()
         pool = ctx.get("redis")
         if background is not None and isinstance(pool, ArqRedis):
             running.append(asyncio.create_task(background(ArqJobQueue(pool))))
@@ -212,6 +216,8 @@ def build_worker(
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+        if warm is not None:
+            await warm.aclose()
         if on_shutdown is not None:
             await on_shutdown()
 

@@ -50,7 +50,7 @@ from mt_storage.events import REDIS_DOWN, LivePublisher, wait_idle
 from mt_storage.joblog import JobLog
 from mt_storage.jobs import R
 from mt_storage.lifecycle import Change, Lease, LeaseLost, Lifecycle
-from mt_storage.process import Command, run_child, tail
+from mt_storage.process import Command, WarmChild, run_child, tail
 from mt_storage.queue import JobQueue
 
 logger = logging.getLogger(__name__)
@@ -258,7 +258,8 @@ def _warn_lost(job_id: str, exc: LeaseLost) -> None:
 
 
 class JobRunner(Generic[R, S]):
-    """Runs the jobs of ``lifecycle`` with ``work``, one call of ``run`` per arq job."""
+    """Runs the jobs of ``lifecycle`` with ``work``, one call of ``run`` per arq job; their children come
+    from ``warm`` when it is given and has one ready (``mt_storage.process.WarmChild``)."""
 
     def __init__(
         self,
@@ -270,6 +271,7 @@ class JobRunner(Generic[R, S]):
         publisher: LivePublisher | None,
         timeout_seconds: float,
         roots: dict[str, str] | None = None,
+        warm: WarmChild | None = None,
     ) -> None:
         check_timing(lifecycle.stall_after_seconds, settings.heartbeat_interval)
         self.lifecycle = lifecycle
@@ -279,6 +281,7 @@ class JobRunner(Generic[R, S]):
         self._publisher = publisher
         self._timeout = timeout_seconds
         self._roots = roots or {}
+        self._warm = warm
 
     def _publish(self, event: JobEvent, data: bytes) -> None:
         if self._publisher is not None:
@@ -427,6 +430,7 @@ class JobRunner(Generic[R, S]):
                     on_spawn=spawned,
                     abandon=abandon,
                     command=command,
+                    warm=self._warm,
                 )
             except OSError as exc:  # the process log or the child's TMPDIR could not be made
                 return _Ending(_os_error(exc, self._roots))

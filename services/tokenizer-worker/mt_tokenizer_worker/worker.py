@@ -28,6 +28,7 @@ from mt_storage.joblog import JobLog
 from mt_storage.jobs import tokenizer_jobs
 from mt_storage.layout import MANIFEST, Layout
 from mt_storage.lifecycle import Change, Lifecycle
+from mt_storage.process import WarmChild
 from mt_storage.queue import JobQueue, QueueTask, build_worker
 from mt_storage.reaper import Reaper, attempts_left
 from mt_storage.runner import JobRunner, Prepared, check_timing
@@ -104,6 +105,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     publisher = LivePublisher(redis)
     mirror = Mirror(open_store(settings.storage), layout)
     queues: list[JobQueue] = []
+    warm = WarmChild((TokenizerWork.module,), settings.worker.niceness) if settings.worker.warm_child else None
     runner: JobRunner[TokenizerJob, TokenizerTrained] = JobRunner(
         lifecycle,
         TokenizerWork(layout, mirror if mirror.enabled else None),
@@ -112,6 +114,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         publisher=publisher,
         roots=layout.roots(),
         timeout_seconds=settings.worker.tokenizer_job_timeout,
+        warm=warm,
     )
 
     async def handle(tokenizer_id: str, job_try: int) -> None:
@@ -150,4 +153,5 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         handle_signals=handle_signals,
         on_shutdown=shutdown,
         background=reaper,
+        warm=warm,
     )

@@ -17,6 +17,7 @@ from mt_storage.events import LivePublisher
 from mt_storage.jobs import eval_jobs, run_jobs
 from mt_storage.layout import Layout
 from mt_storage.lifecycle import Lifecycle
+from mt_storage.process import WarmChild
 from mt_storage.queue import JobQueue, QueueTask, build_worker
 from mt_storage.runner import JobRunner, check_timing
 from mt_storage.store import Mirror, open_store
@@ -45,6 +46,10 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     evals = Lifecycle(eval_jobs(redis), "evaluation", stall_after)
     publisher = LivePublisher(redis)
     queues: list[JobQueue] = []
+    # One standby child serves both kinds: runs and evaluations import the same libraries.
+    warm = (
+        WarmChild((RunWork.module, EvalWork.module), settings.worker.niceness) if settings.worker.warm_child else None
+    )
 
     def queue() -> JobQueue | None:
         return queues[0] if queues else None
@@ -65,6 +70,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         publisher=publisher,
         roots=layout.roots(),
         timeout_seconds=settings.worker.training_job_timeout,
+        warm=warm,
     )
     eval_runner: JobRunner[EvalJob, Evaluated] = JobRunner(
         evals,
@@ -74,6 +80,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         publisher=publisher,
         roots=layout.roots(),
         timeout_seconds=settings.worker.eval_job_timeout,
+        warm=warm,
     )
 
     poll = settings.worker.heartbeat_interval
@@ -122,4 +129,5 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         # checkpoint and exit) and hand it back, rather than wait for it to finish.
         finish_jobs_on_shutdown=False,
         background=reapers,
+        warm=warm,
     )

@@ -342,7 +342,8 @@ def train(
         counters.elapsed_seconds = base_elapsed + (now - started)
         window_loss += step_loss
         window_steps += 1
-        reporting = now - last_report >= spec.progress_interval or done == total_steps
+        # The first step of each launch is reported at once: it says the run has started training.
+        reporting = now - last_report >= spec.progress_interval or done in {first_step + 1, total_steps}
         evaluating = done % request.eval_interval == 0 and done < total_steps
         checkpointing = done % request.checkpoint_interval == 0 or done == total_steps or stopping
         if reporting or evaluating or checkpointing:
