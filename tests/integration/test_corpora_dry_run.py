@@ -92,7 +92,8 @@ async def test_uploaded_corpus_trains_and_dry_runs_match_the_jobs(
         )
 
         run_body = {**RUN, "corpus_path": "bard", "tokenizer_id": tokenizer_id, "max_steps": 30}
-        before = await _queued_jobs(redis, worker_settings)
+        # arq takes the finished tokenizer job off its queue a moment after the record says succeeded.
+        before = await wait_for(lambda: _queued_jobs(redis, worker_settings), lambda queued: queued == (0, 0), 30)
         dry = await client.post("/runs/train?dry_run=true", json=run_body)
         assert dry.status_code == 200, dry.text
         sampled = codec.decode(dry.content, RunEstimate)
