@@ -2,10 +2,11 @@
 each have their own local roots (as pods with an emptyDir each), and share nothing but Redis and a bucket on
 the harness's S3-compatible server. Tokenizer artifacts, encode, listing, Range downloads and logs; a run's
 checkpoints, cancelled on one trainer worker and resumed on another that never saw it; generation and export
-with the final weights and a checkpoint."""
+with the final weights and a checkpoint. Every upload of a job comes before its ending is recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,9 +19,11 @@ from redis.asyncio import Redis
 
 from mt_api.app import create_app
 from mt_contracts import codec
-from mt_contracts.jobs import CheckpointInfo, JobAccepted, RunJob, TokenizerJob
+from mt_contracts.jobs import CheckpointInfo, JobAccepted, JobStatus, RunJob, TokenizerJob
 from mt_contracts.settings import ApiSettings, AppSettings, StorageSettings, WorkerServiceSettings
+from mt_storage.jobs import run_jobs, tokenizer_jobs
 from mt_storage.s3 import S3Store
+from mt_storage.store import STORES, ArtifactStore, ObjectInfo
 from tests.helpers import running_workers, wait_for
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -167,3 +170,98 @@ async def test_everything_the_api_serves_comes_through_the_object_store(
         f"/artifacts/models/{run_id}/download", params={"path": "model.safetensors"}, headers={"Range": "bytes=-100"}
     )
     assert (part.status_code, part.content) == (206, weights[-100:])
+
+
+class Watched:
+    """The real S3 store, noting for each write (an upload or a delete) in a job's folders the status of the
+    job's record in Redis at that moment."""
+
+    def __init__(self, store: ArtifactStore, redis: Redis, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self.runs = run_jobs(redis)
+        self.tokenizers = tokenizer_jobs(redis)
+        self.loop = loop
+        self.writes: list[tuple[str, JobStatus | None]] = []  # (job id, its status)
+
+    async def _status(self, job_id: str) -> JobStatus | None:
+        if job_id.startswith("run_"):
+            run = await self.runs.get(job_id)
+            return run.status if run is not None else None
+        tokenizer = await self.tokenizers.get(job_id)
+        return tokenizer.status if tokenizer is not None else None
+
+    def _note(self, key: str) -> None:
+        """Called in the uploading thread: the record is read in the test's event loop. Keys outside a job's
+        folders (prepared datasets, corpora) are not noted."""
+        parts = key.split("/")
+        job_id = parts[2] if parts[0] == "artifacts" else parts[1]
+        if job_id.startswith(("run_", "tok_")):
+            status = asyncio.run_coroutine_threadsafe(self._status(job_id), self.loop).result()
+            self.writes.append((job_id, status))
+
+    def put_file(self, key: str, path: Path) -> None:
+        self._note(key)
+        self.store.put_file(key, path)
+
+    def get_file(self, key: str, path: Path) -> None:
+        self.store.get_file(key, path)
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        return self.store.list_objects(prefix)
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self._note(key)
+        self.store.delete(keys)
+
+    def check(self) -> str | None:
+        return self.store.check()
+
+
+async def test_a_job_is_uploaded_before_its_ending_is_recorded(
+    api_s3: ApiSettings,
+    worker_settings: WorkerServiceSettings,
+    s3_settings: StorageSettings,
+    redis: Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every service opens the real S3 store through the registry, watched.
+    watched: list[Watched] = []
+
+    def open_watched(settings: StorageSettings) -> ArtifactStore:
+        watched.append(Watched(S3Store.from_settings(settings), redis, asyncio.get_running_loop()))
+        return watched[-1]
+
+    monkeypatch.setitem(STORES, "s3", open_watched)
+    store = S3Store.from_settings(s3_settings)
+    worker_pod = _worker(worker_settings, s3_settings, tmp_path / "worker-pod")
+    async with AsyncTestClient(app=create_app(api_s3), timeout=120) as client, running_workers(worker_pod):
+        response = await client.post("/tokenizers/train", json={"corpus_path": "small.txt", "vocab_size": 300})
+        tokenizer_id = codec.decode(response.content, JobAccepted).id
+
+        async def tokenizer() -> TokenizerJob:
+            return codec.decode((await client.get(f"/tokenizers/{tokenizer_id}")).content, TokenizerJob)
+
+        assert (await wait_for(tokenizer, lambda j: j.status in TERMINAL, 60)).status == "succeeded"
+        body = {**RUN, "tokenizer_id": tokenizer_id, "max_steps": 1_000_000}
+        run_id = codec.decode((await client.post("/runs/train", json=body)).content, JobAccepted).id
+        await wait_for(lambda: _run(client, run_id), lambda j: j.checkpoint is not None, 180)
+        assert (await client.post(f"/runs/{run_id}/cancel")).json()["status"] == "cancelling"
+        cancelled = await wait_for(lambda: _run(client, run_id), lambda j: j.status in TERMINAL, 30)
+
+        # As soon as the record ends, the bucket holds the checkpoint the run stopped with, and the log
+        # with its last line.
+        assert cancelled.status == "cancelled" and cancelled.checkpoint is not None
+        listed = msgspec.json.decode(
+            (await client.get(f"/runs/{run_id}/checkpoints")).content, type=list[CheckpointInfo]
+        )
+        assert listed[-1] == cancelled.checkpoint
+        in_store = {i.key for i in store.list_objects(f"runs/{run_id}/")}
+        assert f"runs/{run_id}/{cancelled.checkpoint.path}" in in_store
+        logs = (await client.get(f"/runs/{run_id}/logs", params={"tail": 1})).json()["lines"]
+        assert [line["event"] for line in logs] == ["cancelled"]
+    writes = [write for each in watched for write in each.writes]
+    assert {job_id for job_id, _ in writes} == {tokenizer_id, run_id}
+    # Not one write after the ending: each came while its job was running (or cancelling).
+    assert [(job_id, status) for job_id, status in writes if status not in {"running", "cancelling"}] == []

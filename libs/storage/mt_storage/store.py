@@ -7,6 +7,9 @@ are each service's working copy and cache, kept in step by ``Mirror``:
 - ``push`` uploads a local folder after its atomic local write: every file first, each ``manifest.json``
   last (the deepest first, the folder's own at the very end). An object store has no rename, so the manifest
   object is the commit point, as the manifest file is on disk.
+- a job's uploads are fenced: ``check()`` (its lease's ``heartbeat``, through ``fenced``) runs before each
+  object written or deleted, so a worker that lost its job never replaces or deletes the new owner's objects;
+  the job runner uploads everything a job wrote before its ending is recorded (``Work.settle``).
 - ``pull`` downloads a folder into the local root before it is read: the files, each checked against the
   manifest's size and sha256 (others against the store's size and MD5 ETag), into a temporary file renamed
   into place, then the manifest. With ``committed`` it does nothing for a prefix that has no manifest.
@@ -24,16 +27,15 @@ Errors::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -43,8 +45,10 @@ from mt_contracts.manifests import FileEntry
 from mt_contracts.settings import StorageSettings
 from mt_storage import StorageError
 from mt_storage.checkpoints import CHECKPOINTS_DIR, INDEX, read_index
+from mt_storage.events import REDIS_DOWN
 from mt_storage.files import FILE_MODE, sha256_file
 from mt_storage.layout import LOGS, MANIFEST, Layout
+from mt_storage.lifecycle import LeaseLost
 from mt_storage.marker import MARKER
 
 logger = logging.getLogger(__name__)
@@ -58,6 +62,41 @@ COMMIT_FILES = frozenset({MANIFEST, INDEX, "prepared.json"})
 
 class StoreError(StorageError):
     """The object store refused or failed a request."""
+
+
+# A job attempt's fencing check (``Lease.heartbeat``): raises ``LeaseLost`` once the attempt no longer owns
+# its job. Every upload of a job's folders calls it before each object it writes or deletes, so a worker that
+# lost the job (another pod resumed it) can never replace or delete that pod's newer objects.
+Fence = Callable[[], Coroutine[object, object, object]]
+Check = Callable[[], None]
+T = TypeVar("T")
+# Failures of an upload that a later one may not meet: the store's, a local file's, Redis's (the fence).
+_TRANSIENT: tuple[type[BaseException], ...] = (StoreError, *REDIS_DOWN)
+
+
+def _unfenced() -> None:
+    """The check of an upload that belongs to no job attempt (the API's exports and corpora)."""
+
+
+async def fenced(call: Callable[[Check], T], fence: Fence) -> T:
+    """Run the blocking ``call(check)`` in a thread, where ``check()`` awaits ``fence`` in this event loop
+    (raising what it raises). The call runs to its end even when this coroutine is cancelled meanwhile (the
+    cancel is raised once it returned): an upload never goes on behind the back of whoever stopped it."""
+    loop = asyncio.get_running_loop()
+
+    def check() -> None:
+        asyncio.run_coroutine_threadsafe(fence(), loop).result()
+
+    inner = asyncio.ensure_future(asyncio.to_thread(call, check))
+    cancelled = False
+    while not inner.done():
+        try:
+            await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return inner.result()
 
 
 class ObjectInfo(msgspec.Struct, frozen=True):
@@ -153,10 +192,14 @@ class Mirror:
                 return name if relative == "." else f"{name}/{relative}"
         raise ValueError(f"{path} is under none of the artifacts, runs and corpus roots")
 
-    def push(self, directory: Path, *, prune: bool = False, exclude: tuple[str, ...] = ()) -> int:
+    def push(
+        self, directory: Path, *, prune: bool = False, exclude: tuple[str, ...] = (), check: Check = _unfenced
+    ) -> int:
         """Upload the files under ``directory`` that the store lacks or holds otherwise, manifests last;
         ``exclude`` names top-level entries to leave out (a run's ``work`` scratch); with ``prune`` delete
-        objects under it that are gone locally. Returns the number of files uploaded."""
+        objects under it that are gone locally. ``check()`` is called before each upload and before the
+        deletion (a job's fence: it raises ``LeaseLost`` when the job is another worker's now). Returns the
+        number of files uploaded."""
         if self.store is None or not directory.is_dir():
             return 0
         base = self.key(directory)
@@ -177,28 +220,35 @@ class Mirror:
             info = remote.get(key)
             if info is not None and _same(path, info.size, info.etag):
                 continue
+            check()
             self.store.put_file(key, path)
             uploaded += 1
         if prune:
             local = {self.key(path) for path in files}
-            self.store.delete(sorted(set(remote) - local))
+            gone = sorted(set(remote) - local)
+            if gone:
+                check()
+                self.store.delete(gone)
         return uploaded
 
-    def push_checkpoints(self, run_dir: Path) -> None:
+    def push_checkpoints(self, run_dir: Path, check: Check = _unfenced) -> None:
         """Upload a run's new checkpoints, then its index (``checkpoints.json``), then delete the pruned
-        ones: the index in the store only ever names checkpoints the store holds."""
+        ones: the index in the store only ever names checkpoints the store holds. ``check`` as in ``push``:
+        only the worker that holds the run's lease replaces its index or deletes its checkpoints."""
         if self.store is None:
             return
-        self.push(run_dir / CHECKPOINTS_DIR)
-        self.push_files([run_dir / INDEX])
-        self.push(run_dir / CHECKPOINTS_DIR, prune=True)
+        self.push(run_dir / CHECKPOINTS_DIR, check=check)
+        self.push_files([run_dir / INDEX], check=check)
+        self.push(run_dir / CHECKPOINTS_DIR, prune=True, check=check)
 
-    def push_files(self, paths: list[Path]) -> None:
-        """Upload ``paths`` in the order given (a checkpoint, then the index that names it)."""
+    def push_files(self, paths: list[Path], check: Check = _unfenced) -> None:
+        """Upload ``paths`` in the order given (a checkpoint, then the index that names it), ``check()``
+        before each."""
         if self.store is None:
             return
         for path in paths:
             if path.is_file():
+                check()
                 self.store.put_file(self.key(path), path)
 
     def pull(self, directory: Path, *, committed: bool = True) -> bool:
@@ -328,62 +378,61 @@ class Mirror:
                     raise StoreError(f"the checkpoint index of {run_dir.name} in the store does not decode") from exc
         return kept[-1].step if kept else -1
 
-    def push_run(self, run_id: str) -> None:
-        """After a run (or an evaluation) ends here, or is stopped: the run's folder (checkpoints first,
-        then their index; not its scratch ``work/``), the model folder (manifest last) and the prepared
-        datasets (``prepared.json`` last)."""
+    def push_run(self, run_id: str, check: Check = _unfenced) -> None:
+        """Before a run's ending is recorded (any ending: succeeded, failed, cancelled, handed back): the
+        run's folder (checkpoints first, then their index; not its scratch ``work/``), the model folder
+        (manifest last) and the prepared datasets (``prepared.json`` last). ``check`` as in ``push``."""
         if self.store is None:
             return
         run_dir = self.layout.run_dir(run_id)
-        self.push_checkpoints(run_dir)
-        self.push(run_dir, exclude=("work", CHECKPOINTS_DIR))
-        self.push(self.layout.model_dir(run_id))
-        self.push(self.layout.dataset_cache())
+        self.push_checkpoints(run_dir, check)
+        self.push(run_dir, exclude=("work", CHECKPOINTS_DIR), check=check)
+        self.push(self.layout.model_dir(run_id), check=check)
+        self.push(self.layout.dataset_cache(), check=check)
 
-    async def around_run(
-        self, run_id: str, tokenizer_id: str | None, work: Callable[[], Awaitable[None]], poll_seconds: float
-    ) -> None:
-        """Run ``work`` (a training run or an evaluation of run ``run_id``) between ``pull_run`` and
-        ``push_run``, uploading each new checkpoint (then the index, the metrics and the log) within
-        ``poll_seconds`` of its write, so another pod can resume the run if this one dies. Without a store:
-        ``work`` alone."""
+    def push_evaluation(self, run_id: str, eval_id: str, check: Check = _unfenced) -> None:
+        """Before an evaluation's ending is recorded: what it wrote (its result and the run's log in the
+        model folder, its spec and process log, the prepared datasets), never the run's checkpoints, which
+        belong to the run's own lease."""
         if self.store is None:
-            await work()
             return
-        if tokenizer_id is not None:
-            await asyncio.to_thread(self.pull_run, run_id, tokenizer_id)
+        self.push_files(
+            [self.layout.eval_spec(run_id, eval_id), self.layout.eval_process_log(run_id, eval_id)], check=check
+        )
+        self.push(self.layout.eval_dir(run_id), check=check)
+        self.push_files([self.layout.run_logs(run_id)], check=check)
+        self.push(self.layout.dataset_cache(), check=check)
+
+    async def follow_checkpoints(self, run_id: str, fence: Fence, poll_seconds: float) -> None:
+        """While a run trains here (until cancelled): upload each new checkpoint, then the index and the
+        log, within ``poll_seconds`` of its write, so another pod can resume the run if this one dies. Every
+        upload is fenced (``fence``): once the run is another worker's, nothing more is written. A cancel
+        waits for an upload under way to finish."""
+        if self.store is None:
+            return
         run_dir = self.layout.run_dir(run_id)
+        seen: tuple[int, int] | None = None
 
-        async def follow_checkpoints() -> None:
-            seen: tuple[int, int] | None = None
-            while True:
-                await asyncio.sleep(poll_seconds)
-                index = run_dir / INDEX
-                stat = index.stat() if index.is_file() else None
-                now = (stat.st_mtime_ns, stat.st_size) if stat else None
-                if now == seen:
-                    continue
-                try:
-                    await asyncio.to_thread(self.push_checkpoints, run_dir)
-                    logs = [self.layout.run_logs(run_id)]
-                    await asyncio.to_thread(self.push_files, logs)
-                    seen = now
-                except StoreError as exc:  # the next change (or the end of the run) tries again
-                    logger.warning(
-                        "checkpoint upload failed", extra={"event": "store_error", "job_id": run_id, "error": str(exc)}
-                    )
+        def upload(check: Check) -> None:
+            self.push_checkpoints(run_dir, check)
+            self.push_files([self.layout.run_logs(run_id)], check=check)
 
-        follower = asyncio.create_task(follow_checkpoints())
-        try:
-            await work()
-        finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+        while True:
+            await asyncio.sleep(poll_seconds)
+            index = run_dir / INDEX
+            stat = index.stat() if index.is_file() else None
+            now = (stat.st_mtime_ns, stat.st_size) if stat else None
+            if now == seen:
+                continue
             try:
-                await asyncio.to_thread(self.push_run, run_id)
-            except StoreError as exc:  # never in place of the job's own ending (a cancellation above all)
-                logger.error("run upload failed", extra={"event": "store_error", "job_id": run_id, "error": str(exc)})
+                await fenced(upload, fence)
+                seen = now
+            except LeaseLost:
+                return  # another worker's run now: its worker uploads what it writes
+            except _TRANSIENT as exc:  # the next change (or the run's ending) tries again
+                logger.warning(
+                    "checkpoint upload failed", extra={"event": "store_error", "job_id": run_id, "error": str(exc)}
+                )
 
 
 def _verify(path: Path, info: ObjectInfo, entry: FileEntry | None) -> None:

@@ -31,7 +31,7 @@ from mt_storage.lifecycle import Change, Lifecycle
 from mt_storage.queue import JobQueue, QueueTask, build_worker
 from mt_storage.reaper import Reaper, attempts_left
 from mt_storage.runner import JobRunner, Prepared, check_timing
-from mt_storage.store import Mirror, StoreError, open_store
+from mt_storage.store import Fence, Mirror, fenced, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +73,6 @@ class TokenizerWork:
     async def commit(self, job: TokenizerJob, outcome: TokenizerTrained, log: JobLog) -> Change[TokenizerJob]:
         out_dir = self.layout.tokenizer_dir(job.id)
         atomic_write_bytes(out_dir / MANIFEST, bytes(outcome.manifest))
-        if self.mirror is not None:
-            # With an object store the folder is uploaded (manifest last) before the job is recorded
-            # succeeded, so whoever sees the status can read it.
-            await asyncio.to_thread(self.mirror.push, out_dir)
         result = TokenizerResult(
             vocab_size=outcome.vocab_size,
             special_tokens=outcome.special_tokens,
@@ -88,6 +84,16 @@ class TokenizerWork:
         )
         log.write("info", "trained", f"vocab_size={outcome.vocab_size}", artifact_dir=str(out_dir))
         return lambda record: msgspec.structs.replace(record, result=result)
+
+    async def keep(self, job: TokenizerJob, fence: Fence) -> None:
+        """Nothing to upload while a tokenizer trains."""
+
+    async def settle(self, job: TokenizerJob, fence: Fence) -> None:
+        """With an object store: the tokenizer's folder (manifest last, once committed) and its log, uploaded
+        before any ending is recorded, so whoever sees the status can read them."""
+        if self.mirror is not None:
+            mirror, out_dir = self.mirror, self.layout.tokenizer_dir(job.id)
+            await fenced(lambda check: mirror.push(out_dir, check=check), fence)
 
 
 def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
@@ -114,16 +120,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     )
 
     async def handle(tokenizer_id: str, job_try: int) -> None:
-        try:
-            await runner.run(tokenizer_id, job_try)
-        finally:
-            # With an object store: whatever the ending, the folder (manifest last, once committed) and its log.
-            try:
-                await asyncio.to_thread(mirror.push, layout.tokenizer_dir(tokenizer_id))
-            except StoreError as exc:
-                logger.error(
-                    "tokenizer upload failed", extra={"event": "store_error", "job_id": tokenizer_id, "error": str(exc)}
-                )
+        await runner.run(tokenizer_id, job_try)
 
     async def shutdown() -> None:
         await publisher.aclose()

@@ -29,7 +29,7 @@ from mt_storage.jobs import JobStore
 from mt_storage.layout import LOGS, MANIFEST, Layout
 from mt_storage.lifecycle import Change
 from mt_storage.runner import JobFailed, Prepared
-from mt_storage.store import Mirror
+from mt_storage.store import Fence, Mirror, fenced
 from mt_trainer_worker.launchers import LaunchContext, launchers
 
 
@@ -68,6 +68,10 @@ class RunWork:
 
     async def prepare(self, job: RunJob) -> Prepared:
         tokenizer_dir = self.layout.tokenizer_dir(job.request.tokenizer_id)
+        if self.mirror is not None:
+            # The tokenizer, and the run's folder when the store's checkpoints are ahead of this machine's
+            # (a run another pod started or resumed), so it resumes from the latest checkpoint.
+            await asyncio.to_thread(self.mirror.pull_run, job.id, job.request.tokenizer_id)
         if not (tokenizer_dir / MANIFEST).is_file():
             raise JobFailed(
                 "tokenizer_missing", f"tokenizer {job.request.tokenizer_id} has no artifacts; train it again"
@@ -183,9 +187,6 @@ class RunWork:
         )
         atomic_write_bytes(self.layout.run_manifest(job.id), codec.encode(manifest))
         atomic_write_bytes(model_dir / MANIFEST, codec.encode(outcome.manifest))
-        if self.mirror is not None:
-            # With an object store the run's folders are uploaded before the run is recorded succeeded.
-            await asyncio.to_thread(self.mirror.push_run, job.id)
         metrics = outcome.metrics
         log.write(
             "info", "trained",
@@ -193,6 +194,18 @@ class RunWork:
             **msgspec.structs.asdict(metrics),
         )  # fmt: skip
         return lambda r: msgspec.structs.replace(r, metrics=metrics, artifact_dir=str(model_dir))
+
+    async def keep(self, job: RunJob, fence: Fence) -> None:
+        """With an object store: each new checkpoint uploaded within a heartbeat interval of its write."""
+        if self.mirror is not None:
+            await self.mirror.follow_checkpoints(job.id, fence, self.settings.heartbeat_interval)
+
+    async def settle(self, job: RunJob, fence: Fence) -> None:
+        """With an object store: the run's folders (checkpoints, index, log, model, datasets) uploaded before
+        its ending is recorded, so a cancelled or failed run lists the checkpoints it stopped with."""
+        if self.mirror is not None:
+            mirror = self.mirror
+            await fenced(lambda check: mirror.push_run(job.id, check), fence)
 
 
 class EvalWork:
@@ -214,6 +227,8 @@ class EvalWork:
         run = await self.runs.get(job.run_id)
         if run is None:
             raise JobFailed("run_missing", f"run {job.run_id} is gone")
+        if self.mirror is not None:  # the run's tokenizer, checkpoints and weights
+            await asyncio.to_thread(self.mirror.pull_run, run.id, run.request.tokenizer_id)
         request = job.request
         try:
             weights = resolve_weights(self.layout, run.id, run.request.tokenizer_id, request.checkpoint)
@@ -267,3 +282,12 @@ class EvalWork:
             **msgspec.structs.asdict(metrics),
         )  # fmt: skip
         return lambda r: msgspec.structs.replace(r, result=metrics)
+
+    async def keep(self, job: EvalJob, fence: Fence) -> None:
+        """Nothing to upload while an evaluation runs."""
+
+    async def settle(self, job: EvalJob, fence: Fence) -> None:
+        """With an object store: the evaluation's result, spec, process log and the run's log."""
+        if self.mirror is not None:
+            mirror = self.mirror
+            await fenced(lambda check: mirror.push_evaluation(job.run_id, job.id, check), fence)

@@ -36,9 +36,9 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     check_timing(settings.app.stall_after_seconds, settings.worker.heartbeat_interval)
     redis = Redis.from_url(settings.redis.dsn)
     layout = Layout.from_settings(settings.app)
-    # With an object store: pull what a run reads before it starts, push checkpoints as they are written,
-    # the run's folders before it is recorded succeeded (RunWork.commit) and whatever is left when it ends
-    # (Mirror.around_run); nothing without one.
+    # With an object store: what a run reads is pulled before it starts (RunWork.prepare), its checkpoints
+    # are uploaded as they are written (RunWork.keep) and its folders before any ending (RunWork.settle);
+    # nothing without one.
     mirror = Mirror(open_store(settings.storage), layout)
     stall_after = settings.app.stall_after_seconds
     runs = Lifecycle(run_jobs(redis), "run", stall_after)
@@ -76,20 +76,11 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         timeout_seconds=settings.worker.eval_job_timeout,
     )
 
-    poll = settings.worker.heartbeat_interval
-
     async def train(run_id: str, job_try: int) -> None:
-        job = await runs.store.get(run_id) if mirror.enabled else None
-        tokenizer_id = job.request.tokenizer_id if job is not None else None
-        await mirror.around_run(run_id, tokenizer_id, lambda: run_runner.run(run_id, job_try), poll)
+        await run_runner.run(run_id, job_try)
 
     async def evaluate(eval_id: str, job_try: int) -> None:
-        job = await evals.store.get(eval_id) if mirror.enabled else None
-        run = await runs.store.get(job.run_id) if job is not None else None
-        if job is None or run is None:
-            await eval_runner.run(eval_id, job_try)
-            return
-        await mirror.around_run(run.id, run.request.tokenizer_id, lambda: eval_runner.run(eval_id, job_try), poll)
+        await eval_runner.run(eval_id, job_try)
 
     async def join(join_id: str, job_try: int) -> None:
         # Another worker's torchrun run on several nodes: this worker is one of its other nodes.
