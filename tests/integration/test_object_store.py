@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from mt_api.app import create_app
 from mt_contracts import codec
+from mt_contracts.corpora import CorpusInfo
 from mt_contracts.jobs import CheckpointInfo, JobAccepted, JobStatus, RunJob, TokenizerJob
 from mt_contracts.settings import ApiSettings, AppSettings, StorageSettings, WorkerServiceSettings
 from mt_storage.jobs import run_jobs, tokenizer_jobs
@@ -265,3 +266,77 @@ async def test_a_job_is_uploaded_before_its_ending_is_recorded(
     assert {job_id for job_id, _ in writes} == {tokenizer_id, run_id}
     # Not one write after the ending: each came while its job was running (or cancelling).
     assert [(job_id, status) for job_id, status in writes if status not in {"running", "cancelling"}] == []
+
+
+def _pod(settings: ApiSettings, storage: StorageSettings, root: Path) -> ApiSettings:
+    """An API pod with every root of its own (corpus root included: an emptyDir), on ``storage``."""
+    app = msgspec.structs.replace(_roots(settings.app, root), corpus_root=str(root / "corpus"))
+    return msgspec.structs.replace(settings, app=app, storage=storage)
+
+
+async def test_api_pods_with_corpus_folders_of_their_own_share_the_uploaded_corpora(
+    api_settings: ApiSettings,
+    worker_settings: WorkerServiceSettings,
+    s3_settings: StorageSettings,
+    shakespeare: str,
+    redis: Redis,
+    tmp_path: Path,
+) -> None:
+    first_pod, second_pod = (
+        _pod(api_settings, s3_settings, tmp_path / "api-1"),
+        _pod(api_settings, s3_settings, tmp_path / "api-2"),
+    )
+    tokenizer_pod = _worker(worker_settings, s3_settings, tmp_path / "tokenizer-pod")
+    tokenizer_pod = msgspec.structs.replace(
+        tokenizer_pod,
+        app=msgspec.structs.replace(tokenizer_pod.app, corpus_root=str(tmp_path / "tokenizer-pod/corpus")),
+    )
+    text = shakespeare[:60_000].encode()
+    async with (
+        AsyncTestClient(app=create_app(first_pod), timeout=120) as first,
+        AsyncTestClient(app=create_app(second_pod), timeout=120) as second,
+    ):
+        created = await first.put("/corpora/plays", content=text, headers={"if-none-match": "*"})
+        assert created.status_code == 201, created.text
+        info = codec.decode(created.content, CorpusInfo)
+        assert not Path(second_pod.app.corpus_root, "plays").exists()
+
+        # The other pod lists, shows and refuses to create it again, from the bucket.
+        assert codec.decode((await second.get("/corpora")).content, list[CorpusInfo]) == [info]
+        assert codec.decode((await second.get("/corpora/plays")).content, CorpusInfo) == info
+        again = await second.put("/corpora/plays", content=b"other\n", headers={"if-none-match": "*"})
+        assert again.status_code == 412, again.text
+        # It checks and estimates a submission with the corpus's bytes, and a worker with a corpus folder of
+        # its own trains on it.
+        missing = await second.post("/tokenizers/train", json={"corpus_path": "plays/other.txt", "vocab_size": 300})
+        assert (missing.status_code, missing.json()["errors"][0]["field"]) == (400, "corpus_path")
+        body = {"corpus_path": "plays", "vocab_size": 300}
+        estimate = await second.post("/tokenizers/train", json=body, params={"dry_run": "true"})
+        assert (estimate.status_code, estimate.json()["corpus_bytes"]) == (200, info.bytes), estimate.text
+        tokenizer_id = codec.decode((await second.post("/tokenizers/train", json=body)).content, JobAccepted).id
+        async with running_workers(tokenizer_pod, trainer=False):
+
+            async def tokenizer() -> TokenizerJob:
+                return codec.decode((await second.get(f"/tokenizers/{tokenizer_id}")).content, TokenizerJob)
+
+            trained = await wait_for(tokenizer, lambda j: j.status in TERMINAL, 60)
+        assert trained.status == "succeeded", trained.error
+        assert trained.result is not None and trained.result.corpus_bytes == info.bytes
+
+        # Replaced through the second pod: the first shows the new one.
+        replaced = await second.put("/corpora/plays", content=text[:30_000])
+        assert replaced.status_code == 200, replaced.text
+        new_info = codec.decode(replaced.content, CorpusInfo)
+        assert codec.decode((await first.get("/corpora/plays")).content, CorpusInfo) == new_info != info
+        estimate = await first.post("/tokenizers/train", json=body, params={"dry_run": "true"})
+        assert estimate.json()["corpus_bytes"] == new_info.bytes == 30_000
+
+        # Deleted through the first pod: gone for the second too, whose cached copy no longer validates.
+        assert (await first.delete("/corpora/plays")).status_code == 204
+        assert (await second.get("/corpora")).json() == []
+        assert (await second.get("/corpora/plays")).status_code == 404
+        assert (await second.delete("/corpora/plays")).status_code == 404
+        refused = await second.post("/tokenizers/train", json=body)
+        assert (refused.status_code, refused.json()["errors"][0]["field"]) == (400, "corpus_path")
+        assert not Path(second_pod.app.corpus_root, "plays").exists()
+    assert S3Store.from_settings(s3_settings).list_objects("corpora/") == []

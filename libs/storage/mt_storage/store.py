@@ -27,6 +27,7 @@ Errors::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -40,6 +41,7 @@ from typing import Protocol, TypeVar
 import msgspec
 
 from mt_contracts import codec
+from mt_contracts.corpora import is_corpus_name
 from mt_contracts.jobs import CheckpointInfo
 from mt_contracts.manifests import FileEntry
 from mt_contracts.settings import StorageSettings
@@ -193,16 +195,27 @@ class Mirror:
         raise ValueError(f"{path} is under none of the artifacts, runs and corpus roots")
 
     def push(
-        self, directory: Path, *, prune: bool = False, exclude: tuple[str, ...] = (), check: Check = _unfenced
+        self,
+        directory: Path,
+        *,
+        prune: bool = False,
+        exclude: tuple[str, ...] = (),
+        check: Check = _unfenced,
+        base: str | None = None,
     ) -> int:
         """Upload the files under ``directory`` that the store lacks or holds otherwise, manifests last;
         ``exclude`` names top-level entries to leave out (a run's ``work`` scratch); with ``prune`` delete
         objects under it that are gone locally. ``check()`` is called before each upload and before the
-        deletion (a job's fence: it raises ``LeaseLost`` when the job is another worker's now). Returns the
-        number of files uploaded."""
+        deletion (a job's fence: it raises ``LeaseLost`` when the job is another worker's now). ``base`` is
+        the folder's key when it is not ``key(directory)`` (a corpus uploaded from its staging folder).
+        Returns the number of files uploaded."""
         if self.store is None or not directory.is_dir():
             return 0
-        base = self.key(directory)
+        base = base if base is not None else self.key(directory)
+
+        def key_of(path: Path) -> str:
+            return f"{base}/{path.relative_to(directory).as_posix()}"
+
         remote = {info.key: info for info in self.store.list_objects(base + "/")}
         files = sorted(
             p
@@ -216,7 +229,7 @@ class Mirror:
         commits = sorted((p for p in files if p.name in COMMIT_FILES), key=lambda p: (-len(p.parts), p))
         uploaded = 0
         for path in [p for p in files if p.name not in COMMIT_FILES] + commits:
-            key = self.key(path)
+            key = key_of(path)
             info = remote.get(key)
             if info is not None and _same(path, info.size, info.etag):
                 continue
@@ -224,7 +237,7 @@ class Mirror:
             self.store.put_file(key, path)
             uploaded += 1
         if prune:
-            local = {self.key(path) for path in files}
+            local = {key_of(path) for path in files}
             gone = sorted(set(remote) - local)
             if gone:
                 check()
@@ -311,24 +324,65 @@ class Mirror:
     # ---- uploaded corpora (``mt_storage.corpora``): ``corpora/<name>/``, manifest last ----
 
     def pull_corpus(self, corpus_path: str) -> None:
-        """Before a job reads ``corpus_path``: the uploaded corpus it is in, when the store holds one and this
-        machine's copy is missing or differs (a replaced corpus: its manifest changed). A path that is not in
-        an uploaded corpus (a file an operator put in the corpus root) is left alone."""
+        """Before ``corpus_path`` is read (by a job, or by the API to check or estimate a request): the
+        uploaded corpus it is in, when the store holds one and this machine's copy is missing or differs (a
+        replaced corpus: its manifest changed). A local copy of an uploaded corpus that the store no longer
+        holds (deleted through another API pod) is removed. A path that is not in an uploaded corpus (a file an
+        operator put in the corpus root) is left alone."""
         if self.store is None:
             return
         from mt_storage.corpora import corpus_name_of  # corpora imports this module's neighbours only
 
         name = corpus_name_of(corpus_path)
-        if not name or name.startswith("."):
-            return
+        if not is_corpus_name(name):
+            return  # not a name an upload can have ("..", "/"): the path's own check refuses it
         directory = self.layout.corpus_root / name
-        manifest = self.store.list_objects(f"{self.key(directory)}/{MANIFEST}")
-        if not manifest:
+        manifest = self.manifest_info(directory)
+        if manifest is None:
+            if (directory / MANIFEST).is_file() and not directory.is_symlink():
+                shutil.rmtree(directory, ignore_errors=True)  # deleted from the store: a stale copy
             return
-        if not _same(directory / MANIFEST, manifest[0].size, manifest[0].etag) and directory.is_dir():
+        if not _same(directory / MANIFEST, manifest.size, manifest.etag) and directory.is_dir():
             # A replaced corpus: drop the stale copy whole (nothing reads it: see CorpusGuard).
             shutil.rmtree(directory, ignore_errors=True)
         self.pull(directory)
+
+    def manifest_info(self, directory: Path) -> ObjectInfo | None:
+        """The store's ``manifest.json`` object of ``directory`` (its commit point), or None."""
+        if self.store is None:
+            return None
+        key = f"{self.key(directory)}/{MANIFEST}"
+        return next((info for info in self.store.list_objects(key) if info.key == key), None)
+
+    def committed(self, parent: Path) -> dict[str, ObjectInfo]:
+        """The folders directly under ``parent`` that the store holds committed (with a manifest), by name,
+        each with its manifest object."""
+        if self.store is None:
+            return {}
+        base = self.key(parent) + "/"
+        found: dict[str, ObjectInfo] = {}
+        for info in self.store.list_objects(base):
+            name, _, rest = info.key.removeprefix(base).partition("/")
+            if rest == MANIFEST:
+                found[name] = info
+        return found
+
+    def read_manifest(self, directory: Path, info: ObjectInfo | None = None) -> bytes | None:
+        """The bytes of ``directory``'s manifest in the store (``info``: its object, when listed already),
+        read from this machine's copy when that is the same object; None when the store holds none."""
+        if self.store is None:
+            return None
+        info = info or self.manifest_info(directory)
+        if info is None:
+            return None
+        local = directory / MANIFEST
+        if _same(local, info.size, info.etag):
+            with contextlib.suppress(OSError):  # removed meanwhile: read the store's
+                return local.read_bytes()
+        with tempfile.TemporaryDirectory(prefix="mt-manifest-") as scratch:
+            path = Path(scratch) / MANIFEST
+            self.store.get_file(info.key, path)
+            return path.read_bytes()
 
     def remove(self, directory: Path) -> None:
         """Delete a folder's objects from the store, its manifest first (so it is uncommitted at once)."""
