@@ -286,7 +286,11 @@ async def test_api_pods_with_corpus_folders_of_their_own_share_the_uploaded_corp
         _pod(api_settings, s3_settings, tmp_path / "api-1"),
         _pod(api_settings, s3_settings, tmp_path / "api-2"),
     )
-    tokenizer_pod = _worker(worker_settings, s3_settings, tmp_path / "tokenizer-pod")
+    # The worker keeps nothing it does not need (STORAGE__CACHE_MAX_BYTES=1): what a job uses is held while it
+    # runs, and trimmed once it ended.
+    tokenizer_pod = _worker(
+        worker_settings, msgspec.structs.replace(s3_settings, cache_max_bytes=1), tmp_path / "tokenizer-pod"
+    )
     tokenizer_pod = msgspec.structs.replace(
         tokenizer_pod,
         app=msgspec.structs.replace(tokenizer_pod.app, corpus_root=str(tmp_path / "tokenizer-pod/corpus")),
@@ -322,6 +326,9 @@ async def test_api_pods_with_corpus_folders_of_their_own_share_the_uploaded_corp
             trained = await wait_for(tokenizer, lambda j: j.status in TERMINAL, 60)
         assert trained.status == "succeeded", trained.error
         assert trained.result is not None and trained.result.corpus_bytes == info.bytes
+        worker_roots = (Path(tokenizer_pod.app.corpus_root), Path(tokenizer_pod.app.artifacts_root) / "tokenizers")
+        assert [sorted(p.name for p in root.iterdir()) for root in worker_roots] == [[], []]
+        assert (await second.post(f"/tokenizers/{tokenizer_id}/encode", json={"text": "ROMEO"})).status_code == 200
 
         # Replaced through the second pod: the first shows the new one.
         replaced = await second.put("/corpora/plays", content=text[:30_000])

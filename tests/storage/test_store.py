@@ -332,3 +332,44 @@ async def test_a_worker_that_lost_its_run_neither_replaces_nor_deletes_the_new_o
     fresh_dir = fresh.layout.run_dir(run_id)
     assert (fresh_dir / "checkpoints.json").read_bytes() == (new_dir / "checkpoints.json").read_bytes()
     assert (fresh_dir / "checkpoints" / "step-40.pt").read_bytes() == b"new owner"
+
+
+def test_the_cache_drops_the_least_recently_used_folders_that_nothing_holds_and_the_store_has(
+    tmp_path: Path, s3_settings: StorageSettings
+) -> None:
+    store = S3Store.from_settings(s3_settings)
+    writer = Mirror(store, _layout(tmp_path / "a"))
+    first, second, third = (f"tok_01JDQ8ZQ0000000000000000A{letter}" for letter in "BCD")
+    for tokenizer_id in (first, second, third):
+        _folder(writer.layout.tokenizer_dir(tokenizer_id), {"tokenizer.json": os.urandom(10_000)})
+        writer.push(writer.layout.tokenizer_dir(tokenizer_id))
+    # Room for two tokenizers (10 kB and a manifest each), not three.
+    reader = Mirror(store, _layout(tmp_path / "b"), cache_max_bytes=25_000)
+
+    def cached() -> list[str]:
+        return sorted(p.name for p in reader.layout.tokenizer_dir(first).parent.iterdir())
+
+    reader.pull(reader.layout.tokenizer_dir(first))
+    reader.pull(reader.layout.tokenizer_dir(second))
+    reader.pull(reader.layout.tokenizer_dir(first))  # used again: the second is now the least recently used
+    assert cached() == [first, second]
+    reader.pull(reader.layout.tokenizer_dir(third))
+    assert cached() == [first, third]
+
+    # A held folder (a running job's) stays, even when it is the least recently used.
+    with reader.hold([reader.layout.tokenizer_dir(first) / "tokenizer.json"]):
+        reader.pull(reader.layout.tokenizer_dir(second))
+    assert cached() == [first, second]
+
+    # A folder with a file the store lacks (a checkpoint not uploaded yet) is the only copy: never removed.
+    run_dir = reader.layout.run_dir("run_01JDQ8ZQ0000000000000000AA")
+    atomic_write_bytes(run_dir / "checkpoints" / "step-20.pt", os.urandom(20_000))
+    os.utime(run_dir, ns=(0, 0))  # the least recently used of all
+    reader.pull(reader.layout.tokenizer_dir(third))
+    assert cached() == [third] and run_dir.is_dir()
+    # Once uploaded it can go: the cache is over its limit until then.
+    reader.push(run_dir)
+    assert reader.trim() == [run_dir] and not run_dir.exists()
+    assert reader.trim() == []  # within the limit
+    # Nothing but the cache is touched: the store still holds every tokenizer.
+    assert len(reader.committed(reader.layout.tokenizer_dir(first).parent)) == 3

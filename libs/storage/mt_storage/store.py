@@ -33,7 +33,10 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Coroutine, Iterator
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -42,6 +45,7 @@ import msgspec
 
 from mt_contracts import codec
 from mt_contracts.corpora import is_corpus_name
+from mt_contracts.ids import is_run_id, is_tokenizer_id
 from mt_contracts.jobs import CheckpointInfo
 from mt_contracts.manifests import FileEntry
 from mt_contracts.settings import StorageSettings
@@ -167,11 +171,22 @@ def _is_scratch(path: Path) -> bool:
 
 
 class Mirror:
-    """Keeps a layout's local roots and an ``ArtifactStore`` in step (``store`` None: nothing to do)."""
+    """Keeps a layout's local roots and an ``ArtifactStore`` in step (``store`` None: nothing to do).
 
-    def __init__(self, store: ArtifactStore | None, layout: Layout) -> None:
+    The local roots are a cache of the store, bounded by ``cache_max_bytes`` (0: unbounded). Its unit is a
+    whole folder (``cache_folder``): a tokenizer, a model, a run's folder, an uploaded corpus. Each pull marks
+    its folder used (the folder's mtime) and holds it while it downloads; a job holds its folders while it runs
+    (``hold``). Past the bound (``trim``, after a download and after a job), the least recently used folders
+    that nothing holds and whose every file the store has are removed (renamed aside, then deleted: a reader
+    sees a folder whole or not at all). Prepared datasets, tokenizer process logs and files an operator put
+    in the corpus root are not part of the cache and never removed."""
+
+    def __init__(self, store: ArtifactStore | None, layout: Layout, cache_max_bytes: int = 0) -> None:
         self.store = store
         self.layout = layout
+        self.cache_max_bytes = cache_max_bytes
+        self._held: Counter[Path] = Counter()
+        self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -267,26 +282,36 @@ class Mirror:
     def pull(self, directory: Path, *, committed: bool = True) -> bool:
         """Download what the store holds under ``directory`` and the local copy lacks or holds otherwise.
         With ``committed``, a prefix without ``manifest.json`` is left alone (returns False). Returns whether
-        the folder is there locally (always True without a store: the local root is the storage).
+        the folder is there locally (always True without a store: the local root is the storage). Marks the
+        folder used, and trims the cache after a download.
 
         Raises:
             StoreError: a downloaded file does not match its manifest entry or the store's size.
         """
         if self.store is None:
             return True
+        with self.hold([directory]):
+            present, fetched = self._pull(self.store, directory, committed=committed)
+            self._use(directory)
+            if fetched:
+                self.trim()
+        return present
+
+    def _pull(self, store: ArtifactStore, directory: Path, *, committed: bool) -> tuple[bool, int]:
+        """``pull``'s download: whether the folder is there, and how many files came."""
         if committed and (directory / MANIFEST).is_file():
-            return True  # committed folders never change
+            return True, 0  # committed folders never change
         base = self.key(directory)
-        objects = self.store.list_objects(base + "/")
+        objects = store.list_objects(base + "/")
         manifest_key = f"{base}/{MANIFEST}"
         by_key = {info.key: info for info in objects}
         if committed and manifest_key not in by_key:
-            return False
+            return False, 0
         expected: dict[str, FileEntry] = {}
         manifest_info = by_key.get(manifest_key)
         if manifest_info is not None:
             with _scratch(directory) as scratch:
-                self.store.get_file(manifest_key, scratch)
+                store.get_file(manifest_key, scratch)
                 manifest_bytes = scratch.read_bytes()
             try:
                 expected = {f"{base}/{entry.path}": entry for entry in _manifest_files.decode(manifest_bytes).files}
@@ -298,28 +323,147 @@ class Mirror:
 
         order = [info for info in objects if not commits(info)]
         order += sorted(filter(commits, objects), key=lambda i: (-i.key.count("/"), i.key))
+        fetched = 0
         for info in order:
             path = directory / info.key.removeprefix(base + "/")
             if _same(path, info.size, info.etag):
                 continue
             with _scratch(path) as scratch:
-                self.store.get_file(info.key, scratch)
+                store.get_file(info.key, scratch)
                 _verify(scratch, info, expected.get(info.key))
                 os.replace(scratch, path)
-        return True
+            fetched += 1
+        return True, fetched
 
     def pull_file(self, path: Path) -> bool:
-        """Download one file if the store has a different copy; returns whether it exists locally."""
+        """Download one file if the store has a different copy; returns whether it exists locally. Marks its
+        folder used, and trims the cache after a download."""
         if self.store is None:
             return path.is_file()
         key = self.key(path)
-        for info in self.store.list_objects(key):
-            if info.key == key and not _same(path, info.size, info.etag):
-                with _scratch(path) as scratch:
-                    self.store.get_file(key, scratch)
-                    _verify(scratch, info, None)
-                    os.replace(scratch, path)
+        with self.hold([path]):
+            fetched = False
+            for info in self.store.list_objects(key):
+                if info.key == key and not _same(path, info.size, info.etag):
+                    with _scratch(path) as scratch:
+                        self.store.get_file(key, scratch)
+                        _verify(scratch, info, None)
+                        os.replace(scratch, path)
+                    fetched = True
+            self._use(path)
+            if fetched:
+                self.trim()
         return path.is_file()
+
+    # ---- the cache: whole folders, least recently used first ----
+
+    def cache_folder(self, path: Path) -> Path | None:
+        """The cache folder ``path`` is in (the unit of eviction): ``tokenizers/<id>`` or ``models/<id>``
+        under the artifacts root, ``<run_id>`` under the runs root, ``<name>`` under the corpus root. None
+        for anything else."""
+        for root, depth, valid in (
+            (self.layout.artifacts_root, 2, _artifact_folder),
+            (self.layout.runs_root, 1, lambda parts: is_run_id(parts[0])),
+            (self.layout.corpus_root, 1, lambda parts: is_corpus_name(parts[0])),
+        ):
+            if path.is_relative_to(root):
+                parts = path.relative_to(root).parts
+                return root.joinpath(*parts[:depth]) if len(parts) >= depth and valid(parts) else None
+        return None
+
+    @contextmanager
+    def hold(self, paths: Iterable[Path]) -> Iterator[None]:
+        """Keep the cache folders of ``paths`` from being trimmed for the body of the ``with`` (a job's
+        tokenizer, corpus, run and model folders while it runs; a folder while it downloads)."""
+        folders = {folder for path in paths if (folder := self.cache_folder(path)) is not None}
+        with self._lock:
+            self._held.update(folders)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.subtract(folders)
+                for folder in folders:
+                    if self._held[folder] <= 0:
+                        del self._held[folder]
+
+    def _use(self, path: Path) -> None:
+        """Mark the cache folder of ``path`` used now: its mtime, set from the fine clock (file writes are
+        stamped from a coarse one, milliseconds apart), after any download into it."""
+        folder = self.cache_folder(path)
+        if folder is not None:
+            now = time.time_ns()
+            with contextlib.suppress(OSError):  # not there (nothing to pull)
+                os.utime(folder, ns=(now, now))
+
+    def trim(self) -> list[Path]:
+        """Remove least recently used cache folders until the cache fits ``cache_max_bytes``, skipping those
+        held and those with a file the store lacks or holds otherwise (the only copy: never removed). Returns
+        the folders removed."""
+        if self.store is None or self.cache_max_bytes <= 0:
+            return []
+        folders = [(folder, _folder_bytes(folder), used) for folder, used in self._cache_folders()]
+        total = sum(size for _, size, _ in folders)
+        removed: list[Path] = []
+        for folder, size, _ in sorted(folders, key=lambda entry: (entry[2], entry[0])):
+            if total <= self.cache_max_bytes:
+                break
+            if folder in self._held or not self._stored(self.store, folder):
+                continue
+            with self._lock:
+                if folder in self._held:  # taken meanwhile
+                    continue
+                aside = folder.with_name(f".evicted.{folder.name}.{os.getpid()}.{time.monotonic_ns()}")
+                try:
+                    os.rename(folder, aside)
+                except OSError:
+                    continue  # gone meanwhile
+            shutil.rmtree(aside, ignore_errors=True)
+            total -= size
+            removed.append(folder)
+        if total > self.cache_max_bytes:
+            logger.warning(
+                "cache above its limit",
+                extra={"event": "cache_full", "bytes": total, "limit": self.cache_max_bytes},
+            )
+        return removed
+
+    def _cache_folders(self) -> list[tuple[Path, int]]:
+        """Every cache folder there is locally, with when it was last used (mtime, nanoseconds). In the
+        corpus root only uploaded corpora (with a manifest) are the store's."""
+        candidates = [
+            *(self.layout.artifacts_root / kind for kind in ("tokenizers", "models")),
+            self.layout.runs_root,
+            self.layout.corpus_root,
+        ]
+        found: list[tuple[Path, int]] = []
+        for parent in candidates:
+            if not parent.is_dir():
+                continue
+            for entry in parent.iterdir():
+                if (
+                    entry.is_dir()
+                    and not entry.is_symlink()
+                    and self.cache_folder(entry) == entry
+                    and (parent != self.layout.corpus_root or (entry / MANIFEST).is_file())
+                ):
+                    with contextlib.suppress(OSError):  # removed meanwhile
+                        found.append((entry, entry.stat().st_mtime_ns))
+        return found
+
+    def _stored(self, store: ArtifactStore, folder: Path) -> bool:
+        """Whether the store holds every file of ``folder`` as it is here (a run's scratch ``work/`` aside)."""
+        remote = {info.key: info for info in store.list_objects(self.key(folder) + "/")}
+        scratch = folder / "work" if folder.parent == self.layout.runs_root else None
+        for path in folder.rglob("*"):
+            if not path.is_file() or path.is_symlink() or _is_scratch(path):
+                continue
+            if scratch is not None and path.is_relative_to(scratch):
+                continue
+            info = remote.get(self.key(path))
+            if info is None or not _same(path, info.size, info.etag):
+                return False
+        return True
 
     # ---- uploaded corpora (``mt_storage.corpora``): ``corpora/<name>/``, manifest last ----
 
@@ -487,6 +631,21 @@ class Mirror:
                 logger.warning(
                     "checkpoint upload failed", extra={"event": "store_error", "job_id": run_id, "error": str(exc)}
                 )
+
+
+def _artifact_folder(parts: tuple[str, ...]) -> bool:
+    kind, name = parts[0], parts[1]
+    return (kind == "tokenizers" and is_tokenizer_id(name)) or (kind == "models" and is_run_id(name))
+
+
+def _folder_bytes(folder: Path) -> int:
+    """The bytes of the files under ``folder`` (0 for one removed meanwhile)."""
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+    return total
 
 
 def _verify(path: Path, info: ObjectInfo, entry: FileEntry | None) -> None:

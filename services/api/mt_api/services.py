@@ -49,7 +49,7 @@ class Services:
         self.queue = queue
         self.layout = Layout.from_settings(settings.app)
         # With an object store, the artifacts root is this API's cache of it (STORAGE__BACKEND=s3).
-        self.mirror = Mirror(open_store(settings.storage), self.layout)
+        self.mirror = Mirror(open_store(settings.storage), self.layout, settings.storage.cache_max_bytes)
         self.tokenizers: JobStore[TokenizerJob] = tokenizer_jobs(redis)
         self.runs: JobStore[RunJob] = run_jobs(redis)
         self.evals: JobStore[EvalJob] = eval_jobs(redis)

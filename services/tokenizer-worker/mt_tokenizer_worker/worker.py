@@ -22,6 +22,7 @@ from mt_contracts.tokenizer_process import (
     TokenizerTrained,
     decode_tokenizer_message,
 )
+from mt_storage.corpora import corpus_name_of
 from mt_storage.events import LivePublisher
 from mt_storage.files import atomic_write_bytes
 from mt_storage.joblog import JobLog
@@ -107,7 +108,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     redis = Redis.from_url(settings.redis.dsn)
     lifecycle = Lifecycle(tokenizer_jobs(redis), "tokenizer", settings.app.stall_after_seconds)
     publisher = LivePublisher(redis)
-    mirror = Mirror(open_store(settings.storage), layout)
+    mirror = Mirror(open_store(settings.storage), layout, settings.storage.cache_max_bytes)
     queues: list[JobQueue] = []
     runner: JobRunner[TokenizerJob, TokenizerTrained] = JobRunner(
         lifecycle,
@@ -120,7 +121,14 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     )
 
     async def handle(tokenizer_id: str, job_try: int) -> None:
-        await runner.run(tokenizer_id, job_try)
+        job = await lifecycle.store.get(tokenizer_id) if mirror.enabled else None
+        held = [layout.tokenizer_dir(tokenizer_id)]
+        if job is not None:
+            held.append(layout.corpus_root / corpus_name_of(job.request.corpus_path))
+        with mirror.hold(held):  # the job's folders stay in the cache while it runs
+            await runner.run(tokenizer_id, job_try)
+        if mirror.enabled:
+            await asyncio.to_thread(mirror.trim)
 
     async def shutdown() -> None:
         await publisher.aclose()

@@ -22,6 +22,7 @@ from mt_contracts.training import Finished, RunSpec, TrainingMessage, decode_mes
 from mt_storage import CorpusPathError, StorageError
 from mt_storage.checkpoints import WEIGHTS_FILE, read_index, resolve_weights
 from mt_storage.child import os_failure
+from mt_storage.corpora import corpus_name_of
 from mt_storage.corpus import resolve_corpus
 from mt_storage.files import atomic_write_bytes, sha256_file
 from mt_storage.joblog import JobLog
@@ -40,6 +41,20 @@ def _write(layout: Layout, path: Path, data: bytes) -> None:
     except OSError as exc:
         failed = os_failure(exc, layout.roots())
         raise JobFailed(failed.code, failed.message) from exc
+
+
+def run_folders(layout: Layout, job: RunJob) -> list[Path]:
+    """The folders a run reads and writes (its run and model folders, its tokenizer, its corpus, the run its
+    weights come from), which the object store's cache keeps while it runs."""
+    folders = [
+        layout.run_dir(job.id),
+        layout.model_dir(job.id),
+        layout.tokenizer_dir(job.request.tokenizer_id),
+        layout.corpus_root / corpus_name_of(job.request.corpus_path),
+    ]
+    if job.request.init_from is not None:
+        folders += [layout.run_dir(job.request.init_from.run_id), layout.model_dir(job.request.init_from.run_id)]
+    return folders
 
 
 class RunWork:
