@@ -444,3 +444,19 @@ def test_object_store_overlay_sets_s3_storage_and_gives_each_pod_a_private_data_
         assert mount.name == "corpus", name
         removes_read_only = "path: /spec/template/spec/containers/0/volumeMounts/1/readOnly" in patch
         assert removes_read_only == mount.read_only, name
+
+
+def test_the_docs_name_every_object_of_the_base_and_every_setting_it_sets() -> None:
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    created = docs[docs.index("What `deploy/k8s/base` creates") : docs.index("Each pod takes from")]
+    objects = [f"{header.kind}/{header.metadata.name}" for header in BASE.headers if header.kind != "Namespace"]
+    assert [name for name in objects if f"`{name}`" not in created] == []
+    table = docs[docs.index("## Settings keys") : docs.index("## Live streams")]
+    documented = [key for key in CONFIG.data if f"`{key}`" in table or f"`{key.partition('__')[0]}__*`" in table]
+    assert sorted(documented) == sorted(CONFIG.data)
+    # Every section the services read has its row (WEBHOOKS__*, read by the API and the webhook worker).
+    assert [
+        section
+        for section in ("REDIS", "APP", "STORAGE", "QUEUE", "HTTP", "API", "WORKER", "WEBHOOKS")
+        if f"`{section}__" not in table
+    ] == []

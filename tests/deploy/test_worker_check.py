@@ -1,7 +1,8 @@
-"""The workers' ``--check`` flag, the liveness probe of compose and Kubernetes: it follows this host's own
-worker's health key of a real worker process on the private Redis (healthy while the worker runs, unhealthy
-once it stopped and the key expired, whatever other hosts' workers do) and reports an unreachable Redis as
-unhealthy. A worker whose artifact storage is not the deployment's refuses to start."""
+"""The workers' ``--check`` flag, the liveness probe of compose and Kubernetes, for each of the three workers
+(tokenizer, trainer, webhook): it follows this host's own worker's health key of a real worker process on the
+private Redis (healthy while the worker runs, unhealthy once it stopped and the key expired, whatever other
+hosts' workers do) and reports an unreachable Redis as unhealthy. A worker that reads artifacts refuses to
+start when its storage is not the deployment's; the webhook worker reads none."""
 
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ from mt_storage.marker import marker_key
 from mt_storage.queue import health_key
 from mt_tokenizer_worker.__main__ import main as tokenizer_main
 from mt_trainer_worker.__main__ import main as trainer_main
+from mt_webhook_worker.__main__ import main as webhook_main
 
 Main = Callable[[Sequence[str] | None], int]
+# The workers that read the artifact storage, and every worker with a liveness probe.
 WORKERS = [
     ("mt_tokenizer_worker", "mt:queue:tokenizer", tokenizer_main),
     ("mt_trainer_worker", "mt:queue:training", trainer_main),
 ]
+PROBED = [*WORKERS, ("mt_webhook_worker", "mt:queue:webhooks", webhook_main)]
 
 
 def _wait_for_exit_code(check: Callable[[], int], expected: int, timeout: float) -> None:
@@ -47,14 +51,14 @@ def settings_env(monkeypatch: pytest.MonkeyPatch, redis_server: EmbeddedRedis, t
         "APP__CORPUS_ROOT": str(tmp_path / "corpus"),
         "APP__LOG_LEVEL": "WARNING",
     }
-    for name in ("QUEUE__TOKENIZER", "QUEUE__TRAINING"):
+    for name in ("QUEUE__TOKENIZER", "QUEUE__TRAINING", "QUEUE__WEBHOOKS"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
 
 
-@pytest.mark.parametrize(("module", "queue", "main"), WORKERS, ids=[module for module, _, _ in WORKERS])
+@pytest.mark.parametrize(("module", "queue", "main"), PROBED, ids=[module for module, _, _ in PROBED])
 def test_check_follows_a_running_workers_health_key(
     module: str, queue: str, main: Main, settings_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -81,7 +85,7 @@ def test_check_follows_a_running_workers_health_key(
     _wait_for_exit_code(lambda: main(["--check"]), 1, timeout=10)
 
 
-@pytest.mark.parametrize("main", [main for _, _, main in WORKERS], ids=[module for module, _, _ in WORKERS])
+@pytest.mark.parametrize("main", [main for _, _, main in PROBED], ids=[module for module, _, _ in PROBED])
 def test_check_reports_an_unreachable_redis_as_unhealthy(
     main: Main, settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

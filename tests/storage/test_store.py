@@ -1,10 +1,12 @@
 """The artifact store against a real S3-compatible server (the harness's moto server on a free port): uploads
 commit with the manifest last, downloads verify every file and skip what the cache holds, a prefix without
 its manifest is never read, large files go up in parts and come back through ranged GETs, pruned checkpoints
-are deleted after the index that dropped them."""
+are deleted after the index that dropped them, and a worker that lost its run's lease (real leases in the
+private Redis) neither replaces nor deletes what the run's new owner uploaded."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from datetime import UTC, datetime
@@ -12,16 +14,20 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from redis.asyncio import Redis
 
 from mt_contracts import codec
-from mt_contracts.jobs import CheckpointInfo
+from mt_contracts.jobs import CheckpointInfo, RunJob
 from mt_contracts.manifests import FileEntry
+from mt_contracts.requests import TrainRunRequest
 from mt_contracts.settings import AppSettings, CorpusSettings, StorageSettings
 from mt_storage.corpora import Staging
 from mt_storage.files import atomic_write_bytes, sha256_file
+from mt_storage.jobs import run_jobs
 from mt_storage.layout import Layout
+from mt_storage.lifecycle import LeaseLost, Lifecycle
 from mt_storage.s3 import S3Store
-from mt_storage.store import SINGLE_PART_LIMIT, ArtifactStore, Mirror, ObjectInfo, StoreError, open_store
+from mt_storage.store import SINGLE_PART_LIMIT, ArtifactStore, Mirror, ObjectInfo, StoreError, fenced, open_store
 
 TOK = "tok_01JDQ8ZQ0000000000000000AA"
 
@@ -220,14 +226,17 @@ def test_check_reports_a_missing_bucket(s3_settings: StorageSettings) -> None:
     assert reason is not None and reason.startswith("storage: bucket no-such-bucket is not usable: ")
 
 
-def _index(run_dir: Path, steps: list[int]) -> None:
+def _index(run_dir: Path, steps: list[int], content: bytes = b"x") -> None:
     moment = datetime(2026, 12, 1, tzinfo=UTC)
     entries = [
         CheckpointInfo(step=step, path=f"checkpoints/step-{step}.pt", size_bytes=1, created_at=moment) for step in steps
     ]
     for entry in entries:
-        atomic_write_bytes(run_dir / entry.path, b"x")
+        atomic_write_bytes(run_dir / entry.path, content)
     atomic_write_bytes(run_dir / "checkpoints.json", codec.encode(entries))
+    for stale in (run_dir / "checkpoints").iterdir():
+        if stale.name not in {Path(entry.path).name for entry in entries}:
+            stale.unlink()  # pruned, as the training loop prunes
 
 
 def test_a_run_is_pulled_when_the_stores_index_is_ahead(tmp_path: Path, s3_settings: StorageSettings) -> None:
@@ -280,3 +289,87 @@ def test_an_uploaded_corpus_reaches_a_worker_and_a_replaced_one_is_fetched_again
 
     api.remove(api.layout.corpus_root / "notes")
     assert store.list_objects("corpora/") == []
+
+
+async def test_a_worker_that_lost_its_run_neither_replaces_nor_deletes_the_new_owners_checkpoints(
+    tmp_path: Path, s3_settings: StorageSettings, redis: Redis
+) -> None:
+    store = S3Store.from_settings(s3_settings)
+    run_id = "run_01JDQ8ZQ0000000000000000AA"
+    lifecycle = Lifecycle(run_jobs(redis), "run", stall_after_seconds=0.01)
+    now = datetime.now(UTC)
+    request = TrainRunRequest(tokenizer_id=TOK, corpus_path="a.txt")
+    await lifecycle.create(RunJob(id=run_id, request=request, created_at=now, updated_at=now))
+    first = await lifecycle.start(run_id)
+    assert first is not None
+    old_pod, new_pod = Mirror(store, _layout(tmp_path / "a")), Mirror(store, _layout(tmp_path / "b"))
+    old_dir, new_dir = old_pod.layout.run_dir(run_id), new_pod.layout.run_dir(run_id)
+    _index(old_dir, [20])
+    await fenced(lambda check: old_pod.push_checkpoints(old_dir, check), first.heartbeat)  # it holds the lease
+
+    # Its heartbeats stop reaching Redis: the run is reaped and resumed on another pod, which goes on from
+    # step 20 and prunes it.
+    await asyncio.sleep(0.05)
+    assert await lifecycle.reap(run_id, "requeue") is not None
+    second = await lifecycle.start(run_id)
+    assert second is not None
+    new_pod.pull_run(run_id, TOK)
+    _index(new_dir, [40, 60], content=b"new owner")
+    await fenced(lambda check: new_pod.push_checkpoints(new_dir, check), second.heartbeat)
+
+    # The first pod comes back with a checkpoint of its own at step 40 and uploads late: refused before any
+    # write, so the store keeps the new owner's index and checkpoints.
+    _index(old_dir, [40], content=b"old owner")
+    with pytest.raises(LeaseLost):
+        await fenced(lambda check: old_pod.push_run(run_id, check), first.heartbeat)
+    assert [i.key for i in store.list_objects(f"runs/{run_id}/")] == [
+        f"runs/{run_id}/checkpoints.json",
+        f"runs/{run_id}/checkpoints/step-40.pt",
+        f"runs/{run_id}/checkpoints/step-60.pt",
+    ]
+    fresh = Mirror(store, _layout(tmp_path / "c"))
+    fresh.pull_run(run_id, TOK)
+    fresh_dir = fresh.layout.run_dir(run_id)
+    assert (fresh_dir / "checkpoints.json").read_bytes() == (new_dir / "checkpoints.json").read_bytes()
+    assert (fresh_dir / "checkpoints" / "step-40.pt").read_bytes() == b"new owner"
+
+
+def test_the_cache_drops_the_least_recently_used_folders_that_nothing_holds_and_the_store_has(
+    tmp_path: Path, s3_settings: StorageSettings
+) -> None:
+    store = S3Store.from_settings(s3_settings)
+    writer = Mirror(store, _layout(tmp_path / "a"))
+    first, second, third = (f"tok_01JDQ8ZQ0000000000000000A{letter}" for letter in "BCD")
+    for tokenizer_id in (first, second, third):
+        _folder(writer.layout.tokenizer_dir(tokenizer_id), {"tokenizer.json": os.urandom(10_000)})
+        writer.push(writer.layout.tokenizer_dir(tokenizer_id))
+    # Room for two tokenizers (10 kB and a manifest each), not three.
+    reader = Mirror(store, _layout(tmp_path / "b"), cache_max_bytes=25_000)
+
+    def cached() -> list[str]:
+        return sorted(p.name for p in reader.layout.tokenizer_dir(first).parent.iterdir())
+
+    reader.pull(reader.layout.tokenizer_dir(first))
+    reader.pull(reader.layout.tokenizer_dir(second))
+    reader.pull(reader.layout.tokenizer_dir(first))  # used again: the second is now the least recently used
+    assert cached() == [first, second]
+    reader.pull(reader.layout.tokenizer_dir(third))
+    assert cached() == [first, third]
+
+    # A held folder (a running job's) stays, even when it is the least recently used.
+    with reader.hold([reader.layout.tokenizer_dir(first) / "tokenizer.json"]):
+        reader.pull(reader.layout.tokenizer_dir(second))
+    assert cached() == [first, second]
+
+    # A folder with a file the store lacks (a checkpoint not uploaded yet) is the only copy: never removed.
+    run_dir = reader.layout.run_dir("run_01JDQ8ZQ0000000000000000AA")
+    atomic_write_bytes(run_dir / "checkpoints" / "step-20.pt", os.urandom(20_000))
+    os.utime(run_dir, ns=(0, 0))  # the least recently used of all
+    reader.pull(reader.layout.tokenizer_dir(third))
+    assert cached() == [third] and run_dir.is_dir()
+    # Once uploaded it can go: the cache is over its limit until then.
+    reader.push(run_dir)
+    assert reader.trim() == [run_dir] and not run_dir.exists()
+    assert reader.trim() == []  # within the limit
+    # Nothing but the cache is touched: the store still holds every tokenizer.
+    assert len(reader.committed(reader.layout.tokenizer_dir(first).parent)) == 3

@@ -85,7 +85,10 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     folder, checkpoint, log and prepared dataset under ``s3_prefix`` in ``s3_bucket``; the local roots become
     each service's working copy and cache. ``s3_endpoint_url`` is empty for AWS; ``s3_access_key_id`` and
     ``s3_secret_access_key`` empty use the client's own credential chain (environment, web identity, instance
-    profile). ``s3_addressing_style`` is ``path`` (MinIO, Ceph) or ``virtual`` (AWS, GCS)."""
+    profile). ``s3_addressing_style`` is ``path`` (MinIO, Ceph) or ``virtual`` (AWS, GCS).
+    ``cache_max_bytes`` bounds what the local roots keep of the store (tokenizers, models, runs, uploaded
+    corpora; bytes, 0: no bound): past it, whole folders that no running job holds and whose every file the
+    store has are removed, least recently used first."""
 
     backend: Literal["local", "s3"] = "local"
     s3_bucket: str = ""
@@ -95,6 +98,7 @@ class StorageSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     s3_access_key_id: str = ""
     s3_secret_access_key: str = ""
     s3_addressing_style: Literal["path", "virtual"] = "path"
+    cache_max_bytes: int = 0
 
     def __repr__(self) -> str:
         secret = "***" if self.s3_secret_access_key else ""

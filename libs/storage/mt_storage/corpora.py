@@ -9,6 +9,12 @@ not as the archive claims); a link, a device or any other member refuses the who
 
 A corpus in use by a queued or running job cannot be deleted or replaced (``CorpusGuard``).
 
+Where uploaded corpora live (``Corpora``): with the local backend, the corpus root itself (one volume shared
+by every service). With an object store, the store (``corpora/<name>/``, manifest last, pushed from the
+staging folder before the corpus is renamed into this machine's corpus root): every API pod lists, shows,
+checks and deletes there, and the corpus root is each machine's cache of it, pulled when the bytes are
+needed (``Mirror.pull_corpus``). Files an operator put in the corpus root are read where they are.
+
 Errors::
 
     StorageError
@@ -46,6 +52,7 @@ from mt_storage.corpus import CORPUS_SUFFIXES, CorpusDecodeError, CorpusFormatEr
 from mt_storage.files import FILE_MODE, fsync_dir
 from mt_storage.jobs import JobStore
 from mt_storage.layout import MANIFEST
+from mt_storage.store import Mirror
 
 UPLOADS = ".uploads"
 _COPY_CHUNK = 1 << 20
@@ -116,7 +123,8 @@ class Staging:
             self._handle.write(chunk)
 
     def commit(self, upload_format: UploadFormat | None, content_type: str, *, overwrite: bool) -> CorpusInfo:
-        """Expand (an archive), validate and move the corpus into place; returns its manifest.
+        """Expand (an archive), validate and move the corpus into place (``build``, then ``place``); returns
+        its manifest.
 
         Raises:
             UploadRefused: an unsafe or unusable archive member, no corpus file, text that is not UTF-8 or a
@@ -124,6 +132,24 @@ class Staging:
             UploadTooLarge: the archive expands past a limit.
             CorpusExists: the name is taken and ``overwrite`` is false, or taken by something that is not an
                 uploaded corpus.
+        """
+        info = self.build(upload_format, content_type)
+        self.place(overwrite=overwrite)
+        return info
+
+    @property
+    def files(self) -> Path:
+        """The built corpus folder (its files and ``manifest.json``) before it is moved into place."""
+        return self.dir / "corpus"
+
+    def build(self, upload_format: UploadFormat | None, content_type: str) -> CorpusInfo:
+        """Expand (an archive) and validate the body into ``files``, described by its ``manifest.json``;
+        returns the manifest.
+
+        Raises:
+            UploadRefused: an unsafe or unusable archive member, no corpus file, text that is not UTF-8 or a
+                JSONL line that is not a record (naming the file and line).
+            UploadTooLarge: the archive expands past a limit.
         """
         if self._handle is not None:
             self._handle.flush()
@@ -133,7 +159,7 @@ class Staging:
         with self.raw.open("rb") as handle:
             head = handle.read(4)
         chosen = upload_format or detect_format(content_type, head)
-        files = self.dir / "corpus"
+        files = self.files
         files.mkdir()
         if chosen == "tar.gz":
             self._expand_tar(files)
@@ -143,8 +169,16 @@ class Staging:
             os.replace(self.raw, files / f"{self.name}.{chosen}")
         info = self._validate(files, chosen)
         (files / MANIFEST).write_bytes(codec.encode(info))
-        self._move_into_place(files, overwrite=overwrite)
         return info
+
+    def place(self, *, overwrite: bool) -> bool:
+        """Rename the built corpus into ``<corpus root>/<name>``; returns whether it replaced one.
+
+        Raises:
+            CorpusExists: the name is taken and ``overwrite`` is false, or taken by something that is not an
+                uploaded corpus, or by another upload meanwhile.
+        """
+        return self._move_into_place(self.files, overwrite=overwrite)
 
     def discard(self) -> None:
         """Remove the staging folder (whatever a failed or interrupted upload left)."""
@@ -292,16 +326,13 @@ class Staging:
             created_at=utcnow(),
         )
 
-    def _move_into_place(self, files: Path, *, overwrite: bool) -> None:
+    def _move_into_place(self, files: Path, *, overwrite: bool) -> bool:
         target = corpus_dir(self.root, self.name)
-        if target.exists() or target.is_symlink():
+        replaced = target.exists() or target.is_symlink()
+        if replaced:
             if not overwrite:
                 raise CorpusExists(f"corpus {self.name!r} exists; delete it first or send without If-None-Match")
-            if not (target / MANIFEST).is_file() or target.is_symlink():
-                raise CorpusExists(
-                    f"{self.name!r} in the corpus root (APP__CORPUS_ROOT) is not an uploaded corpus; "
-                    "choose another name"
-                )
+            check_uploaded(self.root, self.name)
             aside = self.dir / "replaced"
             os.rename(target, aside)
         try:
@@ -310,6 +341,21 @@ class Staging:
         except OSError as exc:
             raise CorpusExists(f"corpus {self.name!r} was created by another upload meanwhile") from exc
         fsync_dir(self.root)
+        return replaced
+
+
+def check_uploaded(corpus_root: Path, name: str) -> None:
+    """Refuse a name that the corpus root holds as something other than an uploaded corpus (a file or folder
+    an operator put there), which an upload may not replace.
+
+    Raises:
+        CorpusExists: ``<corpus root>/<name>`` exists and is not a folder with a ``manifest.json``.
+    """
+    target = corpus_dir(corpus_root, name)
+    if (target.exists() or target.is_symlink()) and (target.is_symlink() or not (target / MANIFEST).is_file()):
+        raise CorpusExists(
+            f"{name!r} in the corpus root (APP__CORPUS_ROOT) is not an uploaded corpus; choose another name"
+        )
 
 
 def line_of(path: Path, offset: int) -> int:
@@ -324,11 +370,21 @@ def line_of(path: Path, offset: int) -> int:
 
 
 def read_corpus(corpus_root: Path, name: str) -> CorpusInfo | None:
-    """The manifest of uploaded corpus ``name``, or ``None`` when there is none."""
+    """The manifest of uploaded corpus ``name`` in the corpus root, or ``None`` when there is none."""
     path = corpus_dir(corpus_root, name) / MANIFEST
     try:
-        return codec.decode(path.read_bytes(), CorpusInfo)
-    except (OSError, ValueError):
+        return _decode(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _decode(data: bytes | None) -> CorpusInfo | None:
+    """A corpus manifest, or ``None`` for none or one that does not decode."""
+    if data is None:
+        return None
+    try:
+        return codec.decode(data, CorpusInfo)
+    except ValueError:
         return None
 
 
@@ -352,6 +408,87 @@ def remove_corpus(corpus_root: Path, name: str) -> bool:
     os.rename(target, aside)
     shutil.rmtree(aside, ignore_errors=True)
     return True
+
+
+class Corpora:
+    """The uploaded corpora, where they are kept: the corpus root (``mirror`` without a store), or the object
+    store, with the corpus root as this machine's cache of it (see the module docstring). Every method
+    blocks (call it in a thread)."""
+
+    def __init__(self, corpus_root: Path, mirror: Mirror) -> None:
+        self.root = corpus_root
+        self.mirror = mirror
+
+    @property
+    def shared(self) -> bool:
+        """Whether corpora live in an object store (every change then takes the ``CorpusGuard`` mark, which
+        orders the API pods' changes of one name)."""
+        return self.mirror.enabled
+
+    def read(self, name: str) -> CorpusInfo | None:
+        """The manifest of uploaded corpus ``name``, or ``None``."""
+        if not self.shared:
+            return read_corpus(self.root, name)
+        return _decode(self.mirror.read_manifest(corpus_dir(self.root, name)))
+
+    def listing(self) -> list[CorpusInfo]:
+        """Every uploaded corpus, by name."""
+        if not self.shared:
+            return list_corpora(self.root)
+        found = (
+            _decode(self.mirror.read_manifest(corpus_dir(self.root, name), info))
+            for name, info in sorted(self.mirror.committed(self.root).items())
+        )
+        return [info for info in found if info is not None and not info.name.startswith(".")]
+
+    def exists(self, name: str) -> bool:
+        """Whether ``name`` is taken: by an uploaded corpus, or by an entry of the corpus root that is not one."""
+        target = corpus_dir(self.root, name)
+        if not self.shared:
+            return target.exists()
+        if self.mirror.manifest_info(target) is not None:
+            return True
+        # A local folder with a manifest that the store lacks is a stale copy, not a corpus.
+        return (target.exists() or target.is_symlink()) and (target.is_symlink() or not (target / MANIFEST).is_file())
+
+    def fetch(self, corpus_path: str) -> None:
+        """Before ``corpus_path`` is resolved or read here: the uploaded corpus it is in, from the store."""
+        self.mirror.pull_corpus(corpus_path)
+
+    def publish(self, staging: Staging, *, overwrite: bool) -> bool:
+        """Commit a built upload (``Staging.build``); returns whether it replaced a corpus. With an object
+        store: the store's copy first (whatever the store holds under the name deleted, its manifest first;
+        then the new files, the manifest last), then this machine's. Call it under ``CorpusGuard.changing``
+        when ``shared``.
+
+        Raises:
+            CorpusExists: the name is taken and ``overwrite`` is false, or taken by something that is not an
+                uploaded corpus.
+            StoreError: the store refused an upload.
+        """
+        if not self.shared:
+            return staging.place(overwrite=overwrite)
+        name = staging.name
+        target = corpus_dir(self.root, name)
+        check_uploaded(self.root, name)
+        replaced = self.mirror.manifest_info(target) is not None
+        if replaced and not overwrite:
+            raise CorpusExists(f"corpus {name!r} exists; delete it first or send without If-None-Match")
+        self.mirror.remove(target)  # a replaced corpus, or what an interrupted upload left
+        self.mirror.push(staging.files, base=self.mirror.key(target))
+        staging.place(overwrite=True)
+        return replaced
+
+    def remove(self, name: str) -> bool:
+        """Delete uploaded corpus ``name`` (the store's copy first, its manifest first); returns whether it
+        existed."""
+        if not self.shared:
+            return remove_corpus(self.root, name)
+        target = corpus_dir(self.root, name)
+        existed = self.mirror.manifest_info(target) is not None
+        self.mirror.remove(target)
+        remove_corpus(self.root, name)
+        return existed
 
 
 def corpus_name_of(corpus_path: str) -> str:

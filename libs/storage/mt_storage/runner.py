@@ -16,16 +16,20 @@ how a success is committed, and whether a crashed child may start again. Everyth
   writes while stopping (a training child's stop checkpoint) are still applied;
 - a child that dies without an outcome is started again when ``Work.restartable`` says so (a run whose
   checkpoint moved on): a restart within the attempt, counted in ``restarts``, not a new attempt;
+- while the child runs, ``Work.keep`` makes what it writes durable as it goes (with an object store: a run's
+  checkpoints are uploaded);
 - the ending: ``succeed`` after ``Work.commit`` wrote the artifacts' commit point, under a fresh check of the
   lease; ``fail`` with the child's own error, ``timeout``, ``process_crashed`` or ``internal_error``;
   ``cancel`` once a cancelled job's child stopped; ``requeue`` at a worker shutdown, or ``fail``
-  ``worker_lost`` on the job's last try.
+  ``worker_lost`` on the job's last try. Before each, ``Work.settle`` makes everything the attempt wrote
+  durable (with an object store: uploaded), so whoever sees the ending (a client, a webhook, the worker that
+  resumes the job) finds its files. Both are fenced by the lease: a worker that lost its job writes nothing
+  more to shared storage.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -52,6 +56,7 @@ from mt_storage.jobs import R
 from mt_storage.lifecycle import Change, Lease, LeaseLost, Lifecycle
 from mt_storage.process import Command, WarmChild, run_child, tail
 from mt_storage.queue import JobQueue
+from mt_storage.store import Fence, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +147,24 @@ class Work(Protocol[R, S]):
         Called under a fresh check of the lease."""
         ...
 
+    async def keep(self, job: R, fence: Fence) -> None:
+        """Runs beside the attempt's child until cancelled: make what the child writes durable as it goes (a
+        run's checkpoints uploaded to the object store). Call ``fence()`` before each write to shared storage:
+        it raises ``LeaseLost`` once the job is another worker's. When cancelled, return only after any write
+        under way has finished (``mt_storage.store.fenced``)."""
+        ...
+
+    async def settle(self, job: R, fence: Fence) -> None:
+        """Before the attempt's ending is recorded, whichever it is: make everything the attempt wrote durable
+        where other machines read it (with an object store: upload it), ``fence()`` before each write.
+
+        Raises:
+            StoreError: an upload failed (a success then fails ``storage_unavailable``; any other ending is
+                written all the same).
+            OSError: a local file could not be read.
+        """
+        ...
+
 
 class RecordWriter(Generic[R]):
     """Writes a lease's non-terminal record changes in the background: the latest change per key, in the
@@ -222,6 +245,13 @@ class _Attempt:
         self.lost: LeaseLost | None = None
         self.cancel_seen = False
         self.abandon = asyncio.Event()
+        self.keeper: asyncio.Task[None] | None = None
+
+    async def stop_keeping(self) -> None:
+        """Stop ``Work.keep`` (it returns once a write under way finished), before the ending's own writes."""
+        if self.keeper is not None:
+            self.keeper.cancel()
+            await asyncio.gather(self.keeper, return_exceptions=True)
 
 
 def _uncancel(task: asyncio.Task[None] | None) -> None:
@@ -319,6 +349,8 @@ class JobRunner(Generic[R, S]):
 
         writer = RecordWriter(lease, on_lost)
         beats = asyncio.create_task(self._heartbeats(lease, on_lost, on_cancelling))
+        # The keeper's fence does not wait out a Redis outage: its next look tries again.
+        state.keeper = asyncio.create_task(self.work.keep(lease.job, lease.heartbeat))
         try:
             try:
                 async with asyncio.timeout(self._timeout):
@@ -331,7 +363,7 @@ class JobRunner(Generic[R, S]):
                     _uncancel(task)
                     _warn_lost(job_id, state.lost)
                     return
-                outcome = await _shielded(self._handed_back(lease, log, writer, job_try))
+                outcome = await _shielded(self._handed_back(lease, log, writer, job_try, state))
                 if outcome == "cancelled" and state.cancel_seen:
                     _uncancel(task)  # the cancel came from the record, not from arq: the job ends here
                     return
@@ -344,8 +376,9 @@ class JobRunner(Generic[R, S]):
                 message = f"unexpected {type(exc).__name__} while running the job; see the worker log for job {job_id}"
                 ending = _Ending(JobError(code="internal_error", message=message))
             # The ending is written whole even if a cancel or a shutdown arrives meanwhile (then re-raised).
-            await _shielded(self._end(lease, log, writer, ending))
+            await _shielded(self._end(lease, log, writer, ending, state))
         finally:
+            await state.stop_keeping()
             beats.cancel()
             await asyncio.gather(beats, return_exceptions=True)
             await writer.aclose()
@@ -454,13 +487,44 @@ class JobRunner(Generic[R, S]):
                 JobError(code="process_crashed", message=f"{message}; last output: {last}" if last else message)
             )
 
-    async def _end(self, lease: Lease[R], log: JobLog, writer: RecordWriter[R], ending: _Ending | S) -> None:
-        """Write the attempt's ending after every event before it (retried while Redis is unreachable)."""
+    async def _settle(self, lease: Lease[R], wait: float | None = None) -> None:
+        """``Work.settle``, fenced by ``lease``: each check waits out a Redis outage (for at most ``wait``
+        seconds when given, then raises ``TimeoutError``).
+
+        Raises:
+            LeaseLost: the job is another worker's now.
+            StoreError, OSError: from ``Work.settle``.
+        """
+
+        async def fence() -> R:
+            async with asyncio.timeout(wait):
+                return await retry_while_down(lease.heartbeat, f"upload of {lease.job_id}")
+
+        await self.work.settle(lease.job, fence)
+
+    async def _settle_or_log(self, lease: Lease[R], wait: float | None = None) -> None:
+        """``_settle`` before an ending that is written whatever the upload does (a failure, a cancel, a
+        hand-back): a failed upload is logged. Raises ``LeaseLost`` only."""
+        try:
+            await self._settle(lease, wait)
+        except (StoreError, OSError) as exc:  # OSError: TimeoutError too
+            logger.error(
+                "upload before the ending failed",
+                extra={"event": "store_error", "job_id": lease.job_id, "error": str(exc) or type(exc).__name__},
+            )
+
+    async def _end(
+        self, lease: Lease[R], log: JobLog, writer: RecordWriter[R], ending: _Ending | S, state: _Attempt
+    ) -> None:
+        """Write the attempt's ending after every event before it and after ``Work.settle`` (retried while
+        Redis is unreachable). A success whose files cannot be settled fails instead."""
+        await state.stop_keeping()
         await writer.flush()
         try:
             if isinstance(ending, _Ending):
                 error = ending.error or JobError(code="internal_error", message="the job ended without a result")
                 log.write("error", "failed", error.message, code=error.code)
+                await self._settle_or_log(lease)
                 await self._flush_events()
                 await retry_while_down(lambda: lease.fail(error), f"failure of {lease.job_id}")
                 return
@@ -468,53 +532,69 @@ class JobRunner(Generic[R, S]):
             await retry_while_down(lease.heartbeat, f"commit of {lease.job_id}")
             try:
                 change = await self.work.commit(lease.job, ending, log)
+                log.write("info", "succeeded", "the job succeeded")
+                await self._settle(lease)
             except OSError as exc:
-                await self._end(lease, log, writer, _Ending(_os_error(exc, self._roots)))
+                await self._end(lease, log, writer, _Ending(_os_error(exc, self._roots)), state)
                 return
-            log.write("info", "succeeded", "the job succeeded")
+            except StoreError as exc:
+                message = (
+                    f"the job's files could not be uploaded to the object store ({exc}); check the store "
+                    "(GET /readyz) and run the job again"
+                )
+                await self._end(
+                    lease, log, writer, _Ending(JobError(code="storage_unavailable", message=message)), state
+                )
+                return
             await self._flush_events()
             await retry_while_down(lambda: lease.succeed(change), f"success of {lease.job_id}")
         except LeaseLost as exc:
             log.write("warning", "lease_lost", f"{exc}; the ending of this attempt was not written")
 
-    async def _handed_back(self, lease: Lease[R], log: JobLog, writer: RecordWriter[R], job_try: int) -> str | None:
-        """After a cancel or a worker shutdown stopped the child: end a cancelled job ``cancelled``; hand any
-        other back to the queue, or fail it ``worker_lost`` on its last try. Gives up after the shutdown grace
-        while Redis is unreachable: the record stays ``running`` and the reaper takes it over."""
+    async def _handed_back(
+        self, lease: Lease[R], log: JobLog, writer: RecordWriter[R], job_try: int, state: _Attempt
+    ) -> str | None:
+        """After a cancel or a worker shutdown stopped the child, and after ``Work.settle``: end a cancelled
+        job ``cancelled`` (returns ``"cancelled"``); hand any other back to the queue (``"requeued"``), or fail
+        it ``worker_lost`` on its last try (``"failed"``). ``None``: the lease was lost, or Redis stayed
+        unreachable for the shutdown grace (the upload's own time not counted); then the record stays
+        ``running`` and the reaper takes it over."""
+        grace = self.settings.shutdown_grace
+        await state.stop_keeping()
         try:
-            async with asyncio.timeout(self.settings.shutdown_grace):
-                return await self._hand_back(lease, log, writer, job_try)
+            async with asyncio.timeout(grace):
+                await writer.flush()
+                current = await retry_while_down(lease.heartbeat, f"stop of {lease.job_id}")
+            error: JobError | None = None
+            if current.status == "cancelling":
+                log.write("info", "cancelled", "stopped on the user's cancel")
+            elif job_try >= self.settings.max_tries:
+                message = (
+                    f"the worker stopped during the job on each of {self.settings.max_tries} tries; submit it again"
+                )
+                error = JobError(code="worker_lost", message=message)
+                log.write("error", "failed", message, code=error.code)
+            else:
+                log.write("warning", "stopped", "the worker is shutting down; the job goes back on the queue")
+            await self._settle_or_log(lease, grace)
+            async with asyncio.timeout(grace):
+                await self._flush_events()
+                if current.status == "cancelling":
+                    await retry_while_down(lease.finish_cancel, f"cancel of {lease.job_id}")
+                    return "cancelled"
+                if error is not None:
+                    failure = error
+                    await retry_while_down(lambda: lease.fail(failure), f"failure of {lease.job_id}")
+                    return "failed"
+                await retry_while_down(lease.requeue, f"requeue of {lease.job_id}")
+                queue = self._queue()
+                if queue is not None:
+                    await queue.release(lease.job_id)
+                return "requeued"
         except TimeoutError:
             logger.warning(
                 "job not handed back: redis unreachable", extra={"event": "hand_back_failed", "job_id": lease.job_id}
             )
             return None
-
-    async def _hand_back(self, lease: Lease[R], log: JobLog, writer: RecordWriter[R], job_try: int) -> str | None:
-        """The hand-back's ending: ``cancelled``, ``failed`` or ``requeued`` (``None``: the lease was lost)."""
-        await writer.flush()
-        with contextlib.suppress(LeaseLost):
-            current = await retry_while_down(lease.heartbeat, f"stop of {lease.job_id}")
-            if current.status == "cancelling":
-                log.write("info", "cancelled", "stopped on the user's cancel")
-                await self._flush_events()
-                await retry_while_down(lease.finish_cancel, f"cancel of {lease.job_id}")
-                return "cancelled"
-            if job_try >= self.settings.max_tries:
-                message = (
-                    f"the worker stopped during the job on each of {self.settings.max_tries} tries; submit it again"
-                )
-                log.write("error", "failed", message, code="worker_lost")
-                await self._flush_events()
-                await retry_while_down(
-                    lambda: lease.fail(JobError(code="worker_lost", message=message)), f"failure of {lease.job_id}"
-                )
-                return "failed"
-            log.write("warning", "stopped", "the worker is shutting down; the job goes back on the queue")
-            await self._flush_events()
-            await retry_while_down(lease.requeue, f"requeue of {lease.job_id}")
-            queue = self._queue()
-            if queue is not None:
-                await queue.release(lease.job_id)
-            return "requeued"
-        return None
+        except LeaseLost:
+            return None

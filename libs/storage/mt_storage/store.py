@@ -7,6 +7,9 @@ are each service's working copy and cache, kept in step by ``Mirror``:
 - ``push`` uploads a local folder after its atomic local write: every file first, each ``manifest.json``
   last (the deepest first, the folder's own at the very end). An object store has no rename, so the manifest
   object is the commit point, as the manifest file is on disk.
+- a job's uploads are fenced: ``check()`` (its lease's ``heartbeat``, through ``fenced``) runs before each
+  object written or deleted, so a worker that lost its job never replaces or deletes the new owner's objects;
+  the job runner uploads everything a job wrote before its ending is recorded (``Work.settle``).
 - ``pull`` downloads a folder into the local root before it is read: the files, each checked against the
   manifest's size and sha256 (others against the store's size and MD5 ETag), into a temporary file renamed
   into place, then the manifest. With ``committed`` it does nothing for a prefix that has no manifest.
@@ -30,21 +33,28 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
 
 from mt_contracts import codec
+from mt_contracts.corpora import is_corpus_name
+from mt_contracts.ids import is_run_id, is_tokenizer_id
 from mt_contracts.jobs import CheckpointInfo
 from mt_contracts.manifests import FileEntry
 from mt_contracts.settings import StorageSettings
 from mt_storage import StorageError
 from mt_storage.checkpoints import CHECKPOINTS_DIR, INDEX, read_index
+from mt_storage.events import REDIS_DOWN
 from mt_storage.files import FILE_MODE, sha256_file
 from mt_storage.layout import LOGS, MANIFEST, Layout
+from mt_storage.lifecycle import LeaseLost
 from mt_storage.marker import MARKER
 
 logger = logging.getLogger(__name__)
@@ -58,6 +68,41 @@ COMMIT_FILES = frozenset({MANIFEST, INDEX, "prepared.json"})
 
 class StoreError(StorageError):
     """The object store refused or failed a request."""
+
+
+# A job attempt's fencing check (``Lease.heartbeat``): raises ``LeaseLost`` once the attempt no longer owns
+# its job. Every upload of a job's folders calls it before each object it writes or deletes, so a worker that
+# lost the job (another pod resumed it) can never replace or delete that pod's newer objects.
+Fence = Callable[[], Coroutine[object, object, object]]
+Check = Callable[[], None]
+T = TypeVar("T")
+# Failures of an upload that a later one may not meet: the store's, a local file's, Redis's (the fence).
+_TRANSIENT: tuple[type[BaseException], ...] = (StoreError, *REDIS_DOWN)
+
+
+def _unfenced() -> None:
+    """The check of an upload that belongs to no job attempt (the API's exports and corpora)."""
+
+
+async def fenced(call: Callable[[Check], T], fence: Fence) -> T:
+    """Run the blocking ``call(check)`` in a thread, where ``check()`` awaits ``fence`` in this event loop
+    (raising what it raises). The call runs to its end even when this coroutine is cancelled meanwhile (the
+    cancel is raised once it returned): an upload never goes on behind the back of whoever stopped it."""
+    loop = asyncio.get_running_loop()
+
+    def check() -> None:
+        asyncio.run_coroutine_threadsafe(fence(), loop).result()
+
+    inner = asyncio.ensure_future(asyncio.to_thread(call, check))
+    cancelled = False
+    while not inner.done():
+        try:
+            await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return inner.result()
 
 
 class ObjectInfo(msgspec.Struct, frozen=True):
@@ -126,11 +171,22 @@ def _is_scratch(path: Path) -> bool:
 
 
 class Mirror:
-    """Keeps a layout's local roots and an ``ArtifactStore`` in step (``store`` None: nothing to do)."""
+    """Keeps a layout's local roots and an ``ArtifactStore`` in step (``store`` None: nothing to do).
 
-    def __init__(self, store: ArtifactStore | None, layout: Layout) -> None:
+    The local roots are a cache of the store, bounded by ``cache_max_bytes`` (0: unbounded). Its unit is a
+    whole folder (``cache_folder``): a tokenizer, a model, a run's folder, an uploaded corpus. Each pull marks
+    its folder used (the folder's mtime) and holds it while it downloads; a job holds its folders while it runs
+    (``hold``). Past the bound (``trim``, after a download and after a job), the least recently used folders
+    that nothing holds and whose every file the store has are removed (renamed aside, then deleted: a reader
+    sees a folder whole or not at all). Prepared datasets, tokenizer process logs and files an operator put
+    in the corpus root are not part of the cache and never removed."""
+
+    def __init__(self, store: ArtifactStore | None, layout: Layout, cache_max_bytes: int = 0) -> None:
         self.store = store
         self.layout = layout
+        self.cache_max_bytes = cache_max_bytes
+        self._held: Counter[Path] = Counter()
+        self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -153,13 +209,28 @@ class Mirror:
                 return name if relative == "." else f"{name}/{relative}"
         raise ValueError(f"{path} is under none of the artifacts, runs and corpus roots")
 
-    def push(self, directory: Path, *, prune: bool = False, exclude: tuple[str, ...] = ()) -> int:
+    def push(
+        self,
+        directory: Path,
+        *,
+        prune: bool = False,
+        exclude: tuple[str, ...] = (),
+        check: Check = _unfenced,
+        base: str | None = None,
+    ) -> int:
         """Upload the files under ``directory`` that the store lacks or holds otherwise, manifests last;
         ``exclude`` names top-level entries to leave out (a run's ``work`` scratch); with ``prune`` delete
-        objects under it that are gone locally. Returns the number of files uploaded."""
+        objects under it that are gone locally. ``check()`` is called before each upload and before the
+        deletion (a job's fence: it raises ``LeaseLost`` when the job is another worker's now). ``base`` is
+        the folder's key when it is not ``key(directory)`` (a corpus uploaded from its staging folder).
+        Returns the number of files uploaded."""
         if self.store is None or not directory.is_dir():
             return 0
-        base = self.key(directory)
+        base = base if base is not None else self.key(directory)
+
+        def key_of(path: Path) -> str:
+            return f"{base}/{path.relative_to(directory).as_posix()}"
+
         remote = {info.key: info for info in self.store.list_objects(base + "/")}
         files = sorted(
             p
@@ -173,57 +244,74 @@ class Mirror:
         commits = sorted((p for p in files if p.name in COMMIT_FILES), key=lambda p: (-len(p.parts), p))
         uploaded = 0
         for path in [p for p in files if p.name not in COMMIT_FILES] + commits:
-            key = self.key(path)
+            key = key_of(path)
             info = remote.get(key)
             if info is not None and _same(path, info.size, info.etag):
                 continue
+            check()
             self.store.put_file(key, path)
             uploaded += 1
         if prune:
-            local = {self.key(path) for path in files}
-            self.store.delete(sorted(set(remote) - local))
+            local = {key_of(path) for path in files}
+            gone = sorted(set(remote) - local)
+            if gone:
+                check()
+                self.store.delete(gone)
         return uploaded
 
-    def push_checkpoints(self, run_dir: Path) -> None:
+    def push_checkpoints(self, run_dir: Path, check: Check = _unfenced) -> None:
         """Upload a run's new checkpoints, then its index (``checkpoints.json``), then delete the pruned
-        ones: the index in the store only ever names checkpoints the store holds."""
+        ones: the index in the store only ever names checkpoints the store holds. ``check`` as in ``push``:
+        only the worker that holds the run's lease replaces its index or deletes its checkpoints."""
         if self.store is None:
             return
-        self.push(run_dir / CHECKPOINTS_DIR)
-        self.push_files([run_dir / INDEX])
-        self.push(run_dir / CHECKPOINTS_DIR, prune=True)
+        self.push(run_dir / CHECKPOINTS_DIR, check=check)
+        self.push_files([run_dir / INDEX], check=check)
+        self.push(run_dir / CHECKPOINTS_DIR, prune=True, check=check)
 
-    def push_files(self, paths: list[Path]) -> None:
-        """Upload ``paths`` in the order given (a checkpoint, then the index that names it)."""
+    def push_files(self, paths: list[Path], check: Check = _unfenced) -> None:
+        """Upload ``paths`` in the order given (a checkpoint, then the index that names it), ``check()``
+        before each."""
         if self.store is None:
             return
         for path in paths:
             if path.is_file():
+                check()
                 self.store.put_file(self.key(path), path)
 
     def pull(self, directory: Path, *, committed: bool = True) -> bool:
         """Download what the store holds under ``directory`` and the local copy lacks or holds otherwise.
         With ``committed``, a prefix without ``manifest.json`` is left alone (returns False). Returns whether
-        the folder is there locally (always True without a store: the local root is the storage).
+        the folder is there locally (always True without a store: the local root is the storage). Marks the
+        folder used, and trims the cache after a download.
 
         Raises:
             StoreError: a downloaded file does not match its manifest entry or the store's size.
         """
         if self.store is None:
             return True
+        with self.hold([directory]):
+            present, fetched = self._pull(self.store, directory, committed=committed)
+            self._use(directory)
+            if fetched:
+                self.trim()
+        return present
+
+    def _pull(self, store: ArtifactStore, directory: Path, *, committed: bool) -> tuple[bool, int]:
+        """``pull``'s download: whether the folder is there, and how many files came."""
         if committed and (directory / MANIFEST).is_file():
-            return True  # committed folders never change
+            return True, 0  # committed folders never change
         base = self.key(directory)
-        objects = self.store.list_objects(base + "/")
+        objects = store.list_objects(base + "/")
         manifest_key = f"{base}/{MANIFEST}"
         by_key = {info.key: info for info in objects}
         if committed and manifest_key not in by_key:
-            return False
+            return False, 0
         expected: dict[str, FileEntry] = {}
         manifest_info = by_key.get(manifest_key)
         if manifest_info is not None:
             with _scratch(directory) as scratch:
-                self.store.get_file(manifest_key, scratch)
+                store.get_file(manifest_key, scratch)
                 manifest_bytes = scratch.read_bytes()
             try:
                 expected = {f"{base}/{entry.path}": entry for entry in _manifest_files.decode(manifest_bytes).files}
@@ -235,50 +323,210 @@ class Mirror:
 
         order = [info for info in objects if not commits(info)]
         order += sorted(filter(commits, objects), key=lambda i: (-i.key.count("/"), i.key))
+        fetched = 0
         for info in order:
             path = directory / info.key.removeprefix(base + "/")
             if _same(path, info.size, info.etag):
                 continue
             with _scratch(path) as scratch:
-                self.store.get_file(info.key, scratch)
+                store.get_file(info.key, scratch)
                 _verify(scratch, info, expected.get(info.key))
                 os.replace(scratch, path)
-        return True
+            fetched += 1
+        return True, fetched
 
     def pull_file(self, path: Path) -> bool:
-        """Download one file if the store has a different copy; returns whether it exists locally."""
+        """Download one file if the store has a different copy; returns whether it exists locally. Marks its
+        folder used, and trims the cache after a download."""
         if self.store is None:
             return path.is_file()
         key = self.key(path)
-        for info in self.store.list_objects(key):
-            if info.key == key and not _same(path, info.size, info.etag):
-                with _scratch(path) as scratch:
-                    self.store.get_file(key, scratch)
-                    _verify(scratch, info, None)
-                    os.replace(scratch, path)
+        with self.hold([path]):
+            fetched = False
+            for info in self.store.list_objects(key):
+                if info.key == key and not _same(path, info.size, info.etag):
+                    with _scratch(path) as scratch:
+                        self.store.get_file(key, scratch)
+                        _verify(scratch, info, None)
+                        os.replace(scratch, path)
+                    fetched = True
+            self._use(path)
+            if fetched:
+                self.trim()
         return path.is_file()
+
+    # ---- the cache: whole folders, least recently used first ----
+
+    def cache_folder(self, path: Path) -> Path | None:
+        """The cache folder ``path`` is in (the unit of eviction): ``tokenizers/<id>`` or ``models/<id>``
+        under the artifacts root, ``<run_id>`` under the runs root, ``<name>`` under the corpus root. None
+        for anything else."""
+        for root, depth, valid in (
+            (self.layout.artifacts_root, 2, _artifact_folder),
+            (self.layout.runs_root, 1, lambda parts: is_run_id(parts[0])),
+            (self.layout.corpus_root, 1, lambda parts: is_corpus_name(parts[0])),
+        ):
+            if path.is_relative_to(root):
+                parts = path.relative_to(root).parts
+                return root.joinpath(*parts[:depth]) if len(parts) >= depth and valid(parts) else None
+        return None
+
+    @contextmanager
+    def hold(self, paths: Iterable[Path]) -> Iterator[None]:
+        """Keep the cache folders of ``paths`` from being trimmed for the body of the ``with`` (a job's
+        tokenizer, corpus, run and model folders while it runs; a folder while it downloads)."""
+        folders = {folder for path in paths if (folder := self.cache_folder(path)) is not None}
+        with self._lock:
+            self._held.update(folders)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.subtract(folders)
+                for folder in folders:
+                    if self._held[folder] <= 0:
+                        del self._held[folder]
+
+    def _use(self, path: Path) -> None:
+        """Mark the cache folder of ``path`` used now: its mtime, set from the fine clock (file writes are
+        stamped from a coarse one, milliseconds apart), after any download into it."""
+        folder = self.cache_folder(path)
+        if folder is not None:
+            now = time.time_ns()
+            with contextlib.suppress(OSError):  # not there (nothing to pull)
+                os.utime(folder, ns=(now, now))
+
+    def trim(self) -> list[Path]:
+        """Remove least recently used cache folders until the cache fits ``cache_max_bytes``, skipping those
+        held and those with a file the store lacks or holds otherwise (the only copy: never removed). Returns
+        the folders removed."""
+        if self.store is None or self.cache_max_bytes <= 0:
+            return []
+        folders = [(folder, _folder_bytes(folder), used) for folder, used in self._cache_folders()]
+        total = sum(size for _, size, _ in folders)
+        removed: list[Path] = []
+        for folder, size, _ in sorted(folders, key=lambda entry: (entry[2], entry[0])):
+            if total <= self.cache_max_bytes:
+                break
+            if folder in self._held or not self._stored(self.store, folder):
+                continue
+            with self._lock:
+                if folder in self._held:  # taken meanwhile
+                    continue
+                aside = folder.with_name(f".evicted.{folder.name}.{os.getpid()}.{time.monotonic_ns()}")
+                try:
+                    os.rename(folder, aside)
+                except OSError:
+                    continue  # gone meanwhile
+            shutil.rmtree(aside, ignore_errors=True)
+            total -= size
+            removed.append(folder)
+        if total > self.cache_max_bytes:
+            logger.warning(
+                "cache above its limit",
+                extra={"event": "cache_full", "bytes": total, "limit": self.cache_max_bytes},
+            )
+        return removed
+
+    def _cache_folders(self) -> list[tuple[Path, int]]:
+        """Every cache folder there is locally, with when it was last used (mtime, nanoseconds). In the
+        corpus root only uploaded corpora (with a manifest) are the store's."""
+        candidates = [
+            *(self.layout.artifacts_root / kind for kind in ("tokenizers", "models")),
+            self.layout.runs_root,
+            self.layout.corpus_root,
+        ]
+        found: list[tuple[Path, int]] = []
+        for parent in candidates:
+            if not parent.is_dir():
+                continue
+            for entry in parent.iterdir():
+                if (
+                    entry.is_dir()
+                    and not entry.is_symlink()
+                    and self.cache_folder(entry) == entry
+                    and (parent != self.layout.corpus_root or (entry / MANIFEST).is_file())
+                ):
+                    with contextlib.suppress(OSError):  # removed meanwhile
+                        found.append((entry, entry.stat().st_mtime_ns))
+        return found
+
+    def _stored(self, store: ArtifactStore, folder: Path) -> bool:
+        """Whether the store holds every file of ``folder`` as it is here (a run's scratch ``work/`` aside)."""
+        remote = {info.key: info for info in store.list_objects(self.key(folder) + "/")}
+        scratch = folder / "work" if folder.parent == self.layout.runs_root else None
+        for path in folder.rglob("*"):
+            if not path.is_file() or path.is_symlink() or _is_scratch(path):
+                continue
+            if scratch is not None and path.is_relative_to(scratch):
+                continue
+            info = remote.get(self.key(path))
+            if info is None or not _same(path, info.size, info.etag):
+                return False
+        return True
 
     # ---- uploaded corpora (``mt_storage.corpora``): ``corpora/<name>/``, manifest last ----
 
     def pull_corpus(self, corpus_path: str) -> None:
-        """Before a job reads ``corpus_path``: the uploaded corpus it is in, when the store holds one and this
-        machine's copy is missing or differs (a replaced corpus: its manifest changed). A path that is not in
-        an uploaded corpus (a file an operator put in the corpus root) is left alone."""
+        """Before ``corpus_path`` is read (by a job, or by the API to check or estimate a request): the
+        uploaded corpus it is in, when the store holds one and this machine's copy is missing or differs (a
+        replaced corpus: its manifest changed). A local copy of an uploaded corpus that the store no longer
+        holds (deleted through another API pod) is removed. A path that is not in an uploaded corpus (a file an
+        operator put in the corpus root) is left alone."""
         if self.store is None:
             return
         from mt_storage.corpora import corpus_name_of  # corpora imports this module's neighbours only
 
         name = corpus_name_of(corpus_path)
-        if not name or name.startswith("."):
-            return
+        if not is_corpus_name(name):
+            return  # not a name an upload can have ("..", "/"): the path's own check refuses it
         directory = self.layout.corpus_root / name
-        manifest = self.store.list_objects(f"{self.key(directory)}/{MANIFEST}")
-        if not manifest:
+        manifest = self.manifest_info(directory)
+        if manifest is None:
+            if (directory / MANIFEST).is_file() and not directory.is_symlink():
+                shutil.rmtree(directory, ignore_errors=True)  # deleted from the store: a stale copy
             return
-        if not _same(directory / MANIFEST, manifest[0].size, manifest[0].etag) and directory.is_dir():
+        if not _same(directory / MANIFEST, manifest.size, manifest.etag) and directory.is_dir():
             # A replaced corpus: drop the stale copy whole (nothing reads it: see CorpusGuard).
             shutil.rmtree(directory, ignore_errors=True)
         self.pull(directory)
+
+    def manifest_info(self, directory: Path) -> ObjectInfo | None:
+        """The store's ``manifest.json`` object of ``directory`` (its commit point), or None."""
+        if self.store is None:
+            return None
+        key = f"{self.key(directory)}/{MANIFEST}"
+        return next((info for info in self.store.list_objects(key) if info.key == key), None)
+
+    def committed(self, parent: Path) -> dict[str, ObjectInfo]:
+        """The folders directly under ``parent`` that the store holds committed (with a manifest), by name,
+        each with its manifest object."""
+        if self.store is None:
+            return {}
+        base = self.key(parent) + "/"
+        found: dict[str, ObjectInfo] = {}
+        for info in self.store.list_objects(base):
+            name, _, rest = info.key.removeprefix(base).partition("/")
+            if rest == MANIFEST:
+                found[name] = info
+        return found
+
+    def read_manifest(self, directory: Path, info: ObjectInfo | None = None) -> bytes | None:
+        """The bytes of ``directory``'s manifest in the store (``info``: its object, when listed already),
+        read from this machine's copy when that is the same object; None when the store holds none."""
+        if self.store is None:
+            return None
+        info = info or self.manifest_info(directory)
+        if info is None:
+            return None
+        local = directory / MANIFEST
+        if _same(local, info.size, info.etag):
+            with contextlib.suppress(OSError):  # removed meanwhile: read the store's
+                return local.read_bytes()
+        with tempfile.TemporaryDirectory(prefix="mt-manifest-") as scratch:
+            path = Path(scratch) / MANIFEST
+            self.store.get_file(info.key, path)
+            return path.read_bytes()
 
     def remove(self, directory: Path) -> None:
         """Delete a folder's objects from the store, its manifest first (so it is uncommitted at once)."""
@@ -328,62 +576,76 @@ class Mirror:
                     raise StoreError(f"the checkpoint index of {run_dir.name} in the store does not decode") from exc
         return kept[-1].step if kept else -1
 
-    def push_run(self, run_id: str) -> None:
-        """After a run (or an evaluation) ends here, or is stopped: the run's folder (checkpoints first,
-        then their index; not its scratch ``work/``), the model folder (manifest last) and the prepared
-        datasets (``prepared.json`` last)."""
+    def push_run(self, run_id: str, check: Check = _unfenced) -> None:
+        """Before a run's ending is recorded (any ending: succeeded, failed, cancelled, handed back): the
+        run's folder (checkpoints first, then their index; not its scratch ``work/``), the model folder
+        (manifest last) and the prepared datasets (``prepared.json`` last). ``check`` as in ``push``."""
         if self.store is None:
             return
         run_dir = self.layout.run_dir(run_id)
-        self.push_checkpoints(run_dir)
-        self.push(run_dir, exclude=("work", CHECKPOINTS_DIR))
-        self.push(self.layout.model_dir(run_id))
-        self.push(self.layout.dataset_cache())
+        self.push_checkpoints(run_dir, check)
+        self.push(run_dir, exclude=("work", CHECKPOINTS_DIR), check=check)
+        self.push(self.layout.model_dir(run_id), check=check)
+        self.push(self.layout.dataset_cache(), check=check)
 
-    async def around_run(
-        self, run_id: str, tokenizer_id: str | None, work: Callable[[], Awaitable[None]], poll_seconds: float
-    ) -> None:
-        """Run ``work`` (a training run or an evaluation of run ``run_id``) between ``pull_run`` and
-        ``push_run``, uploading each new checkpoint (then the index, the metrics and the log) within
-        ``poll_seconds`` of its write, so another pod can resume the run if this one dies. Without a store:
-        ``work`` alone."""
+    def push_evaluation(self, run_id: str, eval_id: str, check: Check = _unfenced) -> None:
+        """Before an evaluation's ending is recorded: what it wrote (its result and the run's log in the
+        model folder, its spec and process log, the prepared datasets), never the run's checkpoints, which
+        belong to the run's own lease."""
         if self.store is None:
-            await work()
             return
-        if tokenizer_id is not None:
-            await asyncio.to_thread(self.pull_run, run_id, tokenizer_id)
+        self.push_files(
+            [self.layout.eval_spec(run_id, eval_id), self.layout.eval_process_log(run_id, eval_id)], check=check
+        )
+        self.push(self.layout.eval_dir(run_id), check=check)
+        self.push_files([self.layout.run_logs(run_id)], check=check)
+        self.push(self.layout.dataset_cache(), check=check)
+
+    async def follow_checkpoints(self, run_id: str, fence: Fence, poll_seconds: float) -> None:
+        """While a run trains here (until cancelled): upload each new checkpoint, then the index and the
+        log, within ``poll_seconds`` of its write, so another pod can resume the run if this one dies. Every
+        upload is fenced (``fence``): once the run is another worker's, nothing more is written. A cancel
+        waits for an upload under way to finish."""
+        if self.store is None:
+            return
         run_dir = self.layout.run_dir(run_id)
+        seen: tuple[int, int] | None = None
 
-        async def follow_checkpoints() -> None:
-            seen: tuple[int, int] | None = None
-            while True:
-                await asyncio.sleep(poll_seconds)
-                index = run_dir / INDEX
-                stat = index.stat() if index.is_file() else None
-                now = (stat.st_mtime_ns, stat.st_size) if stat else None
-                if now == seen:
-                    continue
-                try:
-                    await asyncio.to_thread(self.push_checkpoints, run_dir)
-                    logs = [self.layout.run_logs(run_id)]
-                    await asyncio.to_thread(self.push_files, logs)
-                    seen = now
-                except StoreError as exc:  # the next change (or the end of the run) tries again
-                    logger.warning(
-                        "checkpoint upload failed", extra={"event": "store_error", "job_id": run_id, "error": str(exc)}
-                    )
+        def upload(check: Check) -> None:
+            self.push_checkpoints(run_dir, check)
+            self.push_files([self.layout.run_logs(run_id)], check=check)
 
-        follower = asyncio.create_task(follow_checkpoints())
-        try:
-            await work()
-        finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+        while True:
+            await asyncio.sleep(poll_seconds)
+            index = run_dir / INDEX
+            stat = index.stat() if index.is_file() else None
+            now = (stat.st_mtime_ns, stat.st_size) if stat else None
+            if now == seen:
+                continue
             try:
-                await asyncio.to_thread(self.push_run, run_id)
-            except StoreError as exc:  # never in place of the job's own ending (a cancellation above all)
-                logger.error("run upload failed", extra={"event": "store_error", "job_id": run_id, "error": str(exc)})
+                await fenced(upload, fence)
+                seen = now
+            except LeaseLost:
+                return  # another worker's run now: its worker uploads what it writes
+            except _TRANSIENT as exc:  # the next change (or the run's ending) tries again
+                logger.warning(
+                    "checkpoint upload failed", extra={"event": "store_error", "job_id": run_id, "error": str(exc)}
+                )
+
+
+def _artifact_folder(parts: tuple[str, ...]) -> bool:
+    kind, name = parts[0], parts[1]
+    return (kind == "tokenizers" and is_tokenizer_id(name)) or (kind == "models" and is_run_id(name))
+
+
+def _folder_bytes(folder: Path) -> int:
+    """The bytes of the files under ``folder`` (0 for one removed meanwhile)."""
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+    return total
 
 
 def _verify(path: Path, info: ObjectInfo, entry: FileEntry | None) -> None:

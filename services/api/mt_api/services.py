@@ -23,7 +23,7 @@ from mt_contracts.jobs import EvalJob, RunJob, TokenizerJob
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.settings import ApiSettings
 from mt_storage.checkpoints import INDEX, MODEL_CONFIG, read_index
-from mt_storage.corpora import CorpusGuard
+from mt_storage.corpora import Corpora, CorpusGuard
 from mt_storage.corpus import resolve_corpus
 from mt_storage.events import JobEvents
 from mt_storage.jobs import JobStore, eval_jobs, run_jobs, tokenizer_jobs
@@ -49,7 +49,7 @@ class Services:
         self.queue = queue
         self.layout = Layout.from_settings(settings.app)
         # With an object store, the artifacts root is this API's cache of it (STORAGE__BACKEND=s3).
-        self.mirror = Mirror(open_store(settings.storage), self.layout)
+        self.mirror = Mirror(open_store(settings.storage), self.layout, settings.storage.cache_max_bytes)
         self.tokenizers: JobStore[TokenizerJob] = tokenizer_jobs(redis)
         self.runs: JobStore[RunJob] = run_jobs(redis)
         self.evals: JobStore[EvalJob] = eval_jobs(redis)
@@ -62,6 +62,8 @@ class Services:
         self.digests = DigestCache()
         self.inference = InferencePool(settings.inference)
         self.corpus_guard = CorpusGuard(redis, self.tokenizers, self.runs, self.evals)
+        # Uploaded corpora: the corpus root, or with an object store the bucket (the root is a cache of it).
+        self.corpora = Corpora(self.layout.corpus_root, self.mirror)
 
     async def readiness(self) -> list[str]:
         """Reasons the gateway cannot serve; empty when Redis answers and the artifact storage is the one the
@@ -145,16 +147,11 @@ class Services:
             logger.warning("no estimate", extra={"event": "estimate_failed", "error": str(exc)})
             return None
 
-    async def push_corpus(self, directory: Path) -> None:
-        """Upload a committed corpus folder to the object store (manifest last), so workers can pull it; a
-        replaced corpus's files that are gone are deleted there too."""
-        if self.mirror.enabled:
-            await asyncio.to_thread(self.mirror.push, directory, prune=True)
-
-    async def remove_corpus(self, directory: Path) -> None:
-        """Delete a corpus folder from the object store, its manifest first."""
-        if self.mirror.enabled:
-            await asyncio.to_thread(self.mirror.remove, directory)
+    async def fetch_corpus(self, corpus_path: str | None) -> None:
+        """Before a request's ``corpus_path`` is checked or estimated: with an object store, the uploaded
+        corpus it names in this API's cache (another API pod may have uploaded, replaced or deleted it)."""
+        if corpus_path is not None and self.corpora.shared:
+            await asyncio.to_thread(self.corpora.fetch, corpus_path)
 
     async def fetch_weights(self, run_id: str, tokenizer_id: str, checkpoint: int | None) -> None:
         """Bring what ``resolve_weights`` and the inference processes read for run ``run_id`` into the cache:

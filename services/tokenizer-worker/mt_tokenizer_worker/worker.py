@@ -22,6 +22,7 @@ from mt_contracts.tokenizer_process import (
     TokenizerTrained,
     decode_tokenizer_message,
 )
+from mt_storage.corpora import corpus_name_of
 from mt_storage.events import LivePublisher
 from mt_storage.files import atomic_write_bytes
 from mt_storage.joblog import JobLog
@@ -32,7 +33,7 @@ from mt_storage.process import WarmChild
 from mt_storage.queue import JobQueue, QueueTask, build_worker
 from mt_storage.reaper import Reaper, attempts_left
 from mt_storage.runner import JobRunner, Prepared, check_timing
-from mt_storage.store import Mirror, StoreError, open_store
+from mt_storage.store import Fence, Mirror, fenced, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +76,6 @@ class TokenizerWork:
     async def commit(self, job: TokenizerJob, outcome: TokenizerTrained, log: JobLog) -> Change[TokenizerJob]:
         out_dir = self.layout.tokenizer_dir(job.id)
         atomic_write_bytes(out_dir / MANIFEST, bytes(outcome.manifest))
-        if self.mirror is not None:
-            # With an object store the folder is uploaded (manifest last) before the job is recorded
-            # succeeded, so whoever sees the status can read it.
-            await asyncio.to_thread(self.mirror.push, out_dir)
         result = TokenizerResult(
             vocab_size=outcome.vocab_size,
             special_tokens=outcome.special_tokens,
@@ -90,6 +87,16 @@ class TokenizerWork:
         )
         log.write("info", "trained", f"vocab_size={outcome.vocab_size}", artifact_dir=str(out_dir))
         return lambda record: msgspec.structs.replace(record, result=result)
+
+    async def keep(self, job: TokenizerJob, fence: Fence) -> None:
+        """Nothing to upload while a tokenizer trains."""
+
+    async def settle(self, job: TokenizerJob, fence: Fence) -> None:
+        """With an object store: the tokenizer's folder (manifest last, once committed) and its log, uploaded
+        before any ending is recorded, so whoever sees the status can read them."""
+        if self.mirror is not None:
+            mirror, out_dir = self.mirror, self.layout.tokenizer_dir(job.id)
+            await fenced(lambda check: mirror.push(out_dir, check=check), fence)
 
 
 def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
@@ -103,7 +110,7 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     redis = Redis.from_url(settings.redis.dsn)
     lifecycle = Lifecycle(tokenizer_jobs(redis), "tokenizer", settings.app.stall_after_seconds)
     publisher = LivePublisher(redis)
-    mirror = Mirror(open_store(settings.storage), layout)
+    mirror = Mirror(open_store(settings.storage), layout, settings.storage.cache_max_bytes)
     queues: list[JobQueue] = []
     warm = WarmChild((TokenizerWork.module,), settings.worker.niceness) if settings.worker.warm_child else None
     runner: JobRunner[TokenizerJob, TokenizerTrained] = JobRunner(
@@ -118,16 +125,14 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     )
 
     async def handle(tokenizer_id: str, job_try: int) -> None:
-        try:
+        job = await lifecycle.store.get(tokenizer_id) if mirror.enabled else None
+        held = [layout.tokenizer_dir(tokenizer_id)]
+        if job is not None:
+            held.append(layout.corpus_root / corpus_name_of(job.request.corpus_path))
+        with mirror.hold(held):  # the job's folders stay in the cache while it runs
             await runner.run(tokenizer_id, job_try)
-        finally:
-            # With an object store: whatever the ending, the folder (manifest last, once committed) and its log.
-            try:
-                await asyncio.to_thread(mirror.push, layout.tokenizer_dir(tokenizer_id))
-            except StoreError as exc:
-                logger.error(
-                    "tokenizer upload failed", extra={"event": "store_error", "job_id": tokenizer_id, "error": str(exc)}
-                )
+        if mirror.enabled:
+            await asyncio.to_thread(mirror.trim)
 
     async def shutdown() -> None:
         await publisher.aclose()

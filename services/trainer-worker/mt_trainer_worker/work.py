@@ -22,6 +22,7 @@ from mt_contracts.training import Finished, RunSpec, TrainingMessage, decode_mes
 from mt_storage import CorpusPathError, StorageError
 from mt_storage.checkpoints import WEIGHTS_FILE, read_index, resolve_weights
 from mt_storage.child import os_failure
+from mt_storage.corpora import corpus_name_of
 from mt_storage.corpus import resolve_corpus
 from mt_storage.files import atomic_write_bytes, sha256_file
 from mt_storage.joblog import JobLog
@@ -29,7 +30,7 @@ from mt_storage.jobs import JobStore
 from mt_storage.layout import LOGS, MANIFEST, Layout
 from mt_storage.lifecycle import Change
 from mt_storage.runner import JobFailed, Prepared
-from mt_storage.store import Mirror
+from mt_storage.store import Fence, Mirror, fenced
 from mt_trainer_worker.launchers import LaunchContext, launchers
 
 
@@ -40,6 +41,20 @@ def _write(layout: Layout, path: Path, data: bytes) -> None:
     except OSError as exc:
         failed = os_failure(exc, layout.roots())
         raise JobFailed(failed.code, failed.message) from exc
+
+
+def run_folders(layout: Layout, job: RunJob) -> list[Path]:
+    """The folders a run reads and writes (its run and model folders, its tokenizer, its corpus, the run its
+    weights come from), which the object store's cache keeps while it runs."""
+    folders = [
+        layout.run_dir(job.id),
+        layout.model_dir(job.id),
+        layout.tokenizer_dir(job.request.tokenizer_id),
+        layout.corpus_root / corpus_name_of(job.request.corpus_path),
+    ]
+    if job.request.init_from is not None:
+        folders += [layout.run_dir(job.request.init_from.run_id), layout.model_dir(job.request.init_from.run_id)]
+    return folders
 
 
 class RunWork:
@@ -68,6 +83,10 @@ class RunWork:
 
     async def prepare(self, job: RunJob) -> Prepared:
         tokenizer_dir = self.layout.tokenizer_dir(job.request.tokenizer_id)
+        if self.mirror is not None:
+            # The tokenizer, and the run's folder when the store's checkpoints are ahead of this machine's
+            # (a run another pod started or resumed), so it resumes from the latest checkpoint.
+            await asyncio.to_thread(self.mirror.pull_run, job.id, job.request.tokenizer_id)
         if not (tokenizer_dir / MANIFEST).is_file():
             raise JobFailed(
                 "tokenizer_missing", f"tokenizer {job.request.tokenizer_id} has no artifacts; train it again"
@@ -183,9 +202,6 @@ class RunWork:
         )
         atomic_write_bytes(self.layout.run_manifest(job.id), codec.encode(manifest))
         atomic_write_bytes(model_dir / MANIFEST, codec.encode(outcome.manifest))
-        if self.mirror is not None:
-            # With an object store the run's folders are uploaded before the run is recorded succeeded.
-            await asyncio.to_thread(self.mirror.push_run, job.id)
         metrics = outcome.metrics
         log.write(
             "info", "trained",
@@ -193,6 +209,18 @@ class RunWork:
             **msgspec.structs.asdict(metrics),
         )  # fmt: skip
         return lambda r: msgspec.structs.replace(r, metrics=metrics, artifact_dir=str(model_dir))
+
+    async def keep(self, job: RunJob, fence: Fence) -> None:
+        """With an object store: each new checkpoint uploaded within a heartbeat interval of its write."""
+        if self.mirror is not None:
+            await self.mirror.follow_checkpoints(job.id, fence, self.settings.heartbeat_interval)
+
+    async def settle(self, job: RunJob, fence: Fence) -> None:
+        """With an object store: the run's folders (checkpoints, index, log, model, datasets) uploaded before
+        its ending is recorded, so a cancelled or failed run lists the checkpoints it stopped with."""
+        if self.mirror is not None:
+            mirror = self.mirror
+            await fenced(lambda check: mirror.push_run(job.id, check), fence)
 
 
 class EvalWork:
@@ -214,6 +242,8 @@ class EvalWork:
         run = await self.runs.get(job.run_id)
         if run is None:
             raise JobFailed("run_missing", f"run {job.run_id} is gone")
+        if self.mirror is not None:  # the run's tokenizer, checkpoints and weights
+            await asyncio.to_thread(self.mirror.pull_run, run.id, run.request.tokenizer_id)
         request = job.request
         try:
             weights = resolve_weights(self.layout, run.id, run.request.tokenizer_id, request.checkpoint)
@@ -267,3 +297,12 @@ class EvalWork:
             **msgspec.structs.asdict(metrics),
         )  # fmt: skip
         return lambda r: msgspec.structs.replace(r, result=metrics)
+
+    async def keep(self, job: EvalJob, fence: Fence) -> None:
+        """Nothing to upload while an evaluation runs."""
+
+    async def settle(self, job: EvalJob, fence: Fence) -> None:
+        """With an object store: the evaluation's result, spec, process log and the run's log."""
+        if self.mirror is not None:
+            mirror = self.mirror
+            await fenced(lambda check: mirror.push_evaluation(job.run_id, job.id, check), fence)

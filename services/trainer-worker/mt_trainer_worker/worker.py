@@ -13,6 +13,7 @@ from mt_contracts.jobs import EvalJob, RunJob
 from mt_contracts.queue import EVALUATE_MODEL_TASK, JOIN_RUN_TASK, TRAIN_MODEL_TASK
 from mt_contracts.settings import WorkerServiceSettings
 from mt_contracts.training import Finished
+from mt_storage.corpora import corpus_name_of
 from mt_storage.events import LivePublisher
 from mt_storage.jobs import eval_jobs, run_jobs
 from mt_storage.layout import Layout
@@ -24,7 +25,7 @@ from mt_storage.store import Mirror, open_store
 from mt_trainer_worker.launchers import LaunchContext
 from mt_trainer_worker.launchers.torchrun import join_run
 from mt_trainer_worker.reaper import eval_reaper, run_reaper
-from mt_trainer_worker.work import EvalWork, RunWork
+from mt_trainer_worker.work import EvalWork, RunWork, run_folders
 
 
 def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
@@ -37,10 +38,10 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
     check_timing(settings.app.stall_after_seconds, settings.worker.heartbeat_interval)
     redis = Redis.from_url(settings.redis.dsn)
     layout = Layout.from_settings(settings.app)
-    # With an object store: pull what a run reads before it starts, push checkpoints as they are written,
-    # the run's folders before it is recorded succeeded (RunWork.commit) and whatever is left when it ends
-    # (Mirror.around_run); nothing without one.
-    mirror = Mirror(open_store(settings.storage), layout)
+    # With an object store: what a run reads is pulled before it starts (RunWork.prepare), its checkpoints
+    # are uploaded as they are written (RunWork.keep) and its folders before any ending (RunWork.settle);
+    # nothing without one.
+    mirror = Mirror(open_store(settings.storage), layout, settings.storage.cache_max_bytes)
     stall_after = settings.app.stall_after_seconds
     runs = Lifecycle(run_jobs(redis), "run", stall_after)
     evals = Lifecycle(eval_jobs(redis), "evaluation", stall_after)
@@ -83,20 +84,24 @@ def create_worker(settings: WorkerServiceSettings, *, burst: bool = False, handl
         warm=warm,
     )
 
-    poll = settings.worker.heartbeat_interval
-
     async def train(run_id: str, job_try: int) -> None:
         job = await runs.store.get(run_id) if mirror.enabled else None
-        tokenizer_id = job.request.tokenizer_id if job is not None else None
-        await mirror.around_run(run_id, tokenizer_id, lambda: run_runner.run(run_id, job_try), poll)
+        # The run's folders stay in the cache while it runs (STORAGE__CACHE_MAX_BYTES).
+        with mirror.hold(run_folders(layout, job) if job is not None else []):
+            await run_runner.run(run_id, job_try)
+        if mirror.enabled:
+            await asyncio.to_thread(mirror.trim)
 
     async def evaluate(eval_id: str, job_try: int) -> None:
         job = await evals.store.get(eval_id) if mirror.enabled else None
         run = await runs.store.get(job.run_id) if job is not None else None
-        if job is None or run is None:
+        held = run_folders(layout, run) if run is not None else []
+        if job is not None and job.request.corpus_path is not None:
+            held.append(layout.corpus_root / corpus_name_of(job.request.corpus_path))
+        with mirror.hold(held):
             await eval_runner.run(eval_id, job_try)
-            return
-        await mirror.around_run(run.id, run.request.tokenizer_id, lambda: eval_runner.run(eval_id, job_try), poll)
+        if mirror.enabled:
+            await asyncio.to_thread(mirror.trim)
 
     async def join(join_id: str, job_try: int) -> None:
         # Another worker's torchrun run on several nodes: this worker is one of its other nodes.

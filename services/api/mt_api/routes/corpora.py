@@ -21,10 +21,6 @@ from mt_storage.corpora import (
     Staging,
     UploadRefused,
     UploadTooLarge,
-    corpus_dir,
-    list_corpora,
-    read_corpus,
-    remove_corpus,
 )
 
 
@@ -61,12 +57,11 @@ async def upload_corpus(
     if if_none_match is not None and if_none_match.strip() != "*":
         raise InvalidField("If-None-Match takes only '*' (refuse to replace an existing corpus)", field="If-None-Match")
     refuse_overwrite = if_none_match is not None
-    root = services.layout.corpus_root
-    target = corpus_dir(root, name)
-    if refuse_overwrite and await asyncio.to_thread(target.exists):
+    corpora = services.corpora
+    if refuse_overwrite and await asyncio.to_thread(corpora.exists, name):
         raise PreconditionFailed(f"corpus {name!r} exists (If-None-Match: *); delete it first or choose another name")
     declared = request.headers.get("content-length")
-    staging = await asyncio.to_thread(Staging, root, name, services.settings.corpus)
+    staging = await asyncio.to_thread(Staging, corpora.root, name, services.settings.corpus)
     try:
         try:
             async for chunk in request.stream():
@@ -75,13 +70,15 @@ async def upload_corpus(
             raise InvalidField("the upload was interrupted; send it again", field="body") from exc
         if declared is not None and declared.isdigit() and int(declared) != staging.size:
             raise InvalidField(f"received {staging.size} of {declared} bytes; send the upload again", field="body")
-        media_type = request.content_type[0]
-        replacing = not refuse_overwrite and await asyncio.to_thread(target.exists)
-        if replacing:
+        info = await asyncio.to_thread(staging.build, upload_format, request.content_type[0])
+        overwrite = not refuse_overwrite
+        # A replacement (and, with an object store, every commit: API pods share the name) takes the guard's
+        # mark, so that no job reads the corpus meanwhile and two changes of one name never interleave.
+        if corpora.shared or (overwrite and await asyncio.to_thread(corpora.exists, name)):
             async with services.corpus_guard.changing(name):
-                info = await asyncio.to_thread(staging.commit, upload_format, media_type, overwrite=True)
+                replaced = await asyncio.to_thread(corpora.publish, staging, overwrite=overwrite)
         else:
-            info = await asyncio.to_thread(staging.commit, upload_format, media_type, overwrite=not refuse_overwrite)
+            replaced = await asyncio.to_thread(corpora.publish, staging, overwrite=overwrite)
     except UploadTooLarge as exc:
         raise ContentTooLarge(str(exc), field="body") from exc
     except CorpusExists as exc:
@@ -94,22 +91,21 @@ async def upload_corpus(
         raise InvalidField(str(exc), field="body") from exc
     finally:
         await asyncio.to_thread(staging.discard)
-    await services.push_corpus(target)
     location = f"/corpora/{name}"
-    status = HTTP_200_OK if replacing else HTTP_201_CREATED
+    status = HTTP_200_OK if replaced else HTTP_201_CREATED
     return Response(info, status_code=status, headers={"Location": location})
 
 
 @get("/corpora", tags=["corpora"])
 async def list_uploaded(services: NamedDependency[Services]) -> list[CorpusInfo]:
     """The uploaded corpora by name: files, bytes, lines, sha256 and when each was created."""
-    return await asyncio.to_thread(list_corpora, services.layout.corpus_root)
+    return await asyncio.to_thread(services.corpora.listing)
 
 
 @get("/corpora/{name:str}", tags=["corpora"])
 async def show_corpus(name: FromPath[str], services: NamedDependency[Services]) -> CorpusInfo:
     """One uploaded corpus: each file with size and sha256, bytes, lines, sha256, created time."""
-    info = await asyncio.to_thread(read_corpus, services.layout.corpus_root, _name(name))
+    info = await asyncio.to_thread(services.corpora.read, _name(name))
     if info is None:
         raise NotFound(f"no uploaded corpus {name}; GET /corpora lists them")
     return info
@@ -118,13 +114,12 @@ async def show_corpus(name: FromPath[str], services: NamedDependency[Services]) 
 @delete("/corpora/{name:str}", tags=["corpora"], status_code=HTTP_204_NO_CONTENT)
 async def delete_corpus(name: FromPath[str], services: NamedDependency[Services]) -> None:
     """Delete an uploaded corpus. 409 while a queued or running job reads it."""
-    root = services.layout.corpus_root
-    if await asyncio.to_thread(read_corpus, root, _name(name)) is None:
+    corpora = services.corpora
+    if await asyncio.to_thread(corpora.read, _name(name)) is None:
         raise NotFound(f"no uploaded corpus {name}; GET /corpora lists them")
     try:
         async with services.corpus_guard.changing(name):
-            await services.remove_corpus(corpus_dir(root, name))
-            await asyncio.to_thread(remove_corpus, root, name)
+            await asyncio.to_thread(corpora.remove, name)
     except CorpusInUse as exc:
         raise Conflict(str(exc), field="name") from exc
 

@@ -33,6 +33,7 @@ async def evaluate_run(
     split or a corpus, with the final weights or a kept checkpoint. 202 with the ``eval_`` id; 409 when the
     run has no final weights yet; 404 for an unknown run or checkpoint."""
     run = await find_run(services, run_id)
+    await services.fetch_corpus(payload.corpus_path if payload.split == "corpus" else None)
     await asyncio.to_thread(check_eval_request, payload, services.layout.corpus_root)  # walks the corpus
     await services.fetch_weights_index(run.id, payload.checkpoint)
     check_weights(services.layout, run, payload.checkpoint)

@@ -48,6 +48,7 @@ async def train_run(
     (``init_from``). Answers 202 with the new ``run_`` id; with ``dry_run=true``, 200 with the estimate and
     nothing queued or written."""
     tokenizer = await services.tokenizers.get(payload.tokenizer_id)
+    await services.fetch_corpus(payload.corpus_path)
     await asyncio.to_thread(check_run_request, payload, tokenizer, services.layout.corpus_root)  # walks the corpus
     if payload.init_from is not None:
         parent = await services.runs.get(payload.init_from.run_id)

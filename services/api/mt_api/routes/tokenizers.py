@@ -39,6 +39,7 @@ async def train_tokenizer(
     """Queue a tokenizer training job. Answers 202 with the new ``tok_`` id and its ``Location``; with
     ``dry_run=true``, 200 with the estimate and nothing queued or written."""
     # Resolving the corpus walks folders and opens files: off the event loop.
+    await services.fetch_corpus(payload.corpus_path)
     await asyncio.to_thread(check_tokenizer_request, payload, services.layout.corpus_root)
     estimate = await services.tokenizer_estimate(payload)
     if dry_run:
