@@ -14,10 +14,8 @@ import pytest
 
 from mt_contracts import codec
 from mt_contracts.events import LogEvent
-from mt_contracts.requests import CompileChoice, TrainRunRequest, TrainTokenizerRequest
-from mt_contracts.tokenizers import resolve_config
+from mt_contracts.requests import CompileChoice, TrainRunRequest
 from mt_contracts.training import Finished, RunSpec, TrainingMessage, decode_message
-from mt_tokenizer_worker.methods import METHODS
 from mt_trainer_worker.training.loop import COMPILE_CACHE
 
 REQUEST = TrainRunRequest(
@@ -36,14 +34,6 @@ REQUEST = TrainRunRequest(
     device="cpu",
     compile="off",
 )
-
-
-@pytest.fixture
-def tokenizer_dir(tmp_path: Path, shakespeare: str) -> Path:
-    out = tmp_path / "tokenizer"
-    config = resolve_config(TrainTokenizerRequest(corpus_path="small.txt", vocab_size=300))
-    METHODS["bpe"].train(iter([shakespeare[:30_000].splitlines(keepends=True)]), config, out)
-    return out
 
 
 def _train(

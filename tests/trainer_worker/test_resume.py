@@ -9,17 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from safetensors.torch import load_file
 
 from mt_contracts import codec
 from mt_contracts.events import CheckpointEvent, ProgressEvent, Resumed, ValidationEvent
 from mt_contracts.jobs import EvalPoint
-from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
-from mt_contracts.tokenizers import resolve_config
+from mt_contracts.requests import TrainRunRequest
 from mt_contracts.training import Finished, RunSpec, TrainingMessage, decode_message
 from mt_storage.checkpoints import read_index
-from mt_tokenizer_worker.methods import METHODS
 
 REQUEST = TrainRunRequest(
     tokenizer_id="tok_01JDQ8ZQ0000000000000000AA",
@@ -39,14 +36,6 @@ REQUEST = TrainRunRequest(
     gradient_accumulation_steps=2,
     device="cpu",
 )
-
-
-@pytest.fixture
-def tokenizer_dir(tmp_path: Path, shakespeare: str) -> Path:
-    out = tmp_path / "tokenizer"
-    config = resolve_config(TrainTokenizerRequest(corpus_path="small.txt", vocab_size=300))
-    METHODS["bpe"].train(iter([shakespeare[:30_000].splitlines(keepends=True)]), config, out)
-    return out
 
 
 def _spec(tmp_path: Path, name: str, tokenizer_dir: Path, corpus_root: Path, progress_interval: float = 0.1) -> Path:
