@@ -133,6 +133,29 @@ async def test_encode_on_a_succeeded_tokenizer_whose_files_this_api_lacks_says_s
     )
 
 
+async def test_a_run_on_a_succeeded_tokenizer_whose_files_this_api_lacks_is_queued_but_not_estimated(
+    client: AsyncTestClient[Litestar], api_settings: ApiSettings, redis: Redis
+) -> None:
+    now = utcnow()
+    job = TokenizerJob(id=TOK, request=TrainTokenizerRequest(corpus_path="small.txt"), created_at=now, updated_at=now)
+    lifecycle = Lifecycle(tokenizer_jobs(redis), "tokenizer", 60)
+    await lifecycle.create(job)
+    lease = await lifecycle.start(TOK)
+    assert lease is not None
+    await lease.succeed(lambda record: record)
+    body = {"tokenizer_id": TOK, "corpus_path": "small.txt", "max_steps": 200}
+    # A dry run is the estimate: it cannot be given without the tokenizer's files.
+    dry = await client.post("/runs/train?dry_run=true", json=body)
+    assert dry.status_code == 503, dry.text
+    tokenizer_file = Path(api_settings.app.artifacts_root).resolve() / "tokenizers" / TOK / "tokenizer.json"
+    detail = f"the run cannot be estimated: [Errno 2] No such file or directory: '{tokenizer_file}'; see /readyz"
+    assert dry.json()["detail"] == detail
+    # A real run is never refused for its estimate: the worker, which may see other storage, decides.
+    submitted = await client.post("/runs/train", json=body)
+    assert submitted.status_code == 202, submitted.text
+    assert submitted.json()["status"] == "queued"
+
+
 async def test_with_an_object_store_readiness_is_the_bucket_and_a_writable_cache(
     api_settings: ApiSettings, s3_settings: StorageSettings, redis: Redis
 ) -> None:

@@ -169,6 +169,25 @@ def _file_digest(path: Path) -> str:
     return _digest_of(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
+@functools.lru_cache(maxsize=64)
+def _tokenizer_of(path: str, inode: int, size: int, mtime_ns: int) -> Tokenizer:
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return Tokenizer.from_str(text)
+    except Exception as exc:  # the library raises a bare Exception for a file it cannot parse
+        raise OSError(f"{path} is not a tokenizer file: {exc}") from exc
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """The tokenizer saved at ``path``, parsed again only when the file's stat data changed.
+
+    Raises:
+        OSError: the file is missing or unreadable, or not a ``tokenizers`` file.
+    """
+    stat = path.stat()
+    return _tokenizer_of(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 def _train_documents(files: list[Path], val_fraction: float, seed: int) -> Iterator[Iterator[str]]:
     """The training split's documents as the training process splits them (``mt_storage.datasets``)."""
     if len(files) == 1:
@@ -236,7 +255,7 @@ def estimate_run(
         OSError: the tokenizer or a corpus file cannot be read.
     """
     corpus_bytes, corpus_lines = corpus_counts(corpus_root, request.corpus_path, files)
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer = load_tokenizer(tokenizer_file)
     vocab_size = tokenizer.get_vocab_size()
     n_params = count_parameters(request, vocab_size)  # the family's own count, without torch
     per_token = flops_per_token(request, n_params)
