@@ -378,10 +378,18 @@ class JobRunner(Generic[R, S]):
             # The ending is written whole even if a cancel or a shutdown arrives meanwhile (then re-raised).
             await _shielded(self._end(lease, log, writer, ending, state))
         finally:
-            await state.stop_keeping()
+            # Both tasks are told to stop before anything is awaited, and the waiting is shielded: a second
+            # cancel arriving meanwhile must not leave the heartbeats renewing the lease of a finished attempt.
             beats.cancel()
-            await asyncio.gather(beats, return_exceptions=True)
-            await writer.aclose()
+            await _shielded(self._wind_down(beats, state, writer))
+
+    @staticmethod
+    async def _wind_down(beats: asyncio.Task[None], state: _Attempt, writer: RecordWriter[R]) -> None:
+        """The attempt's last step: the keeper stopped (after a write under way), the heartbeats gone, the
+        record writer's coalesced writes flushed."""
+        await state.stop_keeping()
+        await asyncio.gather(beats, return_exceptions=True)
+        await writer.aclose()
 
     async def _heartbeats(
         self, lease: Lease[R], on_lost: Callable[[LeaseLost], None], on_cancelling: Callable[[], None]
