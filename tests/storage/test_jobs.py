@@ -167,6 +167,12 @@ async def test_list_pages_newest_first_with_a_status_filter(redis: Redis) -> Non
     failed, cursor = await store.list_page(limit=2, status="failed", cursor=cursor)
     assert ([r.id for r in failed], cursor) == ([ids[1]], None)
 
+    # A bounded scan examines only the newest max_scanned ids: a short page and where to go on from.
+    failed, cursor = await store.list_page(limit=5, status="failed", max_scanned=4)
+    assert ([r.id for r in failed], cursor) == ([ids[5], ids[3]], ids[3])
+    failed, cursor = await store.list_page(limit=5, status="failed", cursor=cursor, max_scanned=4)
+    assert ([r.id for r in failed], cursor) == ([ids[1]], None)
+
 
 async def test_list_drops_expired_records_from_the_index(redis: Redis) -> None:
     lifecycle = _lifecycle(redis)

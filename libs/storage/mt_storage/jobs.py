@@ -124,20 +124,29 @@ class JobStore(Generic[R]):
         cursor: str | None = None,
         status: JobStatus | None = None,
         keep: Callable[[R], bool] | None = None,
+        max_scanned: int | None = None,
     ) -> tuple[list[R], str | None]:
         """Up to ``limit`` records, newest first, created before the record ``cursor`` (exclusive; ``None``
         starts at the newest), only those in ``status`` and those ``keep`` accepts, when given.
 
         Returns the records and the cursor of the next page: the last id examined when older ids remain,
         else ``None``. With a filter the scan reads ids in batches until the page is full, so a rare status
-        costs a longer scan. Ids whose record expired are dropped from the index on the way.
+        costs a longer scan; ``max_scanned`` bounds it (the page may then be short, with a cursor to go on
+        from). Ids whose record expired are dropped from the index on the way.
         """
         items: list[R] = []
         upper = f"({cursor}" if cursor else "+"
         batch = limit if status is None and keep is None else max(limit, 100)
+        scanned = 0
         while True:
+            if max_scanned is not None:
+                if scanned >= max_scanned:
+                    more = await self._redis.zrevrangebylex(self.index_key, upper, "-", start=0, num=1)
+                    return items, (upper[1:] if more and upper != "+" else None)
+                batch = min(batch, max_scanned - scanned)
             found = await self._redis.zrevrangebylex(self.index_key, upper, "-", start=0, num=batch)
             ids = [value.decode() if isinstance(value, bytes) else str(value) for value in found]
+            scanned += len(ids)
             if not ids:
                 return items, None
             raws = await self._redis.mget([self.key(job_id) for job_id in ids])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import msgspec
@@ -37,6 +38,11 @@ from mt_storage.webhooks import WebhookStore
 logger = logging.getLogger(__name__)
 
 
+# An estimate's calibration runs: the succeeded among the newest this many runs, read at most this often.
+RECENT_RUNS_SCANNED = 2000
+RECENT_RUNS_SECONDS = 10.0
+
+
 class Services:
     """The gateway's collaborators; ``create_app`` builds one and handlers receive it by injection."""
 
@@ -64,6 +70,8 @@ class Services:
         self.corpus_guard = CorpusGuard(redis, self.tokenizers, self.runs, self.evals)
         # Uploaded corpora: the corpus root, or with an object store the bucket (the root is a cache of it).
         self.corpora = Corpora(self.layout.corpus_root, self.mirror)
+        self._recent_runs: tuple[float, list[RunJob]] | None = None
+        self._recent_runs_lock = asyncio.Lock()
 
     async def readiness(self) -> list[str]:
         """Reasons the gateway cannot serve; empty when Redis answers and the artifact storage is the one the
@@ -128,7 +136,7 @@ class Services:
         await self.pull(tokenizer_dir)
         root = self.layout.corpus_root
         files = await asyncio.to_thread(resolve_corpus, root, request.corpus_path)
-        recent, _ = await self.runs.list_page(limit=100, status="succeeded")
+        recent = await self.recent_succeeded_runs()
         try:
             return await asyncio.to_thread(
                 estimate_run,
@@ -146,6 +154,21 @@ class Services:
                 raise Unavailable(f"the run cannot be estimated: {exc}; see /readyz") from exc
             logger.warning("no estimate", extra={"event": "estimate_failed", "error": str(exc)})
             return None
+
+    async def recent_succeeded_runs(self) -> list[RunJob]:
+        """Up to 100 succeeded runs among the newest ``RECENT_RUNS_SCANNED`` (what estimates calibrate
+        against), read again at most every ``RECENT_RUNS_SECONDS``: finding them scans the run index, and a
+        submission must not cost a scan of every run ever queued."""
+        cached = self._recent_runs
+        if cached is not None and time.monotonic() - cached[0] < RECENT_RUNS_SECONDS:
+            return cached[1]
+        async with self._recent_runs_lock:  # concurrent submissions share one read
+            cached = self._recent_runs
+            if cached is None or time.monotonic() - cached[0] >= RECENT_RUNS_SECONDS:
+                runs, _ = await self.runs.list_page(limit=100, status="succeeded", max_scanned=RECENT_RUNS_SCANNED)
+                cached = (time.monotonic(), runs)
+                self._recent_runs = cached
+            return cached[1]
 
     async def fetch_corpus(self, corpus_path: str | None) -> None:
         """Before a request's ``corpus_path`` is checked or estimated: with an object store, the uploaded
