@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from mt_api.estimates import MB, TOKENIZER_COSTS, estimate_run, estimate_tokenizer
+from mt_api.estimates import MB, TOKENIZER_COSTS, corpus_counts, estimate_run, estimate_tokenizer
 from mt_contracts.corpora import RunEstimate
 from mt_contracts.requests import TokenizerMethodName, TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.settings import EstimateSettings
@@ -148,3 +148,13 @@ def test_each_run_warning_holds_whether_the_dataset_is_sampled_or_cached(
         again = estimate()
         assert again.tokens_exact and again.train_tokens == result.train_tokens
         assert _warned(again) == [*expected, "throughput"]
+
+
+def test_corpus_counts_follow_a_file_that_changes(tmp_path: Path) -> None:
+    corpus = tmp_path / "growing.txt"
+    corpus.write_text("one\ntwo\n")
+    size, lines = corpus_counts(tmp_path, "growing.txt", [corpus])
+    assert size == 8
+    with corpus.open("a") as handle:
+        handle.write("three\n")
+    assert corpus_counts(tmp_path, "growing.txt", [corpus]) == (size + 6, lines + 1)
