@@ -113,8 +113,8 @@ def _steady(times: list[float], tokens_per_step: int) -> float:
     return median([tokens_per_step / (b - a) for a, b in zip(times[skip - 1 :], times[skip:], strict=False)])
 
 
-def ours(spec: RunSpec, env: dict[str, str]) -> Measured:
-    command = [sys.executable, "-m", "mt_trainer_worker.training"]
+def ours(spec: RunSpec, env: dict[str, str], niceness: int = 0) -> Measured:
+    command = [sys.executable, "-m", "mt_trainer_worker.training", "--nice", str(niceness)]
     spawned, stdout, peak = _run(command, codec.encode(spec), env)
     events = [e for line in stdout.splitlines() if isinstance(e := decode_message(line), ProgressEvent)]
     ends = [datetime.fromisoformat(e.ts.replace("Z", "+00:00")).timestamp() for e in events]

@@ -78,11 +78,6 @@ def _cost_key(request: TrainTokenizerRequest) -> str:
     return f"sentencepiece-{request.model_type or SENTENCEPIECE_MODEL_TYPE}"
 
 
-# Above this many epochs a run without dropout is told to use it: on Tiny Shakespeare a 4x256 model read 8.8
-# times without it ended 0.63 nats above its training loss (issue 19's measurement).
-DROPOUT_ADVICE_EPOCHS = 2.0
-
-
 def corpus_counts(corpus_root: Path, corpus_path: str, files: list[Path]) -> tuple[int, int]:
     """Bytes and lines of the corpus: an uploaded corpus's manifest when ``corpus_path`` names one whole,
     else the files' sizes and ``count_lines`` (a quick pass over the bytes, cached per file)."""
@@ -320,11 +315,6 @@ def estimate_run(
         warnings.append(
             f"the run reads the training split {epochs:.1f} times (above ESTIMATE__MAX_EPOCHS "
             f"{settings.max_epochs:g}): risk of overfitting; lower max_steps or add text"
-        )
-    if request.dropout == 0 and epochs > DROPOUT_ADVICE_EPOCHS:
-        warnings.append(
-            f"dropout is 0 while the run reads the training split {epochs:.1f} times: the validation loss will "
-            "part from the training loss; send dropout 0.1-0.2 (docs/benchmarks.md, quality per minute)"
         )
     rate, used = measured_throughput(recent, settings.throughput_runs)
     if rate is None:
