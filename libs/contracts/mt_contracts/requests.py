@@ -228,6 +228,37 @@ class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
         return DEFAULT_MAX_STEPS
 
 
+# The llama options that run requests held as top-level fields before ``model_options``: records written then
+# (run jobs, model manifests, run specs) hold them, ``null`` when not sent. Frozen: later options never were.
+LEGACY_MODEL_OPTIONS = ("n_kv_head", "intermediate_size")
+
+
+def upgrade_legacy_run_requests(value: object) -> object | None:
+    """``value`` (decoded JSON) with each run request in the shape before ``model_options`` (an object holding
+    ``tokenizer_id`` and a ``LEGACY_MODEL_OPTIONS`` key) in today's: its non-null legacy fields moved into
+    ``model_options``. ``None`` when ``value`` holds no such request."""
+    upgraded, changed = _upgrade(value)
+    return upgraded if changed else None
+
+
+def _upgrade(value: object) -> tuple[object, bool]:
+    if isinstance(value, list):
+        items = [_upgrade(item) for item in value]
+        return [item for item, _ in items], any(changed for _, changed in items)
+    if not isinstance(value, dict):
+        return value, False
+    upgraded: dict[str, object] = {}
+    changed = False
+    for key, item in value.items():
+        upgraded[str(key)], item_changed = _upgrade(item)
+        changed = changed or item_changed
+    if "tokenizer_id" in upgraded and any(name in upgraded for name in LEGACY_MODEL_OPTIONS):
+        legacy = {name: upgraded.pop(name, None) for name in LEGACY_MODEL_OPTIONS}
+        upgraded["model_options"] = {name: option for name, option in legacy.items() if option is not None}
+        changed = True
+    return upgraded, changed
+
+
 class ResumeRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``POST /runs/{id}/resume``: continue a failed or cancelled run from its last checkpoint, optionally
     with a new step budget (``max_steps`` replaces ``max_steps``/``max_tokens``; the cosine schedule then
