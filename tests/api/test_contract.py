@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from mt_api.app import create_app
 from mt_api.openapi import EVENT_ID_PATTERN, STATIC_DIR
 from mt_contracts.events import is_event_id
+from mt_contracts.families import FAMILIES, OPTION_OWNERS, OPTIONS
 from mt_contracts.requests import (
     EncodeRequest,
     EvaluateRequest,
@@ -69,7 +70,7 @@ def _wrong_values(kind: msgspec.inspect.Type) -> list[object]:
             return [1, True, ["x"]]
         case msgspec.inspect.ListType() | msgspec.inspect.TupleType():
             return ["x", {"0": "x"}]
-        case msgspec.inspect.StructType():
+        case msgspec.inspect.StructType() | msgspec.inspect.DictType():
             return ["x", ["x"], 1]
         case msgspec.inspect.NoneType():
             return []
@@ -291,11 +292,21 @@ async def test_the_document_declares_bodies_errors_and_unions(client: AsyncTestC
     ]
     assert run_body["discriminator"]["propertyName"] == "model"
     gpt2, llama = schemas["Gpt2RunRequest"], schemas["LlamaRunRequest"]
-    assert gpt2["properties"]["n_kv_head"] == {"type": "null", "description": "Not with model gpt2: absent or null."}
-    assert llama["properties"]["n_kv_head"]["anyOf"][0] == {
+    # Each family's model_options is its options Struct: exactly its options, never null, nothing else.
+    for name, family in FAMILIES.items():
+        variant = schemas[f"{name.capitalize()}RunRequest"]
+        options = variant["properties"]["model_options"]
+        assert options["$ref"] == f"#/components/schemas/{family.options_type.__name__}"
+        component = schemas[family.options_type.__name__]
+        assert list(component["properties"]) == list(OPTIONS[name]), name
+        assert component["additionalProperties"] is False and component["required"] == []
+        assert set(variant["properties"]) & set(OPTION_OWNERS) == set(), name
+    assert schemas["Gpt2Options"]["properties"] == {}
+    assert schemas["LlamaOptions"]["properties"]["n_kv_head"] == {
         "type": "integer", "minimum": 1, "maximum": 64,
-        "description": "llama only: key/value heads (grouped-query attention).",
+        "description": "Key/value heads (grouped-query attention); default n_head.",
     }  # fmt: skip
+    assert gpt2["properties"]["model_options"]["default"] == llama["properties"]["model_options"]["default"] == {}
     assert gpt2["required"] == ["tokenizer_id", "corpus_path"] and llama["required"][-1] == "model"
     assert gpt2["properties"]["init_from"] == llama["properties"]["init_from"]
     for name in ("TrainRunRequest", "EncodeRequest", "ResumeRunRequest", "GenerateRequest", "ExportRequest"):

@@ -16,7 +16,7 @@ from mt_storage.layout import Layout
 
 PARENT = "run_01JDQ8ZQ0000000000000000AA"
 BASE: dict[str, object] = {"tokenizer_id": "tok_01JDQ8ZQ0000000000000000AA", "corpus_path": "x.txt"}
-LLAMA = {**BASE, "model": "llama", "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 32}
+LLAMA = {**BASE, "model": "llama", "n_layer": 2, "n_head": 4, "n_embd": 32, "model_options": {"n_kv_head": 2}}
 
 
 def _request(body: dict[str, object], **changes: object) -> TrainRunRequest:
@@ -40,12 +40,12 @@ def _problems(tmp_path: Path, request: TrainRunRequest, parent: RunJob) -> list[
 
 
 def test_every_differing_shape_is_named_with_the_parents_value(tmp_path: Path) -> None:
-    request = _request(LLAMA, n_embd=64, n_kv_head=None, intermediate_size=256)
+    request = _request(LLAMA, n_embd=64, model_options={"intermediate_size": 256})
     assert _problems(tmp_path, request, _parent(LLAMA)) == [
         (
-            "n_kv_head",
-            f"init_from run {PARENT} has n_kv_head=2 and this run n_kv_head=4: weights of another shape cannot be "
-            "loaded; send n_kv_head=2",
+            "model_options.n_kv_head",
+            f"init_from run {PARENT} has model_options.n_kv_head=2 and this run model_options.n_kv_head=4: weights "
+            "of another shape cannot be loaded; send model_options.n_kv_head=2",
         ),
         (
             "n_embd",
@@ -53,9 +53,10 @@ def test_every_differing_shape_is_named_with_the_parents_value(tmp_path: Path) -
             "loaded; send n_embd=32",
         ),
         (
-            "intermediate_size",
-            f"init_from run {PARENT} has intermediate_size=128 and this run intermediate_size=256: weights of "
-            "another shape cannot be loaded; send intermediate_size=128",
+            "model_options.intermediate_size",
+            f"init_from run {PARENT} has model_options.intermediate_size=128 and this run "
+            "model_options.intermediate_size=256: weights of another shape cannot be loaded; send "
+            "model_options.intermediate_size=128",
         ),
     ]
 

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from mt_api.app import create_app
 from mt_api.ui import ASSETS, CONTENT_SECURITY_POLICY, FORMS, UPLOT_VERSION, FormField, form_fields
 from mt_contracts import codec
+from mt_contracts.families.llama import LlamaOptions
 from mt_contracts.jobs import JobStatus, RunJob, RunPage
 from mt_contracts.requests import TrainRunRequest
 from mt_contracts.settings import ApiSettings, GatewaySettings
@@ -117,11 +118,37 @@ async def test_the_runs_filter_offers_every_status_and_stalled_lists_the_stalled
 
 
 def test_run_form_follows_the_contract() -> None:
-    fields = {field.name: field for field in form_fields(TrainRunRequest)}
-    # Every field of the contract, a nested body (init_from) as one optional input per field of it.
-    nested = {"init_from": ["init_from.run_id", "init_from.checkpoint"]}
+    fields = {field.name: field for field in FORMS["run"]}
+    # Every field of the contract, a nested body (init_from) as one optional input per field of it, and
+    # model_options as one per option of any family, labelled with the families that take it.
+    nested = {
+        "init_from": ["init_from.run_id", "init_from.checkpoint"],
+        "model_options": ["model_options.n_kv_head", "model_options.intermediate_size"],
+    }
     names = [field.name for field in msgspec.structs.fields(TrainRunRequest)]
     assert list(fields) == [name for field in names for name in nested.get(field, [field])]
+    assert fields["model_options.n_kv_head"] == FormField(
+        name="model_options.n_kv_head",
+        kind="int",
+        required=False,
+        optional=True,
+        default="",
+        choices=[],
+        limits="1 to 64",
+        pattern="",
+        description="Key/value heads (grouped-query attention); default n_head.",
+        families=["llama"],
+    )
+    assert fields["model_options.n_kv_head"].hint == (
+        "integer, 1 to 64; empty: the server's default; only with model llama. Key/value heads (grouped-query "
+        "attention); default n_head."
+    )
+    # An option two families share is one input (one JSON key), labelled with both.
+    shared = form_fields(TrainRunRequest, {"llama": LlamaOptions, "other": LlamaOptions})
+    assert [(field.name, field.families) for field in shared if field.families] == [
+        ("model_options.n_kv_head", ["llama", "other"]),
+        ("model_options.intermediate_size", ["llama", "other"]),
+    ]
     assert (fields["init_from.run_id"].kind, fields["init_from.run_id"].optional) == ("str", True)
     assert not fields["init_from.run_id"].required and fields["init_from.checkpoint"].kind == "int"
     assert fields["n_layer"] == FormField(

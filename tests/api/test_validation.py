@@ -130,12 +130,24 @@ async def test_symlink_out_of_the_corpus_root_is_refused(
         ({"launcher": "mpirun"}, 400, "launcher", "Invalid enum value 'mpirun'"),
         ({}, 404, "tokenizer_id", "no tokenizer tok_01JDQ8ZQ0000000000000000AA"),
         ({"model": "mamba"}, 400, "model", "Invalid enum value 'mamba'"),
-        ({"n_kv_head": 2}, 400, "n_kv_head", "applies to model 'llama' only; remove it or send model='llama'"),
-        ({"intermediate_size": 256}, 400, "intermediate_size", "applies to model 'llama' only"),
-        ({"model": "llama", "n_head": 4, "n_kv_head": 3}, 400, "n_kv_head", "n_head=4 must be divisible by n_kv_head"),
+        ({"n_kv_head": 2}, 400, "n_kv_head", "unknown field; remove it"),
+        (
+            {"model_options": {"n_kv_head": 2}},
+            400,
+            "model_options.n_kv_head",
+            "model 'gpt2' takes no option n_kv_head; its options are: (none); remove it or send model='llama'",
+        ),
+        (
+            {"model": "llama", "n_head": 4, "model_options": {"n_kv_head": 3}},
+            400,
+            "model_options.n_kv_head",
+            "n_head=4 must be divisible by n_kv_head",
+        ),
         ({"model": "llama", "n_head": 4, "n_embd": 130}, 400, "n_embd", "n_embd=130 must be divisible by n_head=4"),
         ({"model": "llama", "n_head": 4, "n_embd": 20}, 400, "n_embd", "n_embd/n_head=5 must be even for rotary"),
-        ({"model": "llama", "intermediate_size": 4}, 400, "intermediate_size", ">= 8"),
+        ({"model": "llama", "model_options": {"intermediate_size": 4}}, 400, "model_options.intermediate_size", ">= 8"),
+        ({"model_options": {"n_kv_head": None}}, 400, "model_options.n_kv_head", "got `null`"),
+        ({"model_options": [2]}, 400, "model_options", "Expected `object`, got `array`"),
         ({"init_from": {"run_id": "run_bad"}}, 400, "init_from.run_id", "matching regex"),
         ({"init_from": {"run_id": UNKNOWN_RUN, "step": 3}}, 400, "init_from", "unknown field `step`"),
         ({"init_from": {"run_id": UNKNOWN_RUN, "checkpoint": -1}}, 400, "init_from.checkpoint", ">= 0"),
@@ -153,6 +165,40 @@ async def test_bad_run_requests_are_refused(
     response = await client.post("/runs/train", json={**GOOD_RUN, **changes})
     assert response.status_code == status, response.text
     assert field in response.text and message in response.text, response.text
+    await assert_nothing_written(redis, api_settings)
+
+
+async def test_every_bad_model_option_is_one_error_naming_it(
+    client: AsyncTestClient[Litestar], redis: Redis, api_settings: ApiSettings
+) -> None:
+    options = {"n_kv_heads": 2, "n_kv_head": "2", "intermediate_size": 70_000}
+    response = await client.post("/runs/train", json={**GOOD_RUN, "model": "llama", "model_options": options})
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"] == [
+        {
+            "field": "model_options.n_kv_heads",
+            "message": "model 'llama' takes no option n_kv_heads; its options are: n_kv_head, intermediate_size; "
+            "did you mean 'n_kv_head'?",
+            "source": "body",
+        },
+        {
+            "field": "model_options.n_kv_head",
+            "message": "Expected `int`, got `str`: send an integer as JSON, not a string",
+            "source": "body",
+        },
+        {"field": "model_options.intermediate_size", "message": "Expected `int` <= 65536", "source": "body"},
+    ]
+    # Values no option takes (null, arrays, objects) are refused when the body is read, each by its name too.
+    options = {"n_kv_head": None, "intermediate_size": [64]}
+    response = await client.post("/runs/train", json={**GOOD_RUN, "model": "llama", "model_options": options})
+    assert response.status_code == 400, response.text
+    wanted = (
+        "Expected `bool | int | float | str`, got `{}`: send a value of type bool | int | float | str as JSON, not {}"
+    )
+    assert response.json()["errors"] == [
+        {"field": "model_options.n_kv_head", "message": wanted.format("null", "null"), "source": "body"},
+        {"field": "model_options.intermediate_size", "message": wanted.format("array", "an array"), "source": "body"},
+    ]
     await assert_nothing_written(redis, api_settings)
 
 

@@ -71,7 +71,7 @@ def test_train_options_are_the_contract_fields() -> None:
         command = _command(f"{group} train")
         assert command is not None
         names = {param.name for param in command.params} - {"detach", "as_json", "dry_run"}
-        # A nested body (a run's init_from) is one option per field of it.
+        # A nested body (a run's init_from) is one option per field of it; model_options one repeated option.
         nested = {"init_from": {"init_from_run_id", "init_from_checkpoint"}}
         assert names == {option for field in struct.__struct_fields__ for option in nested.get(field, {field})}
     runs_train = _command("runs train")
@@ -90,6 +90,23 @@ def test_train_options_are_the_contract_fields() -> None:
     )
     corpus = next(param for param in runs_train.params if param.name == "corpus_path")
     assert corpus.required
+    model_options = next(param for param in runs_train.params if param.name == "model_options")
+    assert isinstance(model_options, click.Option) and model_options.multiple
+    assert model_options.opts == ["--model-option", "--model_option"]
+    assert model_options.help is not None and "llama: n_kv_head, intermediate_size" in model_options.help
+
+
+def test_model_options_are_name_value_pairs() -> None:
+    runs_train = _command("runs train")
+    assert runs_train is not None
+    args = ["--tokenizer_id", TOK, "--corpus_path", "x.txt", "--model", "llama", "--model-option", "n_kv_head=2"]
+    args += ["--model_option", "intermediate_size=96", "--model-option", "act=silu"]
+    with runs_train.make_context("train", args) as context:
+        request = build_request(TrainRunRequest, context.params)
+    assert request.model_options == {"n_kv_head": 2, "intermediate_size": 96, "act": "silu"}
+    assert build_request(TrainRunRequest, {"tokenizer_id": TOK, "corpus_path": "x.txt", "model_options": ()}) == (
+        TrainRunRequest(tokenizer_id=TOK, corpus_path="x.txt")
+    )
 
 
 def test_build_request_sends_only_what_was_given() -> None:
@@ -110,6 +127,9 @@ def test_bad_option_is_a_usage_error_before_any_request(capsys: pytest.CaptureFi
     assert code == EXIT_USAGE
     assert "tokenizer_id" in capsys.readouterr().err
     assert run(["--url", "http://127.0.0.1:9", "runs", "train", "--corpus_path", "a", "--n_layer", "49"]) == 2
+    args = ["--url", "http://127.0.0.1:9", "runs", "train", "--tokenizer_id", TOK, "--corpus_path", "a"]
+    assert run([*args, "--model-option", "n_kv_head"]) == EXIT_USAGE
+    assert "'n_kv_head' is not NAME=VALUE" in capsys.readouterr().err
 
 
 def _imports(package: Path) -> set[str]:

@@ -34,9 +34,8 @@ LLAMA: dict[str, object] = {
     "model": "llama",
     "n_layer": 1,
     "n_head": 4,
-    "n_kv_head": 2,
     "n_embd": 32,
-    "intermediate_size": 64,
+    "model_options": {"n_kv_head": 2, "intermediate_size": 64},
     "block_size": 32,
     "batch_size": 4,
     "max_steps": 20,
@@ -110,9 +109,14 @@ async def test_llama_trains_evaluates_generates_exports_and_a_run_starts_from_it
         runs_before = await _run_count(client)
         refusals: list[tuple[dict[str, object], int, str, str]] = [
             ({"n_embd": 64}, 400, "n_embd", "has n_embd=32 and this run n_embd=64"),
-            ({"n_kv_head": None}, 400, "n_kv_head", "has n_kv_head=2 and this run n_kv_head=4"),
+            (
+                {"model_options": {"intermediate_size": 64}},
+                400,
+                "model_options.n_kv_head",
+                "has model_options.n_kv_head=2 and this run model_options.n_kv_head=4",
+            ),
             ({"tokenizer_id": other_tokenizer}, 400, "tokenizer_id", f"trained with tokenizer {tokenizer_id}"),
-            ({"model": "gpt2", "n_kv_head": None, "intermediate_size": None}, 400, "model", "is a 'llama' model"),
+            ({"model": "gpt2", "model_options": {}}, 400, "model", "is a 'llama' model"),
             ({"init_from": {"run_id": "run_01JDQ8ZQ0000000000000000AA"}}, 404, "init_from.run_id", "no run"),
             ({"init_from": {"run_id": parent.id, "checkpoint": 5}}, 404, "init_from.checkpoint", "kept steps: 10, 20"),
         ]

@@ -1,5 +1,6 @@
-"""Model families: the registry agrees with the request's choices, the parameter count the API can give
-without torch is the built model's, and a family's config is what transformers builds."""
+"""Model families: the registry agrees with the request's choices and each family declares a proper options
+Struct, the parameter count the API can give without torch is the built model's, a family's config is what
+transformers builds, and the request's model_options are checked against the family's options."""
 
 from __future__ import annotations
 
@@ -9,8 +10,19 @@ import msgspec
 import pytest
 from transformers import GPT2LMHeadModel, LlamaForCausalLM
 
-from mt_contracts.families import FAMILIES, ModelName, check_model, count_parameters, family_of
-from mt_contracts.families.llama import default_intermediate_size
+from mt_contracts.families import (
+    FAMILIES,
+    OPTION_OWNERS,
+    OPTIONS,
+    ModelName,
+    ModelOptions,
+    check_model,
+    count_parameters,
+    family_of,
+    options_of,
+)
+from mt_contracts.families.gpt2 import Gpt2Options
+from mt_contracts.families.llama import LlamaOptions, default_intermediate_size
 from mt_contracts.requests import TrainRunRequest
 from mt_trainer_worker.training.models import build_model
 
@@ -22,8 +34,24 @@ def _request(**changes: object) -> TrainRunRequest:
 
 
 def test_every_model_name_is_a_registered_family() -> None:
-    assert set(get_args(ModelName)) == set(FAMILIES) == {"gpt2", "llama"}
+    assert get_args(ModelName) == tuple(FAMILIES) == ("gpt2", "llama")
     assert all(name == family.name for name, family in FAMILIES.items())
+    assert {name: family.options_type for name, family in FAMILIES.items()} == {
+        "gpt2": Gpt2Options,
+        "llama": LlamaOptions,
+    }
+    assert OPTIONS == {"gpt2": (), "llama": ("n_kv_head", "intermediate_size")}
+    assert OPTION_OWNERS == {"n_kv_head": ("llama",), "intermediate_size": ("llama",)}
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_each_family_declares_a_frozen_strict_options_struct_whose_options_have_defaults(name: str) -> None:
+    options_type = FAMILIES[name].options_type
+    config = options_type.__struct_config__
+    assert (config.frozen, config.forbid_unknown_fields) == (True, True)
+    assert [field.name for field in msgspec.structs.fields(options_type) if field.required] == []
+    # Nothing sent: every option takes its default.
+    assert options_of(_request(model=name), options_type) == options_type()
 
 
 @pytest.mark.parametrize(
@@ -32,8 +60,21 @@ def test_every_model_name_is_a_registered_family() -> None:
         {},
         {"n_layer": 2, "n_head": 2, "n_embd": 48, "block_size": 64},
         {"model": "llama"},
-        {"model": "llama", "n_layer": 3, "n_head": 4, "n_kv_head": 2, "n_embd": 64, "intermediate_size": 100},
-        {"model": "llama", "n_layer": 1, "n_head": 8, "n_kv_head": 1, "n_embd": 32, "block_size": 16},
+        {
+            "model": "llama",
+            "n_layer": 3,
+            "n_head": 4,
+            "n_embd": 64,
+            "model_options": {"n_kv_head": 2, "intermediate_size": 100},
+        },
+        {
+            "model": "llama",
+            "n_layer": 1,
+            "n_head": 8,
+            "n_embd": 32,
+            "block_size": 16,
+            "model_options": {"n_kv_head": 1},
+        },
     ],
 )
 def test_the_parameter_count_is_the_built_models(changes: dict[str, object]) -> None:
@@ -44,7 +85,7 @@ def test_the_parameter_count_is_the_built_models(changes: dict[str, object]) -> 
 
 
 def test_llama_is_rmsnorm_rotary_swiglu_with_grouped_query_attention() -> None:
-    request = _request(model="llama", n_layer=2, n_head=4, n_kv_head=2, n_embd=32, block_size=16)
+    request = _request(model="llama", n_layer=2, n_head=4, n_embd=32, block_size=16, model_options={"n_kv_head": 2})
     model = build_model(request, vocab_size=300, end_of_text_id=0)
     assert isinstance(model, LlamaForCausalLM)
     config = model.config
@@ -70,7 +111,7 @@ def test_default_intermediate_size_is_the_swiglu_width_rounded_up() -> None:
 def test_shapes_name_what_fixes_the_weights() -> None:
     llama = _request(model="llama", n_head=4, n_embd=64)
     assert family_of(llama).shape(llama) == {
-        "n_layer": 4, "n_head": 4, "n_kv_head": 4, "n_embd": 64, "intermediate_size": 192,
+        "n_layer": 4, "n_head": 4, "model_options.n_kv_head": 4, "n_embd": 64, "model_options.intermediate_size": 192,
     }  # fmt: skip
     # Rotary positions have no weights, learned ones do.
     assert "block_size" not in family_of(llama).shape(llama)
@@ -78,12 +119,37 @@ def test_shapes_name_what_fixes_the_weights() -> None:
 
 
 def test_checks_list_every_problem() -> None:
-    assert check_model(_request(model="llama", n_head=4, n_embd=20, n_kv_head=3)) == [
+    assert check_model(_request(model="llama", n_head=4, n_embd=20, model_options={"n_kv_head": 3})) == [
         ("n_embd", "the head size n_embd/n_head=5 must be even for rotary positions; change n_embd or n_head"),
-        ("n_kv_head", "n_head=4 must be divisible by n_kv_head=3"),
+        ("model_options.n_kv_head", "n_head=4 must be divisible by n_kv_head=3"),
     ]
-    assert check_model(_request(n_kv_head=2, intermediate_size=64)) == [
-        ("n_kv_head", "n_kv_head applies to model 'llama' only; remove it or send model='llama'"),
-        ("intermediate_size", "intermediate_size applies to model 'llama' only; remove it or send model='llama'"),
+    assert check_model(_request(model="llama", model_options={"n_kv_head": 2})) == []
+
+
+def test_model_options_are_checked_against_the_familys_options() -> None:
+    gpt2 = _request(n_embd=130, model_options={"n_kv_head": 2, "rope_theta": 1e4})
+    assert check_model(gpt2) == [
+        (
+            "model_options.n_kv_head",
+            "model 'gpt2' takes no option n_kv_head; its options are: (none); remove it or send model='llama'",
+        ),
+        ("model_options.rope_theta", "model 'gpt2' takes no option rope_theta; its options are: (none); remove it"),
+        ("n_embd", "n_embd=130 must be divisible by n_head=4"),
     ]
-    assert check_model(_request(model="llama", n_kv_head=2)) == []
+    llama = {"model": "llama", "n_head": 4}
+    options: ModelOptions = {"n_kv_heads": 2, "n_kv_head": True, "intermediate_size": 4}
+    assert check_model(_request(**llama, model_options=options)) == [
+        (
+            "model_options.n_kv_heads",
+            "model 'llama' takes no option n_kv_heads; its options are: n_kv_head, intermediate_size; did you mean "
+            "'n_kv_head'?",
+        ),
+        ("model_options.n_kv_head", "Expected `int`, got `bool`: send an integer as JSON, not a boolean"),
+        ("model_options.intermediate_size", "Expected `int` >= 8"),
+    ]
+    # The family's own checks see the valid options.
+    assert check_model(_request(**llama, model_options={"n_kv_head": 3, "intermediate_size": 4.5})) == [
+        ("model_options.intermediate_size", "Expected `int`, got `float`: send an integer as JSON, not a number"),
+        ("model_options.n_kv_head", "n_head=4 must be divisible by n_kv_head=3"),
+    ]
+    assert options_of(_request(**llama, model_options={"n_kv_head": 2}), LlamaOptions) == LlamaOptions(n_kv_head=2)

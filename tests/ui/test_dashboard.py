@@ -170,6 +170,12 @@ async def test_launch_forms_show_field_errors_then_start_and_the_tokenizer_split
     await expect(page.locator("#tokenizer-vocab_size")).to_have_value("4096")
     await expect(page.locator("#tokenizer-vocab_size-hint")).to_contain_text("8 to 1000000")
     await expect(page.locator("#run-n_layer")).to_have_value("4")
+    # A model family's options: one input each, labelled with the family, empty (the family's default).
+    n_kv_head = page.locator('[id="run-model_options.n_kv_head"]')
+    await expect(n_kv_head).to_have_value("")
+    await expect(page.locator('label[for="run-model_options.n_kv_head"]')).to_have_text(
+        "model_options.n_kv_head (llama)"
+    )
     await screenshots(watched, screens, "launch")
 
     await page.fill("#tokenizer-corpus_path", "small.txt")
@@ -204,10 +210,24 @@ async def test_launch_forms_show_field_errors_then_start_and_the_tokenizer_split
         await screenshots(watched, screens, "launch-error")
         assert (await client.get("/runs")).json()["items"] == []  # nothing was queued
 
+        # A llama option with model gpt2: refused at its input, which the page sent nested in model_options.
         await page.fill("#run-n_layer", "1")
+        await n_kv_head.fill("2")
+        await page.click("#run-form button[type=submit]")
+        await expect(page.locator('[id="run-model_options.n_kv_head-error"]')).to_have_text(
+            "model 'gpt2' takes no option n_kv_head; its options are: (none); remove it or send model='llama'"
+        )
+        await expect(n_kv_head).to_have_attribute("aria-invalid", "true")
+        await expect(error).to_have_text("")
+        assert (await client.get("/runs")).json()["items"] == []
+
+        await n_kv_head.fill("")
         await page.click("#run-form button[type=submit]")
         await expect(page.locator("#run-started")).to_be_visible(timeout=30_000)
         await expect(error).to_have_text("")
+        # Only the options filled in are sent: none.
+        started_id = (await page.locator("#run-started").text_content() or "").strip()
+        assert (await client.get(f"/runs/{started_id}")).json()["request"]["model_options"] == {}
         await page.click("#run-started")
         await expect(page.locator("#status")).to_have_text("succeeded", timeout=300_000)
         await expect(page.locator("#metrics")).to_contain_text("val_bits_per_byte")

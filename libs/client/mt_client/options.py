@@ -2,7 +2,8 @@
 and help texts of ``mt ... train`` are the contract's own (one source of truth).
 
 Each field ``n_layer`` becomes ``--n_layer`` (also spelt ``--n-layer``); an option not given is not sent,
-so the server applies the contract's default, which the help shows.
+so the server applies the contract's default, which the help shows. A JSON-object field (a run's
+``model_options``) is one repeated ``--model-option NAME=VALUE``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,29 @@ S = TypeVar("S", bound=msgspec.Struct)
 OptionType = (
     click.IntRange | click.FloatRange | click.Choice[str] | click.types.StringParamType | click.types.BoolParamType
 )
+
+
+class KeyValue(click.ParamType[tuple[str, object], object]):
+    """``NAME=VALUE``: one entry of a JSON-object field; the value is a number or a boolean when it reads as
+    one in JSON (``2``, ``0.5``, ``true``), else the text itself."""
+
+    name = "NAME=VALUE"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, object]:
+        if isinstance(value, tuple):  # click converts a default again
+            return value
+        key, equals, text = str(value).partition("=")
+        if not equals or not key.strip():
+            self.fail(f"{value!r} is not NAME=VALUE", param, ctx)
+        return key.strip(), _scalar(text.strip())
+
+
+def _scalar(text: str) -> object:
+    try:
+        value: object = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
+    return value if isinstance(value, int | float) else text
 
 
 class _Shape(msgspec.Struct, frozen=True):
@@ -122,7 +146,16 @@ def struct_options(struct: type[msgspec.Struct], skip: frozenset[str] = frozense
         help_text = (shape.description or _doc_sentence(struct.__doc__ or "", field.name) or field.name).rstrip(".")
         default = None if field.required else _default_text(field)
         kind = shape.type
-        if isinstance(kind, mi.ListType):
+        if isinstance(kind, mi.DictType):
+            # One entry an option, named in the singular: ``--model-option n_kv_head=2``.
+            singular = field.name.removesuffix("s")
+            option = click.Option(
+                [field.name, f"--{singular.replace('_', '-')}", f"--{singular}"],
+                type=KeyValue(),
+                multiple=True,
+                help=f"{help_text} (NAME=VALUE; repeat the option for each).",
+            )
+        elif isinstance(kind, mi.ListType):
             option = click.Option(
                 _decls(field.name, False),
                 type=_param_type(kind.item_type),
@@ -166,6 +199,14 @@ def _nested_options(prefix: str, info: mi.StructType) -> list[click.Parameter]:
     return params
 
 
+def _object_fields(struct: type[msgspec.Struct]) -> list[str]:
+    """The fields of ``struct`` that are JSON objects (``dict``), given as ``NAME=VALUE`` pairs."""
+    info = mi.type_info(struct)
+    if not isinstance(info, mi.StructType):
+        return []
+    return [field.name for field in info.fields if isinstance(_shape(field.type).type, mi.DictType)]
+
+
 def _nested_fields(struct: type[msgspec.Struct]) -> dict[str, tuple[str, ...]]:
     """The fields of ``struct`` that are nested Structs, with the names of their own fields."""
     info = mi.type_info(struct)
@@ -195,6 +236,11 @@ def build_request(struct: type[S], values: Mapping[str, object]) -> S:
         for name, value in values.items()
         if name in struct.__struct_fields__ and value is not None and value != ()
     }
+    for name in _object_fields(struct):
+        pairs = values.get(name)
+        given.pop(name, None)
+        if isinstance(pairs, tuple) and pairs:
+            given[name] = {str(key): value for key, value in (pair for pair in pairs if isinstance(pair, tuple))}
     for name, subfields in _nested_fields(struct).items():
         inner = {sub: values[f"{name}_{sub}"] for sub in subfields if values.get(f"{name}_{sub}") is not None}
         if inner:

@@ -82,8 +82,7 @@ class BodyDecoder(Generic[T]):
             try:
                 msgspec.convert(value, field.type, strict=True)
             except msgspec.ValidationError as exc:
-                message, _, path = str(exc).partition(_AT)
-                problems.append(BodyProblem(name + path.rstrip("`"), _with_fix(message, value)))
+                problems.extend(_field_problems(name, field.type, value, exc))
         problems.extend(
             BodyProblem(name, "missing required field")
             for name, field in known.items()
@@ -91,6 +90,25 @@ class BodyDecoder(Generic[T]):
         )
         # A rule no single field shows (none in today's requests): msgspec's own first error.
         return problems or [BodyProblem(*_split(str(error)))]
+
+
+def _field_problems(name: str, field_type: object, value: object, error: msgspec.ValidationError) -> list[BodyProblem]:
+    """The problems of one top-level field; in a JSON object field (``model_options``) each bad value on its
+    own, named ``<field>.<key>`` (msgspec's path says ``[...]`` for a value of an object, not its key)."""
+    message, _, path = str(error).partition(_AT)
+    if path.startswith("[...]") and isinstance(value, dict):
+        found: list[BodyProblem] = []
+        for key, item in value.items():
+            try:
+                msgspec.convert({key: item}, field_type, strict=True)
+            except msgspec.ValidationError as exc:
+                text, _, inner = str(exc).partition(_AT)
+                found.append(
+                    BodyProblem(f"{name}.{key}{inner.removeprefix('[...]').rstrip('`')}", with_fix(text, item))
+                )
+        if found:
+            return found
+    return [BodyProblem(name + path.rstrip("`"), with_fix(message, value))]
 
 
 def _not_json(data: bytes, error: msgspec.DecodeError) -> InvalidBody:
@@ -107,6 +125,8 @@ def _json_kind(value: object) -> str:
     match value:
         case list():
             return "an array"
+        case dict():
+            return "an object"
         case str():
             return "a string"
         case bool():
@@ -124,7 +144,7 @@ def _unknown(name: str, known: list[str]) -> str:
     return f"unknown field; remove it ({hint})"
 
 
-def _with_fix(message: str, value: object) -> str:
+def with_fix(message: str, value: object) -> str:
     """msgspec's message, with the fix when the value is of the wrong JSON kind."""
     if message.startswith("Expected `") and ", got `" in message:
         wanted = message.removeprefix("Expected `").partition("`")[0]

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from mt_contracts.families import DEFAULT_MODEL, ModelName
+from mt_contracts.families import DEFAULT_MODEL, OPTIONS, ModelName, ModelOptions
 from mt_contracts.ids import RUN_ID_PATTERN, TOKENIZER_ID_PATTERN
 
 END_OF_TEXT = "<|endoftext|>"
@@ -133,13 +133,19 @@ COMPILE_DESCRIPTION = (
     f"{COMPILE_AUTO_MIN_STEPS} steps, where the compile time pays for itself). Falls back to eager, with a "
     "warning in the log, when the compiler is unavailable."
 )
+MODEL_DESCRIPTION = f"The model family: {' or '.join(OPTIONS)} (mt_contracts.families)."
+MODEL_OPTIONS_DESCRIPTION = (
+    "The options of the family `model` names, by name (empty: the family's defaults): "
+    + "; ".join(f"{model}: {', '.join(options) or 'none'}" for model, options in OPTIONS.items())
+    + "."
+)
 MAX_NODES = 64
 MAX_NPROC_PER_NODE = 64
 
 
 class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``POST /runs/train``: train a language model of family ``model`` (``gpt2`` or ``llama``, see
-    ``mt_contracts.families``) with a finished tokenizer.
+    """``POST /runs/train``: train a language model of family ``model`` (one of ``mt_contracts.families``;
+    ``gpt2`` when not sent) with a finished tokenizer.
 
     Sizes follow GPT-2's names in every family: ``n_layer`` transformer blocks of width ``n_embd`` with
     ``n_head`` attention heads over a context of ``block_size`` tokens. One optimiser step sees
@@ -152,16 +158,18 @@ class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     Loshchilov & Hutter 2019. ``val_fraction`` of the corpus (its tail, cut at a line boundary) is held out.
     A checkpoint is written every ``checkpoint_interval`` steps and at the end; the last
     ``keep_checkpoints`` are kept. ``device`` ``auto`` picks CUDA when present; ``precision`` ``bf16`` runs
-    the forward pass under bfloat16 autocast. ``n_kv_head`` and ``intermediate_size`` are the ``llama``
-    family's own (``null`` when not sent: ``n_head``, and the SwiGLU width ``ceil(8 * n_embd / 3 / 64) * 64``);
-    sending one with another family is a 400. ``init_from`` starts from another run's weights. ``compile``
+    the forward pass under bfloat16 autocast. ``model_options`` holds the family's own options (its options
+    Struct, e.g. ``llama``'s ``n_kv_head`` and ``intermediate_size``; an option not sent takes the family's
+    default); an option the family does not take, of another type or out of its bounds is a 400 naming
+    ``model_options.<name>``. ``init_from`` starts from another run's weights. ``compile``
     ``on`` trains a ``torch.compile``d model (``auto``: runs of 2,000 steps or more).
     """
 
     tokenizer_id: Annotated[str, Meta(pattern=TOKENIZER_ID_PATTERN)]
     corpus_path: CorpusPath
-    model: Annotated[ModelName, Meta(description="The model family: gpt2 or llama (mt_contracts.families).")] = (
-        DEFAULT_MODEL
+    model: Annotated[ModelName, Meta(description=MODEL_DESCRIPTION)] = DEFAULT_MODEL
+    model_options: Annotated[ModelOptions, Meta(description=MODEL_OPTIONS_DESCRIPTION)] = msgspec.field(
+        default_factory=dict
     )
     n_layer: Annotated[int, Meta(ge=1, le=48)] = 4
     n_head: Annotated[int, Meta(ge=1, le=64)] = 4
@@ -188,13 +196,6 @@ class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: Annotated[CompileChoice, Meta(description=COMPILE_DESCRIPTION)] = "auto"
-    # llama only (mt_contracts.families.llama)
-    n_kv_head: (
-        Annotated[int, Meta(ge=1, le=64, description="llama only: key/value heads (grouped-query attention).")] | None
-    ) = None
-    intermediate_size: (
-        Annotated[int, Meta(ge=8, le=65536, description="llama only: width of the SwiGLU MLP.")] | None
-    ) = None
     init_from: InitFrom | None = None
     launcher: Annotated[LauncherName, Meta(description=LAUNCHER_DESCRIPTION)] = "local"
     nnodes: Annotated[int, Meta(ge=1, le=MAX_NODES, description="Machines (torchrun, k8s-trainjob).")] = 1
@@ -225,6 +226,37 @@ class TrainRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
         if self.max_tokens is not None:
             return max(1, -(-self.max_tokens // self.tokens_per_step))
         return DEFAULT_MAX_STEPS
+
+
+# The llama options that run requests held as top-level fields before ``model_options``: records written then
+# (run jobs, model manifests, run specs) hold them, ``null`` when not sent. Frozen: later options never were.
+LEGACY_MODEL_OPTIONS = ("n_kv_head", "intermediate_size")
+
+
+def upgrade_legacy_run_requests(value: object) -> object | None:
+    """``value`` (decoded JSON) with each run request in the shape before ``model_options`` (an object holding
+    ``tokenizer_id`` and a ``LEGACY_MODEL_OPTIONS`` key) in today's: its non-null legacy fields moved into
+    ``model_options``. ``None`` when ``value`` holds no such request."""
+    upgraded, changed = _upgrade(value)
+    return upgraded if changed else None
+
+
+def _upgrade(value: object) -> tuple[object, bool]:
+    if isinstance(value, list):
+        items = [_upgrade(item) for item in value]
+        return [item for item, _ in items], any(changed for _, changed in items)
+    if not isinstance(value, dict):
+        return value, False
+    upgraded: dict[str, object] = {}
+    changed = False
+    for key, item in value.items():
+        upgraded[str(key)], item_changed = _upgrade(item)
+        changed = changed or item_changed
+    if "tokenizer_id" in upgraded and any(name in upgraded for name in LEGACY_MODEL_OPTIONS):
+        legacy = {name: upgraded.pop(name, None) for name in LEGACY_MODEL_OPTIONS}
+        upgraded["model_options"] = {name: option for name, option in legacy.items() if option is not None}
+        changed = True
+    return upgraded, changed
 
 
 class ResumeRunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -3,10 +3,11 @@
 Litestar describes each route's parameters and success response; this module adds what it cannot see:
 every error status a route answers (RFC 9457 problem JSON, ``application/problem+json``), the request
 bodies (decoded by ``mt_api.body``, so Litestar never saw them) with ``additionalProperties: false``, the
-method-specific tokenizer options, the model families' own run fields and the evaluation ``split`` as tagged
-unions (``oneOf`` with a ``discriminator``), the formats of ids, cursors and event ids, and ``?access_token``
-on the stream routes. ``/schema`` is Swagger UI served from the vendored ``static/swagger-ui`` (swagger-ui-dist, see its
-``package.json`` and ``LICENSE``): no CDN, no web fonts.
+method-specific tokenizer options, the model families (each variant's ``model_options`` its family's options
+Struct) and the evaluation ``split`` as tagged unions (``oneOf`` with a ``discriminator``), the formats of
+ids, cursors and event ids, and ``?access_token`` on the stream routes. ``/schema`` is Swagger UI served from
+the vendored ``static/swagger-ui`` (swagger-ui-dist, see its ``package.json`` and ``LICENSE``): no CDN, no
+web fonts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from mt_api.auth import PUBLIC
 from mt_api.errors import PROBLEM_JSON, Problem
 from mt_contracts.corpora import CORPUS_NAME_PATTERN, RunEstimate, TokenizerEstimate
 from mt_contracts.events import EVENT_KINDS
-from mt_contracts.families import DEFAULT_MODEL, FAMILIES, OPTION_OWNERS
+from mt_contracts.families import DEFAULT_MODEL, FAMILIES
 from mt_contracts.ids import EVAL_ID_PATTERN, RUN_ID_PATTERN, TOKENIZER_ID_PATTERN
 from mt_contracts.jobs import JobAccepted
 from mt_contracts.requests import (
@@ -159,6 +160,30 @@ def _variants(base: Json, tag: str, variants: list[tuple[str, list[str], bool, t
     return components, union
 
 
+def _run_variant(model: str) -> str:
+    return f"{model.capitalize()}RunRequest"
+
+
+def _options_schema(schema: Json) -> Json:
+    """A family's options Struct as ``model_options`` takes it: an option is absent or a value, never ``null``
+    (the request's JSON type refuses nulls), so each ``None`` the Struct allows leaves the schema."""
+    properties = _obj(schema, "properties")
+    for name, option in list(properties.items()):
+        if not isinstance(option, dict):
+            continue
+        listed = option.get("anyOf")
+        members = (
+            [m for m in listed if isinstance(m, dict) and m != {"type": "null"}] if isinstance(listed, list) else []
+        )
+        rest = {
+            key: value for key, value in option.items() if key != "anyOf" and not (key == "default" and value is None)
+        }
+        properties[name] = (
+            {**members[0], **rest} if len(members) == 1 else rest | ({"anyOf": members} if members else {})
+        )
+    return schema
+
+
 def _list(value: object) -> list[str]:
     return [str(item) for item in value] if isinstance(value, list) else []
 
@@ -187,20 +212,23 @@ def _request_schemas() -> tuple[Json, dict[tuple[str, str], Json]]:
     schemas.update(variants)
     bodies["post", "/tokenizers/train"] = union
 
-    # A run's model families, from their registry: each variant takes its own fields only.
+    # A run's model families, from their registry: each variant's model_options is its family's options Struct.
+    families = list(FAMILIES.values())
+    option_refs, option_components = msgspec.json.schema_components(
+        [family.options_type for family in families], ref_template=_REF
+    )
+    schemas.update({name: _options_schema(_obj(option_components, name)) for name in option_components})
     run_variants, run_union = _variants(
         _obj(schemas, "TrainRunRequest"),
         "model",
-        [
-            (
-                f"{family.name.capitalize()}RunRequest",
-                [family.name],
-                family.name != DEFAULT_MODEL,
-                tuple(option for option, owner in OPTION_OWNERS.items() if owner != family.name),
-            )
-            for family in FAMILIES.values()
-        ],
+        [(_run_variant(family.name), [family.name], family.name != DEFAULT_MODEL, ()) for family in families],
     )
+    for family, ref in zip(families, option_refs, strict=True):
+        _obj(_obj(run_variants, _run_variant(family.name)), "properties")["model_options"] = {
+            **ref,
+            "description": f"The options of model {family.name}; one not sent takes the family's default.",
+            "default": {},
+        }
     schemas.update(run_variants)
     bodies["post", "/runs/train"] = run_union
 

@@ -6,12 +6,14 @@ Content-Security-Policy that allows this origin only.
 
 The pages and their assets are open without a key (they hold no data); ``/ui/access`` says what the key sent
 may do, so that a page can hide what a read-only key cannot do. The launch forms are built from the request
-Structs (``form_fields``): names, defaults, limits and descriptions come from the contract, and the server's
-field errors are shown beside the inputs they name.
+Structs (``form_fields``): names, defaults, limits and descriptions come from the contract (a run's
+``model_options`` from each model family's options Struct), and the server's field errors are shown beside the
+inputs they name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +31,7 @@ from litestar.template.config import TemplateConfig
 
 from mt_api.auth import PUBLIC, bearer_key, key_scope
 from mt_api.services import Services
+from mt_contracts.families import FAMILIES
 from mt_contracts.jobs import JOB_STATUSES
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 
@@ -42,6 +45,7 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
     "font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+MODEL_OPTIONS = "model_options"
 FieldKind = Literal["int", "float", "str", "bool", "choice", "list", "pair"]
 
 
@@ -50,7 +54,8 @@ class FormField(msgspec.Struct, frozen=True, kw_only=True):
 
     ``kind`` says how the page reads the input back into JSON (``list``: one item a line; ``pair``: two numbers
     separated by a comma); ``optional`` fields may be left empty (then not sent: the server's default applies);
-    ``default`` is the value shown at first, as text; ``limits`` the bounds in words (``1 to 48``).
+    ``default`` is the value shown at first, as text; ``limits`` the bounds in words (``1 to 48``); ``families``
+    the model families that take it (a ``model_options`` input; empty for a field of every request).
     """
 
     name: str
@@ -62,6 +67,7 @@ class FormField(msgspec.Struct, frozen=True, kw_only=True):
     limits: str
     pattern: str
     description: str
+    families: list[str] = msgspec.field(default_factory=list)
 
     @property
     def hint(self) -> str:
@@ -84,6 +90,8 @@ class FormField(msgspec.Struct, frozen=True, kw_only=True):
         parts = [what + (f", {self.limits}" if self.limits else "")]
         if self.optional:
             parts.append("empty: the server's default")
+        if self.families:
+            parts.append("only with model " + " or ".join(self.families))
         text = "; ".join(parts)
         return f"{text}. {self.description}" if self.description else text
 
@@ -173,8 +181,12 @@ def _field(field: msgspec.inspect.Field) -> FormField:
     )
 
 
-def form_fields(request_type: type[msgspec.Struct]) -> list[FormField]:
-    """The inputs of a form for ``request_type``, in the Struct's field order.
+def form_fields(
+    request_type: type[msgspec.Struct], model_options: Mapping[str, type[msgspec.Struct]] | None = None
+) -> list[FormField]:
+    """The inputs of a form for ``request_type``, in the Struct's field order; its ``model_options`` field, a
+    JSON object, is one input per field of each family's options Struct in ``model_options`` (family name to
+    Struct).
 
     Raises:
         TypeError: a field's type has no input kind here (a new kind of field in a request contract).
@@ -184,6 +196,9 @@ def form_fields(request_type: type[msgspec.Struct]) -> list[FormField]:
         raise TypeError(f"{request_type.__name__} is not a Struct")
     fields: list[FormField] = []
     for field in info.fields:
+        if field.name == MODEL_OPTIONS and model_options is not None:
+            fields.extend(_option_fields(model_options))
+            continue
         nested = _nested(field.type)
         if nested is None:
             fields.append(_field(field))
@@ -196,6 +211,26 @@ def form_fields(request_type: type[msgspec.Struct]) -> list[FormField]:
     return fields
 
 
+def _option_fields(families: Mapping[str, type[msgspec.Struct]]) -> list[FormField]:
+    """One optional input ``model_options.<option>`` per option of the families (the page nests them, and sends
+    only those filled in), labelled with the families that take it; an option two families share is one input
+    (one JSON key), described by the first."""
+    inputs: dict[str, FormField] = {}
+    for family, options_type in families.items():
+        info = msgspec.inspect.type_info(options_type)
+        if not isinstance(info, msgspec.inspect.StructType):
+            raise TypeError(f"{options_type.__name__} is not a Struct")
+        for option in info.fields:
+            name = f"{MODEL_OPTIONS}.{option.name}"
+            known = inputs.get(name)
+            if known is None:
+                one = _field(option)
+                inputs[name] = msgspec.structs.replace(one, name=name, required=False, optional=True, families=[family])
+            else:
+                inputs[name] = msgspec.structs.replace(known, families=[*known.families, family])
+    return list(inputs.values())
+
+
 def _nested(info: msgspec.inspect.Type) -> msgspec.inspect.StructType | None:
     """The Struct type of an optional or plain nested-body field, else ``None``."""
     if isinstance(info, msgspec.inspect.UnionType):
@@ -206,7 +241,7 @@ def _nested(info: msgspec.inspect.Type) -> msgspec.inspect.StructType | None:
 
 FORMS = {
     "tokenizer": form_fields(TrainTokenizerRequest),
-    "run": form_fields(TrainRunRequest),
+    "run": form_fields(TrainRunRequest, {name: family.options_type for name, family in FAMILIES.items()}),
 }
 
 

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+import msgspec
+
 from mt_contracts.families.base import HfConfig
 
 if TYPE_CHECKING:
     from mt_contracts.requests import TrainRunRequest
 
 
+class Gpt2Options(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """GPT-2 takes no options beyond the common sizes."""
+
+
 class Gpt2Family:
     """``GPT2LMHeadModel`` with PyTorch's scaled dot-product attention."""
 
     name: ClassVar[str] = "gpt2"
-    options: ClassVar[tuple[str, ...]] = ()
+    options_type: ClassVar[type[msgspec.Struct]] = Gpt2Options
 
     def check(self, request: TrainRunRequest) -> list[tuple[str, str]]:
         if request.n_embd % request.n_head:

@@ -5,9 +5,12 @@ embedding, no biases."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
-from mt_contracts.families.base import HfConfig
+import msgspec
+from msgspec import Meta
+
+from mt_contracts.families.base import HfConfig, options_of
 
 if TYPE_CHECKING:
     from mt_contracts.requests import TrainRunRequest
@@ -22,13 +25,29 @@ def default_intermediate_size(n_embd: int) -> int:
     return -(-8 * n_embd // (3 * MULTIPLE_OF)) * MULTIPLE_OF
 
 
+class LlamaOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ``llama`` family's options, sent in a run request's ``model_options``; one not sent is derived from
+    the common sizes."""
+
+    n_kv_head: (
+        Annotated[int, Meta(ge=1, le=64, description="Key/value heads (grouped-query attention); default n_head.")]
+        | None
+    ) = None
+    intermediate_size: (
+        Annotated[
+            int, Meta(ge=8, le=65536, description="Width of the SwiGLU MLP; default ceil(8 * n_embd / 3 / 64) * 64.")
+        ]
+        | None
+    ) = None
+
+
 class LlamaFamily:
     """``LlamaForCausalLM`` with PyTorch's scaled dot-product attention; ``n_kv_head`` (default ``n_head``:
-    multi-head attention) and ``intermediate_size`` (default ``default_intermediate_size``) are its own
-    fields; ``dropout`` applies to the attention probabilities (the model has no other dropout)."""
+    multi-head attention) and ``intermediate_size`` (default ``default_intermediate_size``) are its options;
+    ``dropout`` applies to the attention probabilities (the model has no other dropout)."""
 
     name: ClassVar[str] = "llama"
-    options: ClassVar[tuple[str, ...]] = ("n_kv_head", "intermediate_size")
+    options_type: ClassVar[type[msgspec.Struct]] = LlamaOptions
 
     def check(self, request: TrainRunRequest) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
@@ -42,16 +61,17 @@ class LlamaFamily:
                     "positions; change n_embd or n_head",
                 )
             )
-        if request.n_kv_head is not None and request.n_head % request.n_kv_head:
+        n_kv_head = options_of(request, LlamaOptions).n_kv_head
+        if n_kv_head is not None and request.n_head % n_kv_head:
             problems.append(
-                ("n_kv_head", f"n_head={request.n_head} must be divisible by n_kv_head={request.n_kv_head}")
+                ("model_options.n_kv_head", f"n_head={request.n_head} must be divisible by n_kv_head={n_kv_head}")
             )
         return problems
 
     def shape(self, request: TrainRunRequest) -> dict[str, int]:
         # Rotary positions have no weights: block_size may differ between runs that share weights.
-        return {"n_layer": request.n_layer, "n_head": request.n_head, "n_kv_head": _kv_heads(request),
-                "n_embd": request.n_embd, "intermediate_size": _intermediate(request)}  # fmt: skip
+        return {"n_layer": request.n_layer, "n_head": request.n_head, "model_options.n_kv_head": _kv_heads(request),
+                "n_embd": request.n_embd, "model_options.intermediate_size": _intermediate(request)}  # fmt: skip
 
     def count_parameters(self, request: TrainRunRequest, vocab_size: int) -> int:
         # The tied embedding; per block q and o (d x d each), k and v (d x n_kv_head * head size each), the
@@ -82,8 +102,10 @@ class LlamaFamily:
 
 
 def _kv_heads(request: TrainRunRequest) -> int:
-    return request.n_head if request.n_kv_head is None else request.n_kv_head
+    n_kv_head = options_of(request, LlamaOptions).n_kv_head
+    return request.n_head if n_kv_head is None else n_kv_head
 
 
 def _intermediate(request: TrainRunRequest) -> int:
-    return default_intermediate_size(request.n_embd) if request.intermediate_size is None else request.intermediate_size
+    size = options_of(request, LlamaOptions).intermediate_size
+    return default_intermediate_size(request.n_embd) if size is None else size

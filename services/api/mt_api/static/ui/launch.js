@@ -37,7 +37,7 @@
     for (const input of form.querySelectorAll("[data-kind]:not(form)")) {
       const parsed = value(input);
       if (parsed === undefined) continue;
-      const [outer, inner] = input.name.split(".");  // init_from.run_id: a field of a nested body
+      const [outer, inner] = input.name.split(".");  // init_from.run_id, model_options.n_kv_head: a nested field
       if (inner === undefined) body[outer] = parsed;
       else (body[outer] = body[outer] || {})[inner] = parsed;
     }
@@ -97,8 +97,13 @@
       return;
     }
     for (const [name, value] of Object.entries(answer.data.request)) {
-      const input = document.getElementById("run-" + name);
-      if (input && input.dataset.kind) input.value = shown(input, value);
+      // A nested body (model_options, init_from) fills its inputs <name>.<field>.
+      const nested = value !== null && typeof value === "object" && !Array.isArray(value);
+      const fields = nested ? Object.entries(value).map(([inner, each]) => [name + "." + inner, each]) : [[name, value]];
+      for (const [field, each] of fields) {
+        const input = document.getElementById("run-" + field);
+        if (input && input.dataset.kind) input.value = shown(input, each);
+      }
     }
     document.getElementById("run-init_from.run_id").value = from;
     document.getElementById("run-init_from.checkpoint").value = query.get("checkpoint") || "";
