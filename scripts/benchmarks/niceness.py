@@ -4,8 +4,9 @@ The real child (``python -m mt_trainer_worker.training --nice N``, GPT-2 4x128, 
 threads, eager fp32; 60 steps, 12 in the busy condition) on the prepared Tiny Shakespeare tokens, in two
 conditions: the machine otherwise idle (the stack's services waiting, as they mostly are), and beside one
 busy nice-0 process (a Python loop, standing for the API or an inference process at work). What nice 10
-buys on the other side is the busy process's progress: its loop iterations per second while the run trains. ``BENCH_REPEATS`` (5)
-rounds, the two nicenesses alternating (which goes first changes each round); medians with min-max.
+buys on the other side is the busy process's progress: its loop iterations per second while the run
+trains. ``BENCH_REPEATS`` (5) rounds, the two nicenesses alternating (which goes first changes each round);
+medians with min-max.
 """
 
 from __future__ import annotations
