@@ -136,7 +136,9 @@ class Services:
         await self.pull(tokenizer_dir)
         root = self.layout.corpus_root
         files = await asyncio.to_thread(resolve_corpus, root, request.corpus_path)
-        recent = await self.recent_succeeded_runs()
+        # A dry run reads them afresh (a run that just succeeded counts); a submission may use a read up to
+        # RECENT_RUNS_SECONDS old, as its estimate is only recorded.
+        recent = await self.recent_succeeded_runs(fresh=strict)
         try:
             return await asyncio.to_thread(
                 estimate_run,
@@ -155,16 +157,16 @@ class Services:
             logger.warning("no estimate", extra={"event": "estimate_failed", "error": str(exc)})
             return None
 
-    async def recent_succeeded_runs(self) -> list[RunJob]:
+    async def recent_succeeded_runs(self, *, fresh: bool = False) -> list[RunJob]:
         """Up to 100 succeeded runs among the newest ``RECENT_RUNS_SCANNED`` (what estimates calibrate
-        against), read again at most every ``RECENT_RUNS_SECONDS``: finding them scans the run index, and a
-        submission must not cost a scan of every run ever queued."""
+        against). Unless ``fresh``, a read at most ``RECENT_RUNS_SECONDS`` old is reused: finding them scans
+        the run index, and a submission must not cost a scan of every run ever queued."""
         cached = self._recent_runs
-        if cached is not None and time.monotonic() - cached[0] < RECENT_RUNS_SECONDS:
+        if not fresh and cached is not None and time.monotonic() - cached[0] < RECENT_RUNS_SECONDS:
             return cached[1]
         async with self._recent_runs_lock:  # concurrent submissions share one read
             cached = self._recent_runs
-            if cached is None or time.monotonic() - cached[0] >= RECENT_RUNS_SECONDS:
+            if fresh or cached is None or time.monotonic() - cached[0] >= RECENT_RUNS_SECONDS:
                 runs, _ = await self.runs.list_page(limit=100, status="succeeded", max_scanned=RECENT_RUNS_SCANNED)
                 cached = (time.monotonic(), runs)
                 self._recent_runs = cached
