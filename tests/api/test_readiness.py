@@ -113,10 +113,8 @@ async def test_an_unwritable_storage_root_is_not_ready(
     ]
 
 
-async def test_encode_on_a_succeeded_tokenizer_whose_files_this_api_lacks_says_so(
-    client: AsyncTestClient[Litestar], api_settings: ApiSettings, redis: Redis
-) -> None:
-    # What an API without the workers' volume saw: a succeeded record, no folder.
+async def _succeeded_without_files(redis: Redis) -> None:
+    """What an API without the workers' volume sees: tokenizer ``TOK`` succeeded, its folder absent."""
     now = utcnow()
     job = TokenizerJob(id=TOK, request=TrainTokenizerRequest(corpus_path="small.txt"), created_at=now, updated_at=now)
     lifecycle = Lifecycle(tokenizer_jobs(redis), "tokenizer", 60)
@@ -124,6 +122,12 @@ async def test_encode_on_a_succeeded_tokenizer_whose_files_this_api_lacks_says_s
     lease = await lifecycle.start(TOK)
     assert lease is not None
     await lease.succeed(lambda record: record)
+
+
+async def test_encode_on_a_succeeded_tokenizer_whose_files_this_api_lacks_says_so(
+    client: AsyncTestClient[Litestar], api_settings: ApiSettings, redis: Redis
+) -> None:
+    await _succeeded_without_files(redis)
     response = await client.post(f"/tokenizers/{TOK}/encode", json={"text": "hello"})
     assert response.status_code == 503
     directory = Path(api_settings.app.artifacts_root).resolve() / "tokenizers" / TOK
@@ -136,13 +140,7 @@ async def test_encode_on_a_succeeded_tokenizer_whose_files_this_api_lacks_says_s
 async def test_a_run_on_a_succeeded_tokenizer_whose_files_this_api_lacks_is_queued_but_not_estimated(
     client: AsyncTestClient[Litestar], api_settings: ApiSettings, redis: Redis
 ) -> None:
-    now = utcnow()
-    job = TokenizerJob(id=TOK, request=TrainTokenizerRequest(corpus_path="small.txt"), created_at=now, updated_at=now)
-    lifecycle = Lifecycle(tokenizer_jobs(redis), "tokenizer", 60)
-    await lifecycle.create(job)
-    lease = await lifecycle.start(TOK)
-    assert lease is not None
-    await lease.succeed(lambda record: record)
+    await _succeeded_without_files(redis)
     body = {"tokenizer_id": TOK, "corpus_path": "small.txt", "max_steps": 200}
     # A dry run is the estimate: it cannot be given without the tokenizer's files.
     dry = await client.post("/runs/train?dry_run=true", json=body)
