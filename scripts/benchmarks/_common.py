@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mt_contracts.requests import TrainTokenizerRequest
 from mt_contracts.tokenizers import resolve_config
+from mt_storage.embedded_redis import free_port
 from mt_tokenizer_worker.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,6 +20,19 @@ def bpe_tokenizer(out_dir: Path, vocab_size: int) -> Path:
     config = resolve_config(TrainTokenizerRequest(corpus_path=SHAKESPEARE.name, vocab_size=vocab_size))
     METHODS["bpe"].train(iter([SHAKESPEARE.read_text(encoding="utf-8").splitlines(keepends=True)]), config, out_dir)
     return out_dir / "tokenizer.json"
+
+
+def stack_env(data: Path) -> dict[str, str]:
+    """The environment of a whole stack (``scripts/stack.py``) on fresh roots under ``data``, reading Tiny
+    Shakespeare's folder as its corpus root, on a free port, logging warnings and errors only."""
+    return {
+        **os.environ,
+        "APP__CORPUS_ROOT": str(SHAKESPEARE.parent),
+        "APP__ARTIFACTS_ROOT": str(data / "artifacts"),
+        "APP__RUNS_ROOT": str(data / "runs"),
+        "APP__LOG_LEVEL": "WARNING",
+        "HTTP__PORT": str(free_port()),
+    }
 
 
 def median(values: list[float]) -> float:

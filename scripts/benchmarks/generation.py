@@ -24,10 +24,9 @@ from pathlib import Path
 import httpx
 from stack import Stack
 
-from benchmarks._common import SHAKESPEARE, load
+from benchmarks._common import SHAKESPEARE, load, stack_env
 from mt_contracts import codec
 from mt_contracts.jobs import JobAccepted, RunJob, TokenizerJob
-from mt_storage.embedded_redis import free_port
 
 CALLS = int(os.environ.get("BENCH_GENERATION_CALLS", "40"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
@@ -92,14 +91,7 @@ def health_for(client: httpx.Client, seconds: float) -> list[float]:
 def main() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        env = {
-            **os.environ,
-            "APP__CORPUS_ROOT": str(SHAKESPEARE.parent),
-            "APP__ARTIFACTS_ROOT": str(data / "artifacts"),
-            "APP__RUNS_ROOT": str(data / "runs"),
-            "HTTP__PORT": str(free_port()),
-            "APP__LOG_LEVEL": "WARNING",
-        }
+        env = stack_env(data)
         env.pop("REDIS__URL", None)
         with (
             Stack(env, data, log_dir=data / "logs") as stack,

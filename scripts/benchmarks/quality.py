@@ -27,11 +27,10 @@ from pathlib import Path
 import msgspec
 from stack import Stack
 
-from benchmarks._common import SHAKESPEARE, load
+from benchmarks._common import SHAKESPEARE, load, stack_env
 from mt_client import Client
 from mt_contracts.events import ProgressEvent, ValidationEvent
 from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
-from mt_storage.embedded_redis import free_port
 
 GOAL_BITS_PER_BYTE = 2.0
 GOAL_SECONDS = 600.0
@@ -69,14 +68,7 @@ def main() -> str:
     loads = [load()]
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        env = {
-            **os.environ,
-            "APP__CORPUS_ROOT": str(SHAKESPEARE.parent),
-            "APP__ARTIFACTS_ROOT": str(data / "artifacts"),
-            "APP__RUNS_ROOT": str(data / "runs"),
-            "APP__LOG_LEVEL": "WARNING",
-            "HTTP__PORT": str(free_port()),
-        }
+        env = stack_env(data)
         with Stack(env, data, log_dir=data / "logs") as stack, Client(stack.api_url, timeout=300) as client:
             started = time.monotonic()
             tokenizer_id = client.train_tokenizer(msgspec.convert(TOKENIZER, TrainTokenizerRequest)).id
