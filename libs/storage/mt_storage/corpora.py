@@ -52,6 +52,7 @@ from mt_storage.corpus import CORPUS_SUFFIXES, CorpusDecodeError, CorpusFormatEr
 from mt_storage.files import FILE_MODE, fsync_dir
 from mt_storage.jobs import JobStore
 from mt_storage.layout import MANIFEST
+from mt_storage.pipelines import pipeline
 from mt_storage.store import Mirror
 
 UPLOADS = ".uploads"
@@ -535,7 +536,7 @@ class CorpusGuard:
         """Ids of the queued and running jobs that read corpus ``name`` (an evaluation of a split reads its
         run's corpus)."""
         stores: tuple[AnyStore, ...] = (self.tokenizers, self.runs, self.evals)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with pipeline(self.redis, transaction=True) as pipe:
             for store in stores:
                 pipe.smembers(store.queued_key)
                 pipe.smembers(store.active_key)

@@ -27,6 +27,7 @@ from mt_contracts import codec
 from mt_contracts.jobs import TERMINAL_STATUSES, EvalJob, Job, JobStatus, RunJob, TokenizerJob
 from mt_storage import RecordNotFound, StorageError
 from mt_storage.events import STREAM_MAXLEN, status_fields, stream_key
+from mt_storage.pipelines import pipeline
 
 ACTIVE_STATUSES = frozenset({"running", "cancelling"})
 # How long a finished job's live event stream stays in Redis (late readers and resumes): 7 days.
@@ -67,14 +68,14 @@ class JobStore(Generic[R]):
 
     async def queued_ids(self) -> list[str]:
         """Ids of jobs that are ``queued``, sorted."""
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with pipeline(self._redis, transaction=False) as pipe:
             pipe.smembers(self.queued_key)
             (members,) = await pipe.execute()
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
     async def active_ids(self) -> list[str]:
         """Ids of jobs that are ``running`` or ``cancelling``, sorted."""
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with pipeline(self._redis, transaction=False) as pipe:
             pipe.smembers(self.active_key)
             (members,) = await pipe.execute()
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
@@ -97,7 +98,7 @@ class JobStore(Generic[R]):
         """
         if record.status != "queued":
             raise StorageError(f"a new job starts queued, not {record.status}")
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with pipeline(self._redis, transaction=True) as pipe:
             pipe.set(self.key(record.id), codec.encode(record), nx=True, ex=self._retention)
             pipe.zadd(self.index_key, {record.id: 0})
             pipe.sadd(self.queued_key, record.id)
@@ -201,7 +202,7 @@ class JobStore(Generic[R]):
             RecordNotFound: no record has this id.
         """
         key = self.key(job_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with pipeline(self._redis, transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(key)

@@ -71,6 +71,7 @@ from mt_contracts.webhooks import (
 from mt_storage import StorageError
 from mt_storage.events import REDIS_DOWN
 from mt_storage.outbox import OUTBOX_KEY
+from mt_storage.pipelines import pipeline
 from mt_storage.queue import JobQueue
 
 logger = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ class WebhookStore:
 
     async def create(self, stored: StoredWebhook) -> None:
         """Store a new endpoint and index it, in one transaction."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with pipeline(self.redis, transaction=True) as pipe:
             pipe.set(self._key(stored.webhook.id), codec.encode(stored), nx=True)
             pipe.zadd(_INDEX, {stored.webhook.id: 0})
             await pipe.execute()
@@ -265,7 +266,7 @@ class WebhookStore:
     async def delete(self, webhook_id: str) -> bool:
         """Forget an endpoint (its pending deliveries end ``failed`` when their next attempt runs); False when
         there was none."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with pipeline(self.redis, transaction=True) as pipe:
             pipe.delete(self._key(webhook_id))
             pipe.zrem(_INDEX, webhook_id)
             deleted, _ = await pipe.execute()
@@ -321,7 +322,7 @@ class WebhookStore:
     async def _transact(
         self, key: str, kind: type[T], change: Callable[[T], T | None], retention: int | None
     ) -> T | None:
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with pipeline(self.redis, transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(key)
