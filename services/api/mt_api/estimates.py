@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from tokenizers import Tokenizer
 
+from mt_api.tokenizer_cache import read_tokenizer
 from mt_contracts.corpora import RunEstimate, TokenizerEstimate
 from mt_contracts.families import count_parameters
 from mt_contracts.jobs import RunJob
@@ -183,18 +184,14 @@ def _file_digest(path: Path) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _tokenizer_of(path: str, inode: int, size: int, mtime_ns: int) -> Tokenizer:
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        return Tokenizer.from_str(text)
-    except Exception as exc:  # the library raises a bare Exception for a file it cannot parse
-        raise OSError(f"{path} is not a tokenizer file: {exc}") from exc
+    return read_tokenizer(Path(path))
 
 
 def load_tokenizer(path: Path) -> Tokenizer:
     """The tokenizer saved at ``path``, parsed again only when the file's stat data changed.
 
     Raises:
-        OSError: the file is missing or unreadable, or not a ``tokenizers`` file.
+        OSError: the file is missing or unreadable, or not a ``tokenizers`` file (``read_tokenizer``).
     """
     stat = path.stat()
     return _tokenizer_of(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)

@@ -19,6 +19,20 @@ from mt_contracts.tokenizers import EncodeResponse
 TOKENIZER_JSON = "tokenizer.json"
 
 
+def read_tokenizer(path: Path) -> Tokenizer:
+    """The tokenizer saved at ``path``.
+
+    Raises:
+        OSError: the file is missing or unreadable, or not a ``tokenizers`` file (the library raises a bare
+            ``Exception`` for one it cannot parse, and for a missing file too).
+    """
+    text = path.read_text(encoding="utf-8")
+    try:
+        return Tokenizer.from_str(text)
+    except Exception as exc:  # the library's only error type
+        raise OSError(f"{path} is not a tokenizer file: {exc}") from exc
+
+
 class TokenizerCache:
     """Up to ``capacity`` loaded tokenizers by id, least recently used evicted first. Thread-safe."""
 
@@ -31,14 +45,14 @@ class TokenizerCache:
         """The tokenizer of ``directory/tokenizer.json``, from the cache when present.
 
         Raises:
-            OSError: the file cannot be read.
+            OSError: the file cannot be read or parsed (``read_tokenizer``).
         """
         with self._lock:
             cached = self._items.get(tokenizer_id)
             if cached is not None:
                 self._items.move_to_end(tokenizer_id)
                 return cached
-        tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_JSON))
+        tokenizer = read_tokenizer(directory / TOKENIZER_JSON)
         with self._lock:
             self._items[tokenizer_id] = tokenizer
             while len(self._items) > self.capacity:
