@@ -13,8 +13,10 @@ compilation count in the wall time (time to first step included):
 Wall = spawn to the end of the last step (ours: the timestamp of its last progress event; the loop: of its
 last step's line); steady tok/s = the median over per-step rates after the first quarter of the steps. Ratios
 are HF / ours in wall time (> 1: ours is faster) and are reported only where our loss curve and that
-reference's agree in every round (largest per-step difference within ``CURVE_TOLERANCE``); the curve gap
-column is each side's largest difference to the eager HF loop's curve. ``BENCH_TRAINING_REPEATS`` (5)
+reference's agree in every round: their smoothed curves (each step the mean of the last ``smoothing_window``
+losses) lie within ``SMOOTHED_TOLERANCE`` nats at every step. Compiled and bf16 kernels sum in other orders and
+training amplifies it, so single steps may differ while the curves follow one another; the raw gap (the largest
+per-step difference to the eager HF loop's curve) is shown beside the smoothed one. ``BENCH_TRAINING_REPEATS`` (5)
 alternating rounds, the order rotating each round; medians with min-max; peak RSS of each process
 (``wait4``); the load average before and after each size. Inductor's kernel caches are warm after the first
 round on both sides (ours under the runs root, the loop's in torch's default folder).
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,8 +48,8 @@ SIZES = {
 STEPS = {"4x128x128, batch 16": int(os.environ.get("BENCH_TRAINING_SMALL_STEPS", "100")), "6x384x256, batch 8": 16}
 REPEATS = int(os.environ.get("BENCH_TRAINING_REPEATS", "5"))
 VOCAB_SIZE = 2048
-# fp32 eager sides should agree to rounding; compiled and bf16 kernels sum in other orders.
-CURVE_TOLERANCE = {"fp32": 0.02, "bf16": 0.05}
+# Smoothed curves doing the same work agree to within this (nats); a step's loss on batch 16 moves by ~0.1.
+SMOOTHED_TOLERANCE = 0.05
 SIDES = ("ours", "ours compiled", "HF loop", "HF loop + compile")
 
 # The loop a user writes, run as ``python -c LOOP <spec.json> <compile 0|1>``.
@@ -175,6 +178,22 @@ def curve_gap(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
+def smoothing_window(steps: int) -> int:
+    """Steps averaged by ``smoothed``: a tenth of the run, at least 3."""
+    return max(3, steps // 10)
+
+
+def smoothed(losses: list[float]) -> list[float]:
+    """The trailing mean of each step's last ``smoothing_window`` losses (fewer at the start)."""
+    window = smoothing_window(len(losses))
+    return [statistics.fmean(losses[max(0, i + 1 - window) : i + 1]) for i in range(len(losses))]
+
+
+def smoothed_gap(a: list[float], b: list[float]) -> float:
+    """The largest per-step difference between two smoothed loss curves (nats)."""
+    return curve_gap(smoothed(a), smoothed(b))
+
+
 def measure_size(work: Path, tokenizer_dir: Path, data: PreparedData, label: str, precision: str) -> list[str]:
     """The table rows of one size and precision: every side, ``REPEATS`` rotating rounds."""
     size, steps = SIZES[label], STEPS[label]
@@ -201,18 +220,20 @@ def measure_size(work: Path, tokenizer_dir: Path, data: PreparedData, label: str
     for side in SIDES:
         runs = results[side]
         gap = max(curve_gap(run.losses, reference_curve) for run in runs)
+        smooth_gap = max(smoothed_gap(run.losses, reference_curve) for run in runs)
         walls = [run.wall for run in runs]
+        peak = median([run.peak_mb for run in runs])
         cells = []
         for ref in ("HF loop", "HF loop + compile"):
             # A ratio compares two runs doing the same work: our curve and this reference's, round by round.
             pairs = list(zip(results[ref], runs, strict=True))
-            agree = all(curve_gap(o.losses, r.losses) <= CURVE_TOLERANCE[precision] for r, o in pairs)
+            agree = all(smoothed_gap(o.losses, r.losses) <= SMOOTHED_TOLERANCE for r, o in pairs)
             shown = side.startswith("ours") and agree
             cells.append(spread([r.wall / o.wall for r, o in pairs], 2) if shown else "-")
         ratio = " | ".join(cells)
         rows.append(
             f"| {label} | {precision} | {side} | {spread(walls)} | {spread([run.rate for run in runs], 0)} | {ratio} "
-            f"| {runs[0].losses[-1]:.4f} | {gap:.4f} | {median([run.peak_mb for run in runs]):,.0f} |"
+            f"| {runs[0].losses[-1]:.4f} | {smooth_gap:.4f} | {gap:.4f} | {peak:,.0f} |"
         )
     return rows
 
@@ -239,15 +260,17 @@ def main() -> str:
             "Wall: spawn to the end of the last step (imports, model build and compilation included). Steady: "
             "median tokens/s over the steps after the first quarter. HF / ours: the HF loop's wall over ours, "
             "round by round (> 1: ours is faster), shown only where our loss curve and that reference's agree in "
-            f"every round (largest per-step difference within {CURVE_TOLERANCE['fp32']} nats in fp32, "
-            f"{CURVE_TOLERANCE['bf16']} in bf16); curve gap: each side's largest difference to the eager HF "
-            "loop's curve. 1-minute load average before and after each size and precision:"
+            "every round: their smoothed curves (each step the mean of the last tenth of the steps' losses, at "
+            f"least 3) within {SMOOTHED_TOLERANCE} nats at every step. Smoothed gap and raw gap: each side's "
+            "largest difference to the eager HF loop's first-round curve, smoothed and step by step (compiled "
+            "and bf16 kernels sum in other orders, and training amplifies it). 1-minute load average before "
+            "and after each size and precision:"
             f" {', '.join(loads)}.",
             "Goal (issue 19): ours >= 1.25x the compiled HF loop at both sizes, fp32 and bf16.",
             "",
             "| size (L x E x T) | precision | side | wall s | steady tok/s | HF eager / ours | HF compiled / ours "
-            "| last loss | curve gap | peak RSS MB |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| last loss | smoothed gap | raw gap | peak RSS MB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             *rows,
         ]
     )
