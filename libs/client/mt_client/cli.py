@@ -332,7 +332,7 @@ def tokenizers_cancel(tokenizer_id: str, as_json: bool) -> None:
 
 @cli.group()
 def runs() -> None:
-    """GPT-2 training runs: train, follow, inspect, evaluate, generate, export, download."""
+    """Language-model training runs, any family: train, follow, inspect, evaluate, generate, export, download."""
 
 
 def _train_run(detach: bool, as_json: bool, dry_run: bool, **values: object) -> None:
