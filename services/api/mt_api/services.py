@@ -25,7 +25,6 @@ from mt_contracts.requests import TrainRunRequest, TrainTokenizerRequest
 from mt_contracts.settings import ApiSettings
 from mt_storage.checkpoints import INDEX, MODEL_CONFIG, read_index
 from mt_storage.corpora import Corpora, CorpusGuard
-from mt_storage.corpus import resolve_corpus
 from mt_storage.events import JobEvents
 from mt_storage.jobs import JobStore, eval_jobs, run_jobs, tokenizer_jobs
 from mt_storage.layout import Layout
@@ -118,14 +117,15 @@ class Services:
         await self.pull_file(self.layout.run_dir(run_id) / INDEX)
         await self.pull_file(self.layout.run_dir(run_id) / MODEL_CONFIG)
 
-    async def tokenizer_estimate(self, request: TrainTokenizerRequest) -> TokenizerEstimate:
-        """The dry-run estimate of a tokenizer job (the request already checked)."""
+    async def tokenizer_estimate(self, request: TrainTokenizerRequest, files: list[Path]) -> TokenizerEstimate:
+        """The dry-run estimate of a tokenizer job on its corpus ``files`` (the request already checked:
+        ``check_tokenizer_request`` resolved them)."""
         root = self.layout.corpus_root
-        files = await asyncio.to_thread(resolve_corpus, root, request.corpus_path)
         return await asyncio.to_thread(estimate_tokenizer, request, files, root, self.settings.estimate)
 
-    async def run_estimate(self, request: TrainRunRequest, *, strict: bool) -> RunEstimate | None:
-        """The dry-run estimate of a run (the request already checked: its tokenizer succeeded). With
+    async def run_estimate(self, request: TrainRunRequest, files: list[Path], *, strict: bool) -> RunEstimate | None:
+        """The dry-run estimate of a run on its corpus ``files`` (the request already checked:
+        ``check_run_request`` resolved them, and its tokenizer succeeded). With
         ``strict`` an unreadable tokenizer raises ``Unavailable``; else it gives ``None`` (a real run is never
         refused for its estimate).
 
@@ -135,7 +135,6 @@ class Services:
         tokenizer_dir = self.layout.tokenizer_dir(request.tokenizer_id)
         await self.pull(tokenizer_dir)
         root = self.layout.corpus_root
-        files = await asyncio.to_thread(resolve_corpus, root, request.corpus_path)
         # A dry run reads them afresh (a run that just succeeded counts); a submission may use a read up to
         # RECENT_RUNS_SECONDS old, as its estimate is only recorded.
         recent = await self.recent_succeeded_runs(fresh=strict)

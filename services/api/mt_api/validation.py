@@ -55,11 +55,12 @@ def check_corpus(corpus_root: Path, corpus_path: str, problems: Problems | None 
         return []
 
 
-def check_tokenizer_request(request: TrainTokenizerRequest, corpus_root: Path) -> None:
+def check_tokenizer_request(request: TrainTokenizerRequest, corpus_root: Path) -> list[Path]:
     """Only the options of the request's method; special tokens unique, not blank and not pieces SentencePiece
     reserves; ``vocab_size`` room for the method's fixed symbols (the byte alphabet, the special tokens,
     SentencePiece's unknown piece) and one learned token; the corpus inside the root. Every problem found is
-    listed in the one ``InvalidField``."""
+    listed in the one ``InvalidField``. Returns the corpus files (``resolve_corpus``), which the estimate
+    reads."""
     problems = Problems()
     for name in request.options_for_other_method():
         other = "sentencepiece" if name in SENTENCEPIECE_ONLY_OPTIONS else "bpe"
@@ -89,8 +90,9 @@ def check_tokenizer_request(request: TrainTokenizerRequest, corpus_root: Path) -
         parts = f"256 byte-fallback pieces, {specials} special token(s), the unknown piece and one learned piece"
     if request.vocab_size < needed:
         problems.add("vocab_size", f"vocab_size must be at least {needed}: {parts}")
-    check_corpus(corpus_root, request.corpus_path, problems)
+    files = check_corpus(corpus_root, request.corpus_path, problems)
     problems.raise_any()
+    return files
 
 
 def check_launcher(request: TrainRunRequest, problems: Problems) -> None:
@@ -106,9 +108,10 @@ def check_launcher(request: TrainRunRequest, problems: Problems) -> None:
             )
 
 
-def check_run_request(request: TrainRunRequest, tokenizer: TokenizerJob | None, corpus_root: Path) -> None:
+def check_run_request(request: TrainRunRequest, tokenizer: TokenizerJob | None, corpus_root: Path) -> list[Path]:
     """Model sizes usable by its family (``mt_contracts.families``), schedule consistent, corpus inside the
-    root (every problem listed in one 400), then the tokenizer: known (else 404) and finished (else 409)."""
+    root (every problem listed in one 400), then the tokenizer: known (else 404) and finished (else 409).
+    Returns the corpus files (``resolve_corpus``), which the estimate reads."""
     problems = Problems()
     for field, message in check_model(request):
         problems.add(field, message)
@@ -124,7 +127,7 @@ def check_run_request(request: TrainRunRequest, tokenizer: TokenizerJob | None, 
             f"min_learning_rate={request.min_learning_rate} exceeds learning_rate={request.learning_rate}",
         )
     check_launcher(request, problems)
-    check_corpus(corpus_root, request.corpus_path, problems)
+    files = check_corpus(corpus_root, request.corpus_path, problems)
     problems.raise_any()
     if tokenizer is None:
         raise NotFound(
@@ -135,6 +138,7 @@ def check_run_request(request: TrainRunRequest, tokenizer: TokenizerJob | None, 
             f"tokenizer {tokenizer.id} is {tokenizer.status}; a run needs a succeeded tokenizer",
             field="tokenizer_id",
         )
+    return files
 
 
 def check_eval_request(request: EvaluateRequest, corpus_root: Path) -> None:

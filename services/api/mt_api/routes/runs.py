@@ -49,13 +49,14 @@ async def train_run(
     nothing queued or written."""
     tokenizer = await services.tokenizers.get(payload.tokenizer_id)
     await services.fetch_corpus(payload.corpus_path)
-    await asyncio.to_thread(check_run_request, payload, tokenizer, services.layout.corpus_root)  # walks the corpus
+    # Resolving the corpus walks folders: off the event loop, once (the estimate reads the files found here).
+    files = await asyncio.to_thread(check_run_request, payload, tokenizer, services.layout.corpus_root)
     if payload.init_from is not None:
         parent = await services.runs.get(payload.init_from.run_id)
         if parent is not None:
             await services.fetch_weights(parent.id, parent.request.tokenizer_id, payload.init_from.checkpoint)
         check_init_from(services.layout, payload, parent)
-    estimate = await services.run_estimate(payload, strict=dry_run)
+    estimate = await services.run_estimate(payload, files, strict=dry_run)
     if dry_run and estimate is not None:
         return Response(estimate, status_code=HTTP_200_OK)
     now = utcnow()

@@ -40,8 +40,8 @@ async def train_tokenizer(
     ``dry_run=true``, 200 with the estimate and nothing queued or written."""
     # Resolving the corpus walks folders and opens files: off the event loop.
     await services.fetch_corpus(payload.corpus_path)
-    await asyncio.to_thread(check_tokenizer_request, payload, services.layout.corpus_root)
-    estimate = await services.tokenizer_estimate(payload)
+    files = await asyncio.to_thread(check_tokenizer_request, payload, services.layout.corpus_root)
+    estimate = await services.tokenizer_estimate(payload, files)
     if dry_run:
         return Response(estimate, status_code=HTTP_200_OK)
     now = utcnow()
