@@ -136,7 +136,7 @@ def main() -> str:
             "dropped) on the same corpus.",
             "Goals: peak RSS <= 500 MB at any size; time linear in size; >= 5 MB/s on 2 cores.",
             "",
-            "| corpus MB | library alone MB/s | ours MB/s | ours / library (time) | tokens | library peak RSS MB "
+            "| corpus MB | library alone MB/s | ours MB/s | speed, ours / library | tokens | library peak RSS MB "
             "| ours peak RSS MB | load average before → after |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
             *rows,
