@@ -125,8 +125,9 @@ LAUNCHER_DESCRIPTION = (
     "torchrun on trainer workers; k8s-trainjob: the same processes as a Kubeflow Trainer TrainJob."
 )
 CompileChoice = Literal["auto", "on", "off"]
-# Measured on 2 cores (docs/benchmarks.md, training): compiling takes about 15-17 s the first time a shape is
-# seen and about 3 s from the compile cache, and gains 7-9% tokens/s; it pays from about 2,000 steps.
+# Measured on 2 cores (docs/benchmarks.md, training): compiling takes 20-30 s the first time a shape is seen
+# and about 3 s from the compile cache, and gains 5-19% tokens/s: it pays back within about 1,000 steps cold.
+# auto waits for 2,000, so a short experiment never waits on the compiler.
 COMPILE_AUTO_MIN_STEPS = 2000
 COMPILE_DESCRIPTION = (
     "torch.compile the model for training: on, off, or auto (on for runs of at least "
