@@ -1,5 +1,6 @@
 """Corpus uploads through the real app and a real Redis: plain files and archives, refused archives,
-``If-None-Match``, listing, and the delete refused while a queued job reads the corpus."""
+``If-None-Match``, listing, the delete refused while a queued job reads the corpus, and a job refused while
+its corpus is being deleted or replaced."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from mt_api.app import create_app
 from mt_contracts import codec
 from mt_contracts.corpora import CorpusInfo
 from mt_contracts.settings import ApiSettings, CorpusSettings
-from mt_storage.corpora import UPLOADS
+from mt_storage.corpora import UPLOADS, CorpusGuard
+from mt_storage.jobs import eval_jobs, run_jobs, tokenizer_jobs
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
 
@@ -221,3 +223,24 @@ async def test_delete_is_refused_while_a_queued_job_reads_the_corpus(
     assert (corpus_root / "used" / "used.txt").is_file()
     assert (await client.post(f"/tokenizers/{job_id}/cancel")).status_code == 200
     assert (await client.delete("/corpora/used")).status_code == 204
+
+
+async def test_a_job_on_a_corpus_being_changed_is_failed_and_never_enqueued(
+    client: AsyncTestClient[Litestar], api_settings: ApiSettings, redis: Redis
+) -> None:
+    assert (await client.put("/corpora/moving", content=TEXT.encode() * 50)).status_code == 201
+    guard = CorpusGuard(redis, tokenizer_jobs(redis), run_jobs(redis), eval_jobs(redis))
+    async with guard.changing("moving"):  # what a delete or a replacement of the corpus holds
+        refused = await client.post("/tokenizers/train", json={"corpus_path": "moving", "vocab_size": 300})
+    assert refused.status_code == 409, refused.text
+    body = refused.json()
+    assert body["errors"] == [{"field": "corpus_path", "message": body["detail"], "source": "body"}]
+    assert "being deleted or replaced" in body["detail"]
+    (failed,) = (await client.get("/tokenizers", params={"status": "failed"})).json()["items"]
+    assert failed["error"]["code"] == "corpus_changing"
+    assert failed["request"]["corpus_path"] == "moving"
+    assert await redis.zcard(api_settings.queue.tokenizer) == 0
+    # The change over, the same request is queued.
+    queued = await client.post("/tokenizers/train", json={"corpus_path": "moving", "vocab_size": 300})
+    assert queued.status_code == 202, queued.text
+    assert await redis.zcard(api_settings.queue.tokenizer) == 1

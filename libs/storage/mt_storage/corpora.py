@@ -518,8 +518,10 @@ class CorpusGuard:
 
     - a change (``changing``) sets ``mt:corpus:changing:<name>`` and then reads, in one transaction, the
       queued and active sets of every job kind; a job there that reads the corpus refuses the change;
-    - a new job is stored ``queued`` (in its kind's queued set) first and then ``admit`` reads the mark; a
-      job that finds it is failed before it is enqueued (``corpus_changing``), and the caller answers 409.
+    - a new job is stored ``queued`` (in its kind's queued set) and the mark (``mark_key``) is read after it,
+      in the same transaction (``JobStore.create``'s ``mark``; a resumed job, already stored, reads it with
+      ``is_changing``); a job that finds it is failed before it is enqueued (``corpus_changing``), and the
+      caller answers 409.
 
     So a corpus is never deleted while a job that will read it is queued or running; at worst both refuse.
     """
@@ -580,7 +582,12 @@ class CorpusGuard:
         finally:
             await self.redis.delete(key)
 
+    @staticmethod
+    def mark_key(corpus_path: str) -> str:
+        """The key that marks the corpus ``corpus_path`` reads as being deleted or replaced."""
+        return CHANGING_PREFIX + corpus_name_of(corpus_path)
+
     async def is_changing(self, corpus_path: str) -> bool:
         """Whether the corpus that ``corpus_path`` reads is being deleted or replaced (read after the job was
         stored, see the class docstring)."""
-        return bool(await self.redis.exists(CHANGING_PREFIX + corpus_name_of(corpus_path)))
+        return bool(await self.redis.exists(self.mark_key(corpus_path)))

@@ -89,9 +89,11 @@ class JobStore(Generic[R]):
         """The sorted set of the ids created in ``group``."""
         return f"{self._prefix}group:{group}"
 
-    async def create(self, record: R, group: str | None = None) -> None:
+    async def create(self, record: R, group: str | None = None, *, mark: str | None = None) -> bool:
         """Store a new ``queued`` record and add its id to the index (and to ``group``'s), in one
-        transaction. Call it through ``Lifecycle.create``.
+        transaction. Call it through ``Lifecycle.create``. With ``mark``, the same transaction then reads
+        whether that key exists and returns it (``False`` without one): ``CorpusGuard.mark_key`` read after the
+        record is stored, in one round trip.
 
         Raises:
             StorageError: a record with this id already exists, or it is not ``queued``.
@@ -105,9 +107,12 @@ class JobStore(Generic[R]):
             pipe.xadd(stream_key(record.id), status_fields(record), maxlen=STREAM_MAXLEN, approximate=True)
             if group is not None:
                 pipe.zadd(self.group_key(group), {record.id: 0})
-            created, *_ = await pipe.execute()
+            if mark is not None:
+                pipe.exists(mark)
+            created, *rest = await pipe.execute()
         if not created:
             raise StorageError(f"job {record.id} already exists")
+        return mark is not None and bool(rest[-1])
 
     async def list_group(self, group: str) -> list[R]:
         """Every record created in ``group``, newest first (ids whose record expired are skipped)."""

@@ -83,9 +83,10 @@ class Lifecycle(Generic[R]):
             job_id, decide, lambda before, after: outbox_entries(self.kind, before, after, stalled=stalled)
         )
 
-    async def create(self, record: R, group: str | None = None) -> None:
-        """Store a new ``queued`` job (see ``JobStore.create``)."""
-        await self.store.create(record, group)
+    async def create(self, record: R, group: str | None = None, *, mark: str | None = None) -> bool:
+        """Store a new ``queued`` job; with ``mark``, whether that key exists, read in the same transaction
+        after the write (see ``JobStore.create``)."""
+        return await self.store.create(record, group, mark=mark)
 
     async def start(self, job_id: str) -> Lease[R] | None:
         """Begin an attempt: a ``queued`` job, or a ``running`` one whose lease is stale, becomes ``running``

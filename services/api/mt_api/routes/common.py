@@ -49,17 +49,35 @@ async def enqueue(services: Services, lifecycle: Lifecycle[R], task: str, job_id
         raise RuntimeError(f"job id {job_id} was already queued")
 
 
+async def create_admitted(
+    services: Services, lifecycle: Lifecycle[R], job: R, corpus_path: str, group: str | None = None
+) -> None:
+    """Store the new ``queued`` job and, in the same transaction, read whether its corpus is being deleted or
+    replaced (see ``CorpusGuard``); such a job is failed ``corpus_changing`` and refused before it is
+    enqueued.
+
+    Raises:
+        Conflict: the corpus is being deleted or replaced.
+    """
+    if await lifecycle.create(job, group, mark=services.corpus_guard.mark_key(corpus_path)):
+        await _refuse(lifecycle, job.id, corpus_path)
+
+
 async def admit(services: Services, lifecycle: Lifecycle[R], job_id: str, corpus_path: str) -> None:
-    """Called after the job was stored ``queued`` and before it is enqueued: a job whose corpus is being
+    """For a job already stored ``queued`` (a resumed run), before it is enqueued: one whose corpus is being
     deleted or replaced meanwhile is failed ``corpus_changing`` and refused (see ``CorpusGuard``).
 
     Raises:
         Conflict: the corpus is being deleted or replaced.
     """
     if await services.corpus_guard.is_changing(corpus_path):
-        message = f"corpus_path {corpus_path!r} is being deleted or replaced; submit the job again after that"
-        await lifecycle.fail_queued(job_id, JobError(code="corpus_changing", message=message))
-        raise Conflict(message, field="corpus_path")
+        await _refuse(lifecycle, job_id, corpus_path)
+
+
+async def _refuse(lifecycle: Lifecycle[R], job_id: str, corpus_path: str) -> None:
+    message = f"corpus_path {corpus_path!r} is being deleted or replaced; submit the job again after that"
+    await lifecycle.fail_queued(job_id, JobError(code="corpus_changing", message=message))
+    raise Conflict(message, field="corpus_path")
 
 
 async def page(

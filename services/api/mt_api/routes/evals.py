@@ -11,7 +11,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from mt_api import NotFound
 from mt_api.body import json_body
-from mt_api.routes.common import accepted, admit, enqueue, find_run, new_id
+from mt_api.routes.common import accepted, create_admitted, enqueue, find_run, new_id
 from mt_api.services import Services
 from mt_api.validation import check_eval_request, check_weights
 from mt_contracts.ids import is_eval_id
@@ -39,8 +39,8 @@ async def evaluate_run(
     check_weights(services.layout, run, payload.checkpoint)
     now = utcnow()
     job = EvalJob(id=new_id("eval"), run_id=run.id, request=payload, created_at=now, updated_at=now)
-    await services.eval_lifecycle.create(job, group=run.id)
-    await admit(services, services.eval_lifecycle, job.id, payload.corpus_path or run.request.corpus_path)
+    corpus_path = payload.corpus_path or run.request.corpus_path
+    await create_admitted(services, services.eval_lifecycle, job, corpus_path, group=run.id)
     await enqueue(services, services.eval_lifecycle, EVALUATE_MODEL_TASK, job.id, services.settings.queue.training)
     return accepted(job.id, f"/runs/{run.id}/evals/{job.id}")
 

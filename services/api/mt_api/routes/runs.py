@@ -15,7 +15,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from mt_api import Conflict, InvalidField, NotFound
 from mt_api.body import json_body
-from mt_api.routes.common import DRY_RUN, accepted, admit, cancel, enqueue, new_id, page
+from mt_api.routes.common import DRY_RUN, accepted, admit, cancel, create_admitted, enqueue, new_id, page
 from mt_api.services import Services
 from mt_api.validation import Problems, check_init_from, check_launcher, check_run_request
 from mt_contracts.corpora import RunEstimate
@@ -61,8 +61,7 @@ async def train_run(
         return Response(estimate, status_code=HTTP_200_OK)
     now = utcnow()
     job = RunJob(id=new_id("run"), request=payload, created_at=now, updated_at=now, estimate=estimate)
-    await services.run_lifecycle.create(job)
-    await admit(services, services.run_lifecycle, job.id, payload.corpus_path)
+    await create_admitted(services, services.run_lifecycle, job, payload.corpus_path)
     await enqueue(services, services.run_lifecycle, TRAIN_MODEL_TASK, job.id, services.settings.queue.training)
     return accepted(job.id, f"/runs/{job.id}")
 

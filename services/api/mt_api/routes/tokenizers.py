@@ -12,7 +12,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from mt_api import Conflict, NotFound, Unavailable
 from mt_api.body import json_body
-from mt_api.routes.common import DRY_RUN, accepted, admit, cancel, enqueue, new_id, page
+from mt_api.routes.common import DRY_RUN, accepted, cancel, create_admitted, enqueue, new_id, page
 from mt_api.services import Services
 from mt_api.validation import check_tokenizer_request
 from mt_contracts.corpora import TokenizerEstimate
@@ -46,8 +46,7 @@ async def train_tokenizer(
         return Response(estimate, status_code=HTTP_200_OK)
     now = utcnow()
     job = TokenizerJob(id=new_id("tok"), request=payload, created_at=now, updated_at=now, estimate=estimate)
-    await services.tokenizer_lifecycle.create(job)
-    await admit(services, services.tokenizer_lifecycle, job.id, payload.corpus_path)
+    await create_admitted(services, services.tokenizer_lifecycle, job, payload.corpus_path)
     await enqueue(
         services, services.tokenizer_lifecycle, TRAIN_TOKENIZER_TASK, job.id, services.settings.queue.tokenizer
     )
