@@ -337,12 +337,12 @@ def main() -> str:
             "**Reading.** The bare app does one Redis write per POST and returns the stored bytes on a GET. Ours, "
             "per POST: reads the tokenizer record, checks the request and the corpus path (a worker thread), "
             "estimates the run (a second thread hop; the corpus's line count, the tokenizer and the calibration "
-            "runs are cached), stores the record with its index and event stream in one transaction, checks the "
-            "corpus guard and enqueues with arq (a WATCH, a read and a MULTI): six Redis round trips, besides the "
-            "API-key and origin guards, the request id and the Prometheus middleware that every route pays. A GET "
-            "decodes the record to say whether it is stalled and encodes it again. Where a goal is not met, this "
-            "work is the difference measured; what is left to try: the corpus-guard read and arq's enqueue folded "
-            "into the record's transaction (three round trips fewer).",
+            "runs are cached), stores the record with its index and event stream and reads the corpus guard's "
+            "mark in one transaction, and enqueues with arq (a WATCH, a read and a MULTI): five Redis round trips, "
+            "besides the API-key and origin guards, the request id and the Prometheus middleware that every route "
+            "pays. A GET decodes the record to say whether it is stalled and encodes it again. Where a goal is not "
+            "met, this work is the difference measured; what is left to try: arq's enqueue folded into the "
+            "record's transaction (two round trips fewer).",
             "",
             f"Pickup (POST to the record's ``started_at``, a real trainer worker, {len(picked)} runs one at a "
             "time, each posted once the worker is free of the one before): "
