@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -202,13 +203,9 @@ def test_pruned_checkpoints_leave_the_store_after_the_index(tmp_path: Path, s3_s
     store = Recording(S3Store.from_settings(s3_settings))
     mirror = Mirror(store, _layout(tmp_path / "a"))
     run_dir = mirror.layout.run_dir("run_x")
-    for step in (100, 200):
-        atomic_write_bytes(run_dir / "checkpoints" / f"step-{step}.pt", f"state {step}".encode())
-    atomic_write_bytes(run_dir / "checkpoints.json", b"[100, 200]")
+    _index(run_dir, [100, 200])
     mirror.push_checkpoints(run_dir)
-    (run_dir / "checkpoints" / "step-100.pt").unlink()
-    atomic_write_bytes(run_dir / "checkpoints" / "step-300.pt", b"state 300")
-    atomic_write_bytes(run_dir / "checkpoints.json", b"[200, 300]")
+    _index(run_dir, [200, 300])  # step 300 written, step 100 pruned
     store.puts.clear()
     mirror.push_checkpoints(run_dir)
     assert store.puts == ["runs/run_x/checkpoints/step-300.pt", "runs/run_x/checkpoints.json"]
@@ -217,6 +214,37 @@ def test_pruned_checkpoints_leave_the_store_after_the_index(tmp_path: Path, s3_s
         "runs/run_x/checkpoints/step-200.pt",
         "runs/run_x/checkpoints/step-300.pt",
     ]
+
+
+def _stored_index(store: S3Store, run_id: str) -> list[int]:
+    """The steps the store's index of ``run_id`` names, after checking that it holds each of them."""
+    held = {info.key for info in store.list_objects(f"runs/{run_id}/")}
+    with tempfile.TemporaryDirectory() as tmp:
+        store.get_file(f"runs/{run_id}/checkpoints.json", Path(tmp) / "index")
+        entries = codec.decode((Path(tmp) / "index").read_bytes(), list[CheckpointInfo])
+    assert all(f"runs/{run_id}/{entry.path}" in held for entry in entries)
+    return [entry.step for entry in entries]
+
+
+def test_the_stores_index_names_only_checkpoints_it_holds_while_training_writes_on(
+    tmp_path: Path, s3_settings: StorageSettings
+) -> None:
+    store = S3Store.from_settings(s3_settings)
+    mirror = Mirror(store, _layout(tmp_path / "a"))
+    run_dir = mirror.layout.run_dir("run_x")
+    _index(run_dir, [100, 200])
+    mirror.push_checkpoints(run_dir)
+    # The index was read before the training process dropped step 100 (keep_checkpoints): the store keeps
+    # the checkpoint its index names.
+    _index(run_dir, [100, 200, 300])
+    (run_dir / "checkpoints" / "step-100.pt").unlink()
+    mirror.push_checkpoints(run_dir)
+    assert _stored_index(store, "run_x") == [100, 200, 300]
+    # An index naming a checkpoint that is gone before it reached the store: the store's index leaves it out.
+    _index(run_dir, [300, 400])
+    (run_dir / "checkpoints" / "step-400.pt").unlink()
+    mirror.push_checkpoints(run_dir)
+    assert _stored_index(store, "run_x") == [300]
 
 
 def test_check_reports_a_missing_bucket(s3_settings: StorageSettings) -> None:

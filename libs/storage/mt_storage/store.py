@@ -217,10 +217,12 @@ class Mirror:
         exclude: tuple[str, ...] = (),
         check: Check = _unfenced,
         base: str | None = None,
+        keep: frozenset[str] = frozenset(),
     ) -> int:
         """Upload the files under ``directory`` that the store lacks or holds otherwise, manifests last;
         ``exclude`` names top-level entries to leave out (a run's ``work`` scratch); with ``prune`` delete
-        objects under it that are gone locally. ``check()`` is called before each upload and before the
+        objects under it that are gone locally, except the keys in ``keep``. ``check()`` is called before each
+        upload and before the
         deletion (a job's fence: it raises ``LeaseLost`` when the job is another worker's now). ``base`` is
         the folder's key when it is not ``key(directory)`` (a corpus uploaded from its staging folder).
         Returns the number of files uploaded."""
@@ -253,7 +255,7 @@ class Mirror:
             uploaded += 1
         if prune:
             local = {key_of(path) for path in files}
-            gone = sorted(set(remote) - local)
+            gone = sorted(set(remote) - local - keep)
             if gone:
                 check()
                 self.store.delete(gone)
@@ -261,13 +263,28 @@ class Mirror:
 
     def push_checkpoints(self, run_dir: Path, check: Check = _unfenced) -> None:
         """Upload a run's new checkpoints, then its index (``checkpoints.json``), then delete the pruned
-        ones: the index in the store only ever names checkpoints the store holds. ``check`` as in ``push``:
-        only the worker that holds the run's lease replaces its index or deletes its checkpoints."""
+        ones: the index in the store only ever names checkpoints the store holds, and no checkpoint it names
+        is deleted. The training process may write a checkpoint and a new index (and drop its oldest
+        checkpoint) while this runs, so the local index is read once, before the checkpoints are listed (a
+        checkpoint is written before the index that names it), and uploaded less any checkpoint the store
+        does not hold by then. ``check`` as in ``push``: only the worker that holds the run's lease replaces
+        its index or deletes its checkpoints."""
         if self.store is None:
             return
-        self.push(run_dir / CHECKPOINTS_DIR, check=check)
-        self.push_files([run_dir / INDEX], check=check)
-        self.push(run_dir / CHECKPOINTS_DIR, prune=True, check=check)
+        index, checkpoints = run_dir / INDEX, run_dir / CHECKPOINTS_DIR
+        kept = read_index(run_dir) if index.is_file() else None
+        self.push(checkpoints, check=check)
+        if kept is None:
+            self.push(checkpoints, prune=True, check=check)
+            return
+        held = {info.key for info in self.store.list_objects(self.key(checkpoints) + "/")}
+        named = [entry for entry in kept if self.key(run_dir / entry.path) in held]
+        with _scratch(index) as scratch:
+            scratch.write_bytes(codec.encode(named))
+            check()
+            self.store.put_file(self.key(index), scratch)
+        keys = frozenset(self.key(run_dir / entry.path) for entry in named)
+        self.push(checkpoints, prune=True, keep=keys, check=check)
 
     def push_files(self, paths: list[Path], check: Check = _unfenced) -> None:
         """Upload ``paths`` in the order given (a checkpoint, then the index that names it), ``check()``
