@@ -222,9 +222,9 @@ class Mirror:
         """Upload the files under ``directory`` that the store lacks or holds otherwise, manifests last;
         ``exclude`` names top-level entries to leave out (a run's ``work`` scratch); with ``prune`` delete
         objects under it that are gone locally, except the keys in ``keep``. ``check()`` is called before each
-        upload and before the
-        deletion (a job's fence: it raises ``LeaseLost`` when the job is another worker's now). ``base`` is
-        the folder's key when it is not ``key(directory)`` (a corpus uploaded from its staging folder).
+        upload and before the deletion (a job's fence: it raises ``LeaseLost`` when the job is another
+        worker's now). ``base`` is the folder's key when it is not ``key(directory)`` (a corpus uploaded from
+        its staging folder).
         Returns the number of files uploaded."""
         if self.store is None or not directory.is_dir():
             return 0
@@ -274,17 +274,16 @@ class Mirror:
         index, checkpoints = run_dir / INDEX, run_dir / CHECKPOINTS_DIR
         kept = read_index(run_dir) if index.is_file() else None
         self.push(checkpoints, check=check)
-        if kept is None:
-            self.push(checkpoints, prune=True, check=check)
-            return
-        held = {info.key for info in self.store.list_objects(self.key(checkpoints) + "/")}
-        named = [entry for entry in kept if self.key(run_dir / entry.path) in held]
-        with _scratch(index) as scratch:
-            scratch.write_bytes(codec.encode(named))
-            check()
-            self.store.put_file(self.key(index), scratch)
-        keys = frozenset(self.key(run_dir / entry.path) for entry in named)
-        self.push(checkpoints, prune=True, keep=keys, check=check)
+        named: list[CheckpointInfo] = []
+        if kept is not None:
+            held = {info.key for info in self.store.list_objects(self.key(checkpoints) + "/")}
+            named = [entry for entry in kept if self.key(run_dir / entry.path) in held]
+            with _scratch(index) as scratch:
+                scratch.write_bytes(codec.encode(named))
+                check()
+                self.store.put_file(self.key(index), scratch)
+        keep = frozenset(self.key(run_dir / entry.path) for entry in named)
+        self.push(checkpoints, prune=True, keep=keep, check=check)
 
     def push_files(self, paths: list[Path], check: Check = _unfenced) -> None:
         """Upload ``paths`` in the order given (a checkpoint, then the index that names it), ``check()``
